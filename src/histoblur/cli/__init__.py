@@ -1,0 +1,1 @@
+"""Thin command-line layer: parse, build a config, call one library function."""

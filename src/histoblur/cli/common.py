@@ -1,0 +1,43 @@
+"""Argument helpers shared by the sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from histoblur.errors import ParameterError
+
+
+def parse_params(pairs: Sequence[str] | None) -> dict[str, Any]:
+    """Turn ``["k=v", ...]`` into a dict, values parsed as YAML scalars or lists.
+
+    ``sigma=3`` fixes a value, ``sigma=[1,4]`` gives a range, ``blades=[5,6,8]`` (three or more
+    items) a list of choices when the parameter is sampled.
+
+    Raises:
+        ParameterError: for an item without ``=``.
+    """
+    params: dict[str, Any] = {}
+    for item in pairs or ():
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ParameterError(f"Parameter {item!r} is not of the form name=value.")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, list) and len(value) == 2:
+            value = tuple(value)
+        params[key.strip()] = value
+    return params
+
+
+def add_seed(parser: argparse.ArgumentParser, default: int = 0) -> None:
+    """Add the common ``--seed`` option."""
+    parser.add_argument("--seed", type=int, default=default, help=f"random seed (default {default})")
+
+
+

@@ -1,0 +1,33 @@
+"""Gaussian PSF: the most common model of isotropic defocus."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def gaussian_radius(sigma: float, truncate: float = 4.0) -> int:
+    """Half-size of a Gaussian kernel truncated at ``truncate`` standard deviations."""
+    return max(1, int(math.ceil(truncate * sigma)))
+
+
+def gaussian_kernel_1d(sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """Sampled, normalised 1-D Gaussian of odd length ``2*ceil(truncate*sigma)+1``.
+
+    Args:
+        sigma: standard deviation in pixels (> 0).
+        truncate: half-width in standard deviations.
+    """
+    if not sigma > 0:
+        raise ValueError(f"Gaussian sigma must be positive, got {sigma}.")
+    r = gaussian_radius(sigma, truncate)
+    x = np.arange(-r, r + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def gaussian_kernel(sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """Isotropic 2-D Gaussian kernel, the outer product of :func:`gaussian_kernel_1d`."""
+    k = gaussian_kernel_1d(sigma, truncate)
+    return np.outer(k, k)

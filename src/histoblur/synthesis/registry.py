@@ -1,0 +1,109 @@
+"""The one registry of blur kinds: name -> spec, sampler, plan.
+
+Adding a kind is one spec class, one sampler class, one plan function and one line below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from histoblur.errors import ParameterError
+from histoblur.synthesis import lens, motion, variant
+from histoblur.synthesis.plans import BlurPlan
+from histoblur.synthesis.spec import BlurSpec, Sampler, validate_spec
+
+Family = Literal["defocus", "motion", "mixed"]
+
+
+@dataclass(frozen=True)
+class BlurKind:
+    """One registry entry.
+
+    Attributes:
+        name: command-line name (``--method NAME``).
+        family: blur type used by classifiers: defocus, motion or mixed.
+        spec: the frozen spec class (its ``kind`` names the plan to run).
+        sampler: the default sampler class (ranges).
+        plan: pure function ``(spec, height, width) -> BlurPlan``.
+        summary: one line for ``--help`` and reports.
+    """
+
+    name: str
+    family: Family
+    spec: type[BlurSpec]
+    sampler: type[Sampler]
+    plan: Callable[[Any, int, int], BlurPlan]
+    summary: str
+
+
+BLUR_KINDS: dict[str, BlurKind] = {
+    k.name: k
+    for k in (
+        BlurKind("gaussian", "defocus", lens.GaussianSpec, lens.GaussianSampler,
+                 lens.gaussian_plan, "Gaussian PSF (sigma)"),
+        BlurKind("lens", "defocus", lens.LensSpec, lens.LensSampler,
+                 lens.lens_plan, "pillbox disk, ideal circular aperture (radius)"),
+        BlurKind("aperture", "defocus", lens.ApertureSpec, lens.ApertureSampler,
+                 lens.aperture_plan, "polygonal iris (radius, blades, rotation)"),
+        BlurKind("radial", "defocus", variant.RadialSpec, variant.RadialSampler,
+                 variant.radial_plan, "defocus growing with distance from a centre (tilt)"),
+        BlurKind("zoom", "defocus", variant.ZoomSpec, variant.ZoomSampler,
+                 variant.zoom_plan, "zoom blur along lines through a centre"),
+        BlurKind("spin", "motion", variant.SpinSpec, variant.SpinSampler,
+                 variant.spin_plan, "rotational blur along arcs around a centre"),
+        BlurKind("motion", "motion", motion.MotionSpec, motion.MotionSampler,
+                 motion.motion_plan, "uniform linear motion, 5-40 px, any angle"),
+        BlurKind("motion-h", "motion", motion.MotionSpec, motion.HorizontalMotionSampler,
+                 motion.motion_plan, "horizontal motion, 5-40 px in steps of 5"),
+        BlurKind("motion-v", "motion", motion.MotionSpec, motion.VerticalMotionSampler,
+                 motion.motion_plan, "vertical motion, 5-40 px in steps of 5"),
+        BlurKind("mixed", "mixed", motion.MixedSpec, motion.MixedSampler,
+                 motion.mixed_plan, "defocus followed by linear motion"),
+        BlurKind("variable-defocus", "defocus", variant.VariableDefocusSpec,
+                 variant.VariableDefocusSampler, variant.variable_defocus_plan,
+                 "smooth random defocus map plus a tilted plane"),
+    )
+}  # fmt: skip
+
+
+def get_kind(name: str) -> BlurKind:
+    """Registry entry by name.
+
+    Raises:
+        ParameterError: for an unknown name, listing the known ones.
+    """
+    try:
+        return BLUR_KINDS[name]
+    except KeyError:
+        known = ", ".join(BLUR_KINDS)
+        raise ParameterError(f"Unknown blur kind {name!r}; choose one of: {known}.") from None
+
+
+def kind_names() -> list[str]:
+    """All registered blur kind names, in registry order."""
+    return list(BLUR_KINDS)
+
+
+def make_spec(name: str, **params: Any) -> BlurSpec:
+    """A spec of kind ``name``; parameters not given take the spec's defaults."""
+    kind = get_kind(name)
+    return validate_spec(kind.spec, {"kind": kind.spec.model_fields["kind"].default, **params})
+
+
+def spec_from_dict(data: dict[str, Any]) -> BlurSpec:
+    """Rebuild a spec from ``spec.model_dump()`` (e.g. a manifest line)."""
+    if "kind" not in data:
+        raise ParameterError("A blur spec needs a 'kind' field.")
+    return validate_spec(get_kind(data["kind"]).spec, data)
+
+
+def plan_for(spec: BlurSpec, height: int, width: int) -> BlurPlan:
+    """The execution plan of ``spec`` for an image of the given size."""
+    return get_kind(spec.kind).plan(spec, height, width)
+
+
+def family_of(spec: BlurSpec) -> Family:
+    """Blur family (defocus / motion / mixed) of a spec."""
+    return get_kind(spec.kind).family

@@ -1,0 +1,106 @@
+"""Frozen blur specifications and the samplers that draw them from ranges.
+
+A *spec* holds the exact parameters of one blur (enough to replay it); a *sampler* holds, for the
+same field names, a fixed value, a ``(low, high)`` range or a list of choices, and draws a spec
+from an explicit ``numpy.random.Generator``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, get_args
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from histoblur.errors import ParameterError
+
+SEED_RANGE = (0, 2**31 - 1)
+
+
+class BlurSpec(BaseModel):
+    """Base of every blur spec: frozen, strict about unknown fields, JSON round-trippable."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: str
+
+    def params(self) -> dict[str, Any]:
+        """The parameters without the ``kind`` tag."""
+        return self.model_dump(exclude={"kind"})
+
+
+def validate_spec(spec_cls: type[BlurSpec], values: dict[str, Any]) -> BlurSpec:
+    """Build a spec, turning pydantic's report into one readable sentence.
+
+    Raises:
+        ParameterError: if a value is missing, unknown or out of range.
+    """
+    try:
+        return spec_cls.model_validate(values)
+    except ValidationError as exc:
+        raise ParameterError(_describe(spec_cls.__name__, exc)) from None
+
+
+def _describe(owner: str, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or owner
+        parts.append(f"{loc}: {err['msg']}" + (f" (got {err['input']!r})" if "input" in err else ""))
+    return f"Invalid {owner.replace('Spec', '').replace('Sampler', ' sampler')} parameters: " + (
+        "; ".join(parts) + "."
+    )
+
+
+Range = tuple[float, float]
+IntRange = tuple[int, int]
+
+
+class Sampler(BaseModel):
+    """Draw a spec: each field is a fixed value, a (low, high) range, or a list of choices.
+
+    Subclasses set ``spec_cls`` and declare fields with the names of the spec's fields. Integer
+    spec fields draw integers from inclusive ranges; the draw order is the field order, so a
+    given generator state always gives the same spec.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    spec_cls: ClassVar[type[BlurSpec]]
+
+    def sample(self, rng: np.random.Generator) -> BlurSpec:
+        """Draw one spec from ``rng``."""
+        values: dict[str, Any] = {}
+        spec_fields = self.spec_cls.model_fields
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            is_int = spec_fields[name].annotation is int or int in get_args(
+                spec_fields[name].annotation
+            )
+            values[name] = _draw(value, rng, is_int)
+        return validate_spec(self.spec_cls, values)
+
+    @classmethod
+    def build(cls, **overrides: Any) -> Sampler:
+        """A sampler with some fields overridden; a scalar override fixes that parameter.
+
+        Raises:
+            ParameterError: for an unknown field or an invalid range.
+        """
+        try:
+            sampler = cls.model_validate({**cls().model_dump(), **overrides})
+        except ValidationError as exc:
+            raise ParameterError(_describe(cls.__name__, exc)) from None
+        for name in cls.model_fields:
+            value = getattr(sampler, name)
+            if isinstance(value, tuple) and value[0] > value[1]:
+                raise ParameterError(f"Range for {name} has low {value[0]} above high {value[1]}.")
+        return sampler
+
+
+def _draw(value: Any, rng: np.random.Generator, is_int: bool) -> Any:
+    if isinstance(value, tuple) and len(value) == 2:
+        low, high = value
+        if is_int:
+            return int(rng.integers(int(low), int(high) + 1))
+        return float(rng.uniform(low, high))
+    if isinstance(value, list):
+        return value[int(rng.integers(len(value)))]
+    return value
