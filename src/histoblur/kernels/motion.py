@@ -9,17 +9,20 @@ import numpy as np
 from histoblur.kernels.core import normalize
 
 
-def motion_kernel(length: float, angle: float, samples_per_px: int = 16) -> np.ndarray:
+def motion_kernel(length: float, angle: float, samples_per_px: int = 32) -> np.ndarray:
     """Uniform line PSF of ``length`` pixels at ``angle`` degrees (0 = horizontal, CCW).
 
-    The segment runs from ``-length/2`` to ``+length/2`` through the kernel centre and is drawn by
-    bilinear splatting of points placed symmetrically about the centre, so the centre of mass is
-    exactly the central pixel: the blur never shifts the image.
+    The continuous segment from ``-length/2`` to ``+length/2`` through the kernel centre is
+    integrated over pixels (each pixel receives the length of segment that crosses it), as a sensor
+    does while the stage moves. Integer horizontal or vertical lengths give the classic box
+    ``[1, ..., 1] / length``; fractional lengths give fractional end pixels. Sample points lie
+    symmetrically about the centre, so the centre of mass is exactly the central pixel and the blur
+    never shifts the image.
 
     Args:
-        length: extent of the motion in pixels (> 0; 1 is the identity).
+        length: extent of the motion in pixels (> 0; 1 or less is the identity).
         angle: direction in degrees, counter-clockwise from the +x axis (image y points down).
-        samples_per_px: points per pixel of length used for the splat.
+        samples_per_px: integration points per pixel of length.
     """
     if not length > 0:
         raise ValueError(f"Motion length must be positive, got {length}.")
@@ -27,19 +30,16 @@ def motion_kernel(length: float, angle: float, samples_per_px: int = 16) -> np.n
         return np.ones((1, 1))
     theta = math.radians(angle)
     dx, dy = math.cos(theta), -math.sin(theta)
-    half_extent = (length - 1) / 2  # a segment of n pixels spans n-1 between its end centres
-    half = int(math.ceil(half_extent)) + 1
-    n = 2 * half + 1
-    count = max(2, int(math.ceil(length * samples_per_px)))
-    t = np.linspace(-half_extent, half_extent, count)
-    x, y = half + t * dx, half + t * dy
-    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
-    fx, fy = x - x0, y - y0
-    k = np.zeros((n, n))
-    np.add.at(k, (y0, x0), (1 - fx) * (1 - fy))
-    np.add.at(k, (y0, x0 + 1), fx * (1 - fy))
-    np.add.at(k, (y0 + 1, x0), (1 - fx) * fy)
-    np.add.at(k, (y0 + 1, x0 + 1), fx * fy)
+    half = int(math.floor(length / 2 + 0.5)) + 1
+    count = int(math.ceil(length * samples_per_px))
+    t = (np.arange(count) + 0.5) * (length / count) - length / 2
+    # Snap round-off so mirrored points land in mirrored pixels (keeps the centroid exact).
+    x = np.round(t * dx, 9)
+    y = np.round(t * dy, 9)
+    cols = np.floor(np.abs(x) + 0.5) * np.sign(x)
+    rows = np.floor(np.abs(y) + 0.5) * np.sign(y)
+    k = np.zeros((2 * half + 1, 2 * half + 1))
+    np.add.at(k, (rows.astype(int) + half, cols.astype(int) + half), 1.0)
     return normalize(_trim(k))
 
 

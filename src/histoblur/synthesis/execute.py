@@ -89,7 +89,7 @@ def _sum_separable(
     parts = _POOL.map(lambda t: _sep(image, t[1][::-1], t[0][::-1]), terms)
     out = None
     for part in parts:
-        out = part if out is None else cv2.add(out, part)
+        out = part if out is None else out + part
     return out
 
 

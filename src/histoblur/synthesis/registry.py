@@ -27,6 +27,7 @@ class BlurKind:
         spec: the frozen spec class (its ``kind`` names the plan to run).
         sampler: the default sampler class (ranges).
         plan: pure function ``(spec, height, width) -> BlurPlan``.
+        strength: the spec field that controls how strong the blur is.
         summary: one line for ``--help`` and reports.
     """
 
@@ -35,6 +36,7 @@ class BlurKind:
     spec: type[BlurSpec]
     sampler: type[Sampler]
     plan: Callable[[Any, int, int], BlurPlan]
+    strength: str
     summary: str
 
 
@@ -42,27 +44,27 @@ BLUR_KINDS: dict[str, BlurKind] = {
     k.name: k
     for k in (
         BlurKind("gaussian", "defocus", lens.GaussianSpec, lens.GaussianSampler,
-                 lens.gaussian_plan, "Gaussian PSF (sigma)"),
+                 lens.gaussian_plan, "sigma", "Gaussian PSF (sigma)"),
         BlurKind("lens", "defocus", lens.LensSpec, lens.LensSampler,
-                 lens.lens_plan, "pillbox disk, ideal circular aperture (radius)"),
+                 lens.lens_plan, "radius", "pillbox disk, ideal circular aperture (radius)"),
         BlurKind("aperture", "defocus", lens.ApertureSpec, lens.ApertureSampler,
-                 lens.aperture_plan, "polygonal iris (radius, blades, rotation)"),
+                 lens.aperture_plan, "radius", "polygonal iris (radius, blades, rotation)"),
         BlurKind("radial", "defocus", variant.RadialSpec, variant.RadialSampler,
-                 variant.radial_plan, "defocus growing with distance from a centre (tilt)"),
+                 variant.radial_plan, "max_radius", "defocus growing with distance from a centre (tilt)"),
         BlurKind("zoom", "defocus", variant.ZoomSpec, variant.ZoomSampler,
-                 variant.zoom_plan, "zoom blur along lines through a centre"),
+                 variant.zoom_plan, "amount", "zoom blur along lines through a centre"),
         BlurKind("spin", "motion", variant.SpinSpec, variant.SpinSampler,
-                 variant.spin_plan, "rotational blur along arcs around a centre"),
+                 variant.spin_plan, "angle", "rotational blur along arcs around a centre"),
         BlurKind("motion", "motion", motion.MotionSpec, motion.MotionSampler,
-                 motion.motion_plan, "uniform linear motion, 5-40 px, any angle"),
+                 motion.motion_plan, "length", "uniform linear motion, 5-40 px, any angle"),
         BlurKind("motion-h", "motion", motion.MotionSpec, motion.HorizontalMotionSampler,
-                 motion.motion_plan, "horizontal motion, 5-40 px in steps of 5"),
+                 motion.motion_plan, "length", "horizontal motion, 5-40 px in steps of 5"),
         BlurKind("motion-v", "motion", motion.MotionSpec, motion.VerticalMotionSampler,
-                 motion.motion_plan, "vertical motion, 5-40 px in steps of 5"),
+                 motion.motion_plan, "length", "vertical motion, 5-40 px in steps of 5"),
         BlurKind("mixed", "mixed", motion.MixedSpec, motion.MixedSampler,
-                 motion.mixed_plan, "defocus followed by linear motion"),
+                 motion.mixed_plan, "size", "defocus followed by linear motion"),
         BlurKind("variable-defocus", "defocus", variant.VariableDefocusSpec,
-                 variant.VariableDefocusSampler, variant.variable_defocus_plan,
+                 variant.VariableDefocusSampler, variant.variable_defocus_plan, "max_radius",
                  "smooth random defocus map plus a tilted plane"),
     )
 }  # fmt: skip
