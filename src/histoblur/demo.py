@@ -1,0 +1,150 @@
+"""The demo: every blur kind on an embedded IHC image, measured, in one HTML report.
+
+It needs no data download: the image is scikit-image's ``immunohistochemistry()`` sample, which
+ships inside an installed dependency.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import skimage.data
+
+from histoblur import __version__
+from histoblur.errors import OutputError
+from histoblur.inference.baseline import laplacian_blur_mask, laplacian_energy_map
+from histoblur.io.atomic import atomic_dir
+from histoblur.io.images import write_image
+from histoblur.io.report import HtmlReport, heatmap, outline
+from histoblur.metrics import SHARPNESS, dice, iou, masked_l2, psnr, ssim
+from histoblur.synthesis import BLUR_KINDS, DegradeSpec, apply_blur
+from histoblur.synthesis.composite import composite
+from histoblur.synthesis.masks import PolygonMaskSampler, mask_to_png, rasterize
+
+DEMO_MASKS = PolygonMaskSampler(count=(1, 2), size=(0.22, 0.38), vertices=(6, 10))
+DEMO_NOISE = DegradeSpec(photons=800.0, read_noise=0.004, jpeg_quality=75, seed=11)
+
+
+def embedded_image() -> np.ndarray:
+    """The 512 x 512 RGB IHC sample image shipped with scikit-image."""
+    return skimage.data.immunohistochemistry()
+
+
+def demo_rows(
+    image: np.ndarray, seed: int = 0, progress: Callable[[str], None] | None = None
+) -> list[dict[str, Any]]:
+    """Blur ``image`` with every registered kind under random polygons and measure the result.
+
+    Returns one dict per kind with the spec, the pictures (composite, mask, baseline map) and the
+    metrics: PSNR/SSIM of the composite against the sharp image, L2 inside the mask, the ratio of
+    each sharpness measure (blurred / sharp, lower is blurrier) and Dice/IoU of the Laplacian
+    baseline detector against the true mask.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = image.shape[:2]
+    sharp_scores = {name: fn(image) for name, fn in SHARPNESS.items()}
+    rows = []
+    for kind in BLUR_KINDS.values():
+        if progress is not None:
+            progress(kind.name)
+        spec = kind.sampler().sample(rng)
+        post = DEMO_NOISE if kind.name == "mixed" else None
+        blurred = apply_blur(image, spec)
+        mask = rasterize(DEMO_MASKS.sample(rng, h, w), h, w)
+        shown = composite(image, blurred, mask)
+        if post is not None:
+            from histoblur.synthesis.degrade import degrade
+
+            shown = degrade(shown, post)
+        predicted = laplacian_blur_mask(shown)
+        row: dict[str, Any] = {
+            "kind": kind.name,
+            "family": kind.family,
+            "params": spec.params(),
+            "post": post.model_dump() if post is not None else None,
+            "blurred_fraction": float(mask.mean()),
+            "psnr": float(psnr(shown, image)),
+            "ssim": float(ssim(shown, image)),
+            "l2_in_mask": float(masked_l2(shown, image, mask)),
+            "baseline_dice": float(dice(predicted, mask)),
+            "baseline_iou": float(iou(predicted, mask)),
+        }
+        for name, fn in SHARPNESS.items():
+            row[f"{name}_ratio"] = float(fn(blurred) / max(sharp_scores[name], 1e-12))
+        row["_pictures"] = (blurred, shown, mask, predicted, laplacian_energy_map(shown))
+        rows.append(row)
+    return rows
+
+
+def _metric_columns(rows: list[dict[str, Any]]) -> list[str]:
+    return [k for k in rows[0] if not k.startswith("_") and k not in ("params", "post")]
+
+
+def write_report(rows: list[dict[str, Any]], image: np.ndarray, folder: Path) -> None:
+    """Write report.html, metrics.csv, metrics.json and the PNGs into ``folder``."""
+    report = HtmlReport(f"histoblur {__version__}: blur synthesis demo")
+    report.note(
+        "Every registered blur kind applied to scikit-image's IHC sample under random polygon "
+        "masks. Composite = sharp outside the mask, blurred inside; the mask is exact ground "
+        "truth. Sharpness ratios compare the fully blurred image with the sharp one (lower = "
+        "blurrier). The baseline detector thresholds local Laplacian energy; its Dice/IoU shows "
+        "how the segmentation metrics read."
+    )
+    report.figures([("sharp input (512 x 512 IHC)", image)], max_side=320)
+    columns = _metric_columns(rows)
+    report.heading("Metrics")
+    report.table(columns, [[r[c] for c in columns] for r in rows])
+    (folder / "images").mkdir()
+    for r in rows:
+        blurred, shown, mask, predicted, energy = r["_pictures"]
+        stem = r["kind"]
+        write_image(folder / "images" / f"{stem}_composite.png", shown)
+        write_image(folder / "images" / f"{stem}_mask.png", mask_to_png(mask))
+        report.heading(f"{r['kind']} ({r['family']})")
+        params = ", ".join(f"{k}={_short(v)}" for k, v in r["params"].items())
+        report.note(params + ("; then sensor noise + JPEG 75" if r["post"] else ""))
+        report.figures(
+            [
+                ("fully blurred", blurred),
+                ("composite with true mask outline", outline(shown, mask)),
+                ("true mask", mask_to_png(mask)),
+                ("local Laplacian energy (log)", heatmap(np.log10(energy + 1e-8))),
+                (f"baseline mask, Dice {r['baseline_dice']:.2f}", outline(mask_to_png(predicted), mask)),
+            ]
+        )
+    report.write(folder / "report.html")
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["kind", "params", *columns[1:]])
+    for r in rows:
+        writer.writerow([r["kind"], json.dumps(r["params"], sort_keys=True), *[r[c] for c in columns[1:]]])
+    (folder / "metrics.csv").write_text(buf.getvalue())
+    clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+    (folder / "metrics.json").write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
+
+
+def _short(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def run_demo(out_dir: Path, seed: int = 0, progress: Callable[[str], None] | None = None) -> Path:
+    """Run the demo into ``out_dir`` (replacing an earlier demo there) and return the report path.
+
+    Raises:
+        OutputError: if ``out_dir`` holds files that are not an earlier demo's output.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "report.html").exists():
+        raise OutputError(f"{out_dir} is not empty and is not an earlier demo output; pick another --out.")
+    image = embedded_image()
+    rows = demo_rows(image, seed, progress)
+    with atomic_dir(out_dir, overwrite=True) as tmp:
+        write_image(tmp / "sharp.png", image)
+        write_report(rows, image, tmp)
+    return out_dir / "report.html"

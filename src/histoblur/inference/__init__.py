@@ -1,0 +1,1 @@
+"""Detectors and predictors that turn images into blur maps and masks."""
