@@ -7,11 +7,22 @@ from histoblur.io.images import to_gray_float
 from histoblur.synthesis import BLUR_KINDS, DegradeSpec, apply_blur, get_kind, make_spec
 
 ALL = list(BLUR_KINDS.values())
-STRONG = {"sigma": 3.0, "radius": 5.0, "max_radius": 6.0, "length": 15.0, "size": 3.0,
-          "amount": 0.1, "angle": 20.0}
+STRONG = {
+    "sigma": 3.0,
+    "radius": 5.0,
+    "max_radius": 6.0,
+    "length": 15.0,
+    "size": 3.0,
+    "amount": 0.1,
+    "angle": 20.0,
+}
 LADDERS = {
-    "sigma": [0.8, 1.6, 3.2], "radius": [1.5, 3.0, 6.0], "max_radius": [2.0, 4.0, 8.0],
-    "length": [4.0, 10.0, 25.0], "size": [1.0, 2.5, 5.0], "amount": [0.03, 0.08, 0.2],
+    "sigma": [0.8, 1.6, 3.2],
+    "radius": [1.5, 3.0, 6.0],
+    "max_radius": [2.0, 4.0, 8.0],
+    "length": [4.0, 10.0, 25.0],
+    "size": [1.0, 2.5, 5.0],
+    "amount": [0.03, 0.08, 0.2],
 }
 SPIN_LADDER = [2.0, 6.0, 15.0]
 
@@ -98,8 +109,9 @@ def test_formats_grey_rgba_uint16(kind, tile):
 def test_gaussian_matches_opencv(tile):
     sigma = 2.3
     ksize = 2 * int(np.ceil(4 * sigma)) + 1
-    ref = cv2.GaussianBlur(tile.astype(np.float32), (ksize, ksize), sigma,
-                           borderType=cv2.BORDER_REFLECT_101)
+    ref = cv2.GaussianBlur(
+        tile.astype(np.float32), (ksize, ksize), sigma, borderType=cv2.BORDER_REFLECT_101
+    )
     out = apply_blur(tile, make_spec("gaussian", sigma=sigma))
     assert np.abs(out.astype(np.float32) - ref).max() <= 0.51
 
@@ -108,8 +120,9 @@ def test_lens_matches_direct_convolution(tile):
     from histoblur.kernels import disk_kernel
 
     k = disk_kernel(4.0).astype(np.float32)
-    ref = cv2.filter2D(tile.astype(np.float32), -1, k[::-1, ::-1].copy(),
-                       borderType=cv2.BORDER_REFLECT_101)
+    ref = cv2.filter2D(
+        tile.astype(np.float32), -1, k[::-1, ::-1].copy(), borderType=cv2.BORDER_REFLECT_101
+    )
     out = apply_blur(tile, make_spec("lens", radius=4.0))
     assert np.abs(out.astype(np.float32) - ref).max() <= 0.51
 
@@ -131,8 +144,15 @@ def test_sampler_overrides_and_validation():
         get_kind("gaussian").sampler.build(nope=1)
 
 
-@pytest.mark.parametrize(("name", "params"), [("gaussian", {"sigma": -1}), ("motion", {"length": 0}),
-                                              ("lens", {"radius": 1000}), ("aperture", {"blades": 2})])
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("gaussian", {"sigma": -1}),
+        ("motion", {"length": 0}),
+        ("lens", {"radius": 1000}),
+        ("aperture", {"blades": 2}),
+    ],
+)
 def test_out_of_range_parameters_are_refused(name, params):
     with pytest.raises(ParameterError, match=next(iter(params))):
         make_spec(name, **params)

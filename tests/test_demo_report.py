@@ -40,7 +40,9 @@ def test_report_helpers(tmp_path, tile):
     report = HtmlReport("t")
     report.heading("h")
     report.table(["a", "b"], [["x", 0.123456]])
-    report.figures([("o", outline(tile, mask)), ("m", heatmap(np.random.default_rng(0).random((8, 8))))])
+    report.figures(
+        [("o", outline(tile, mask)), ("m", heatmap(np.random.default_rng(0).random((8, 8))))]
+    )
     html = report.write(tmp_path / "r.html").read_text()
     assert "0.1235" in html and html.count("<figure>") == 2
 

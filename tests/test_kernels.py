@@ -11,8 +11,11 @@ from histoblur.kernels import (
 from histoblur.synthesis import BLUR_KINDS, plan_for
 from histoblur.synthesis.plans import KernelPlan
 
-INVARIANT = [k for k in BLUR_KINDS.values() if k.spec.model_fields["kind"].default in
-             ("gaussian", "lens", "aperture", "motion", "mixed")]
+INVARIANT = [
+    k
+    for k in BLUR_KINDS.values()
+    if k.spec.model_fields["kind"].default in ("gaussian", "lens", "aperture", "motion", "mixed")
+]
 
 
 @pytest.mark.parametrize("kind", INVARIANT, ids=lambda k: k.name)
@@ -83,8 +86,15 @@ def test_gaussian_matches_formula():
     assert ratio == pytest.approx(np.exp(-0.5 / 1.5**2), rel=1e-9)
 
 
-@pytest.mark.parametrize("bad", [lambda: disk_kernel(-1), lambda: motion_kernel(0, 0),
-                                 lambda: polygon_kernel(3, 2), lambda: gaussian_kernel(0)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda: disk_kernel(-1),
+        lambda: motion_kernel(0, 0),
+        lambda: polygon_kernel(3, 2),
+        lambda: gaussian_kernel(0),
+    ],
+)
 def test_kernel_rejects_bad_parameters(bad):
     with pytest.raises(ValueError):
         bad()

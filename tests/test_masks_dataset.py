@@ -53,14 +53,21 @@ def sharp_dir(tmp_path, ihc):
 
 
 def test_dataset_is_reproducible_and_replayable(tmp_path, sharp_dir):
-    config = DatasetConfig(methods=("gaussian", "motion", "variable-defocus", "zoom"), n=6, tile=64,
-                           seed=4, min_tissue=0.2)
+    config = DatasetConfig(
+        methods=("gaussian", "motion", "variable-defocus", "zoom"),
+        n=6,
+        tile=64,
+        seed=4,
+        min_tissue=0.2,
+    )
     build_dataset(sharp_dir, tmp_path / "d1", config)
     build_dataset(sharp_dir, tmp_path / "d2", config)
     for sub in ("images", "masks"):
         for f in sorted((tmp_path / "d1" / sub).iterdir()):
             assert f.read_bytes() == (tmp_path / "d2" / sub / f.name).read_bytes()
-    assert (tmp_path / "d1/manifest.jsonl").read_text() == (tmp_path / "d2/manifest.jsonl").read_text()
+    assert (tmp_path / "d1/manifest.jsonl").read_text() == (
+        tmp_path / "d2/manifest.jsonl"
+    ).read_text()
     records = list(iter_manifest(tmp_path / "d1"))
     assert len(records) == 6
     for rec in records:
@@ -72,9 +79,15 @@ def test_dataset_is_reproducible_and_replayable(tmp_path, sharp_dir):
 
 
 def test_blurred_region_is_less_sharp(tmp_path, sharp_dir):
-    config = DatasetConfig(methods=("lens",), n=4, tile=96, seed=1, min_tissue=0.2,
-                           ranges={"lens": {"radius": (4.0, 6.0)}},
-                           masks=PolygonMaskSampler(count=(1, 1), size=(0.3, 0.35)))
+    config = DatasetConfig(
+        methods=("lens",),
+        n=4,
+        tile=96,
+        seed=1,
+        min_tissue=0.2,
+        ranges={"lens": {"radius": (4.0, 6.0)}},
+        masks=PolygonMaskSampler(count=(1, 1), size=(0.3, 0.35)),
+    )
     build_dataset(sharp_dir, tmp_path / "d", config)
     for rec in iter_manifest(tmp_path / "d"):
         image = read_image(tmp_path / "d/images" / f"{rec['id']}.png").astype(np.float32)
@@ -88,8 +101,24 @@ def test_blurred_region_is_less_sharp(tmp_path, sharp_dir):
 
 def test_cli_dataset_and_overwrite_rules(tmp_path, sharp_dir):
     out = tmp_path / "ds"
-    args = ["synth", "dataset", "--sharp", str(sharp_dir), "--out", str(out), "--method",
-            "gaussian,mixed", "--n", "3", "--tile", "64", "--seed", "2", "--min-tissue", "0.2"]
+    args = [
+        "synth",
+        "dataset",
+        "--sharp",
+        str(sharp_dir),
+        "--out",
+        str(out),
+        "--method",
+        "gaussian,mixed",
+        "--n",
+        "3",
+        "--tile",
+        "64",
+        "--seed",
+        "2",
+        "--min-tissue",
+        "0.2",
+    ]
     assert main(args) == 0
     assert len(list((out / "images").iterdir())) == 3
     assert json.loads((out / "config.json").read_text())["methods"] == ["gaussian", "mixed"]
@@ -101,16 +130,29 @@ def test_cli_dataset_and_overwrite_rules(tmp_path, sharp_dir):
 
 @pytest.mark.parametrize("extra", [["--method", "nope"], ["--tile", "4096"], ["--n", "0"]])
 def test_cli_dataset_bad_options(tmp_path, sharp_dir, extra, capsys):
-    args = ["synth", "dataset", "--sharp", str(sharp_dir), "--out", str(tmp_path / "x"), "--n", "2",
-            "--tile", "64", *extra]
+    args = [
+        "synth",
+        "dataset",
+        "--sharp",
+        str(sharp_dir),
+        "--out",
+        str(tmp_path / "x"),
+        "--n",
+        "2",
+        "--tile",
+        "64",
+        *extra,
+    ]
     assert main(args) == 1
     assert "error" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 
 def test_cli_dataset_missing_folder(tmp_path):
-    assert main(["synth", "dataset", "--sharp", str(tmp_path / "none"), "--out",
-                 str(tmp_path / "o")]) == 1
+    assert (
+        main(["synth", "dataset", "--sharp", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
+        == 1
+    )
     assert not (tmp_path / "o").exists()
 
 
@@ -119,14 +161,53 @@ def test_cli_blur_writes_images_and_params(tmp_path, ihc):
     grey = cv2.cvtColor(ihc[:40, :50], cv2.COLOR_RGB2GRAY)
     write_image(tmp_path / "g.tif", grey)
     out = tmp_path / "out"
-    for method in ("gaussian", "lens", "aperture", "radial", "zoom", "spin", "motion", "mixed",
-                   "variable-defocus", "motion-h"):
-        assert main(["synth", "blur", "--method", method, "--out", str(out),
-                     str(tmp_path / "x.png"), str(tmp_path / "g.tif")]) == 0
+    for method in (
+        "gaussian",
+        "lens",
+        "aperture",
+        "radial",
+        "zoom",
+        "spin",
+        "motion",
+        "mixed",
+        "variable-defocus",
+        "motion-h",
+    ):
+        assert (
+            main(
+                [
+                    "synth",
+                    "blur",
+                    "--method",
+                    method,
+                    "--out",
+                    str(out),
+                    str(tmp_path / "x.png"),
+                    str(tmp_path / "g.tif"),
+                ]
+            )
+            == 0
+        )
         assert read_image(out / "x.png").shape == (64, 80, 3)
         assert read_image(out / "g.png").shape == (40, 50)
-    assert main(["synth", "blur", "--method", "gaussian", "--param", "sigma=2.5", "--jpeg-quality",
-                 "80", "--out", str(out), str(tmp_path / "x.png")]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "blur",
+                "--method",
+                "gaussian",
+                "--param",
+                "sigma=2.5",
+                "--jpeg-quality",
+                "80",
+                "--out",
+                str(out),
+                str(tmp_path / "x.png"),
+            ]
+        )
+        == 0
+    )
     line = json.loads((out / "params.jsonl").read_text().splitlines()[0])
     assert line["blur"] == {"kind": "gaussian", "sigma": 2.5}
     assert line["degrade"]["jpeg_quality"] == 80
@@ -136,23 +217,88 @@ def test_cli_blur_bad_inputs_write_nothing(tmp_path, ihc, capsys):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     write_image(tmp_path / "ok.png", ihc[:32, :32])
     out = tmp_path / "out"
-    assert main(["synth", "blur", "--method", "gaussian", "--out", str(out), str(tmp_path / "ok.png"),
-                 str(tmp_path / "bad.png")]) == 1
+    assert (
+        main(
+            [
+                "synth",
+                "blur",
+                "--method",
+                "gaussian",
+                "--out",
+                str(out),
+                str(tmp_path / "ok.png"),
+                str(tmp_path / "bad.png"),
+            ]
+        )
+        == 1
+    )
     assert "corrupt" in capsys.readouterr().err
     assert not out.exists()
-    assert main(["synth", "blur", "--method", "gaussian", "--out", str(out),
-                 str(tmp_path / "missing.png")]) == 1
-    assert main(["synth", "blur", "--method", "motion", "--param", "length=0", "--out", str(out),
-                 str(tmp_path / "ok.png")]) == 1
-    assert main(["synth", "blur", "--method", "gaussian", "--param", "sigma", "--out", str(out),
-                 str(tmp_path / "ok.png")]) == 1
+    assert (
+        main(
+            [
+                "synth",
+                "blur",
+                "--method",
+                "gaussian",
+                "--out",
+                str(out),
+                str(tmp_path / "missing.png"),
+            ]
+        )
+        == 1
+    )
+    assert (
+        main(
+            [
+                "synth",
+                "blur",
+                "--method",
+                "motion",
+                "--param",
+                "length=0",
+                "--out",
+                str(out),
+                str(tmp_path / "ok.png"),
+            ]
+        )
+        == 1
+    )
+    assert (
+        main(
+            [
+                "synth",
+                "blur",
+                "--method",
+                "gaussian",
+                "--param",
+                "sigma",
+                "--out",
+                str(out),
+                str(tmp_path / "ok.png"),
+            ]
+        )
+        == 1
+    )
 
 
 def test_cli_blur_unwritable_output(tmp_path, ihc):
     write_image(tmp_path / "ok.png", ihc[:32, :32])
     (tmp_path / "file").write_text("x")
-    assert main(["synth", "blur", "--method", "gaussian", "--out", str(tmp_path / "file" / "o"),
-                 str(tmp_path / "ok.png")]) == 1
+    assert (
+        main(
+            [
+                "synth",
+                "blur",
+                "--method",
+                "gaussian",
+                "--out",
+                str(tmp_path / "file" / "o"),
+                str(tmp_path / "ok.png"),
+            ]
+        )
+        == 1
+    )
 
 
 def test_real_sharp_folder_dataset(tmp_path, data_dir):

@@ -115,7 +115,10 @@ def write_report(rows: list[dict[str, Any]], image: np.ndarray, folder: Path) ->
                 ("composite with true mask outline", outline(shown, mask)),
                 ("true mask", mask_to_png(mask)),
                 ("local Laplacian energy (log)", heatmap(np.log10(energy + 1e-8))),
-                (f"baseline mask, Dice {r['baseline_dice']:.2f}", outline(mask_to_png(predicted), mask)),
+                (
+                    f"baseline mask, Dice {r['baseline_dice']:.2f}",
+                    outline(mask_to_png(predicted), mask),
+                ),
             ]
         )
     report.write(folder / "report.html")
@@ -123,7 +126,9 @@ def write_report(rows: list[dict[str, Any]], image: np.ndarray, folder: Path) ->
     writer = csv.writer(buf)
     writer.writerow(["kind", "params", *columns[1:]])
     for r in rows:
-        writer.writerow([r["kind"], json.dumps(r["params"], sort_keys=True), *[r[c] for c in columns[1:]]])
+        writer.writerow(
+            [r["kind"], json.dumps(r["params"], sort_keys=True), *[r[c] for c in columns[1:]]]
+        )
     (folder / "metrics.csv").write_text(buf.getvalue())
     clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     (folder / "metrics.json").write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
@@ -141,7 +146,9 @@ def run_demo(out_dir: Path, seed: int = 0, progress: Callable[[str], None] | Non
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "report.html").exists():
-        raise OutputError(f"{out_dir} is not empty and is not an earlier demo output; pick another --out.")
+        raise OutputError(
+            f"{out_dir} is not empty and is not an earlier demo output; pick another --out."
+        )
     image = embedded_image()
     rows = demo_rows(image, seed, progress)
     with atomic_dir(out_dir, overwrite=True) as tmp:

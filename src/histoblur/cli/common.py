@@ -37,7 +37,6 @@ def parse_params(pairs: Sequence[str] | None) -> dict[str, Any]:
 
 def add_seed(parser: argparse.ArgumentParser, default: int = 0) -> None:
     """Add the common ``--seed`` option."""
-    parser.add_argument("--seed", type=int, default=default, help=f"random seed (default {default})")
-
-
-
+    parser.add_argument(
+        "--seed", type=int, default=default, help=f"random seed (default {default})"
+    )

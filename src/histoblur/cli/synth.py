@@ -53,7 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ds.add_argument(
         "--method",
         default="gaussian,lens,motion",
-        help=f"comma-separated kinds (default gaussian,lens,motion; any of {', '.join(BLUR_KINDS)})",
+        help="comma-separated kinds (default gaussian,lens,motion; any of "
+        + ", ".join(BLUR_KINDS)
+        + ")",
     )
     ds.add_argument("--n", type=int, default=100, help="number of samples (default 100)")
     ds.add_argument("--tile", type=int, default=256, help="tile side in px (default 256)")
@@ -110,7 +112,9 @@ def run_blur(args: argparse.Namespace) -> int:
     images = [(path, read_image(path)) for path in args.images]  # fail before writing anything
     stems = [p.stem for p, _ in images]
     if len(set(stems)) != len(stems):
-        raise ParameterError("Two inputs share a file name stem; outputs would overwrite each other.")
+        raise ParameterError(
+            "Two inputs share a file name stem; outputs would overwrite each other."
+        )
     out_dir = ensure_writable_dir(args.out)
     lines = []
     with _progress() as bar:

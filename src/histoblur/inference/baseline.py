@@ -20,8 +20,11 @@ def laplacian_energy_map(image: np.ndarray, window: int = 31) -> np.ndarray:
 
 
 def laplacian_blur_mask(image: np.ndarray, window: int = 31, ratio: float = 0.25) -> np.ndarray:
-    """Boolean blur mask: pixels whose local Laplacian energy is below ``ratio`` x the image's
-    90th percentile (a sharp reference level taken from the image itself)."""
+    """Boolean blur mask from thresholded local Laplacian energy.
+
+    A pixel is blurred when its energy is below ``ratio`` x the image's 90th percentile (a sharp
+    reference level taken from the image itself).
+    """
     energy = laplacian_energy_map(image, window)
     reference = float(np.percentile(energy, 90))
     return energy < ratio * reference

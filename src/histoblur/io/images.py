@@ -28,7 +28,9 @@ def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
     if not isinstance(image, np.ndarray):
         raise InputError(f"The {name} must be a numpy array, got {type(image).__name__}.")
     if image.dtype not in SUPPORTED_DTYPES:
-        raise InputError(f"The {name} has dtype {image.dtype}; histoblur supports uint8 and uint16.")
+        raise InputError(
+            f"The {name} has dtype {image.dtype}; histoblur supports uint8 and uint16."
+        )
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
         raise InputError(
             f"The {name} has shape {image.shape}; expected (H, W) or (H, W, C) with C in 1, 3, 4."

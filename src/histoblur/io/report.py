@@ -19,12 +19,14 @@ from histoblur.io.atomic import write_text_atomic
 from histoblur.io.images import to_rgb
 
 STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#222;max-width:1400px}
+body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:1400px}
 h1{font-size:1.6rem}h2{font-size:1.25rem;margin-top:2rem;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}
 td,th{border:1px solid #ccc;padding:.25rem .5rem;text-align:right}th{background:#f3f3f3}
 td:first-child,th:first-child{text-align:left}
 figure{display:inline-block;margin:.3rem;text-align:center;vertical-align:top}
+figure img{max-width:210px}
+.scroll{overflow-x:auto}
 figcaption{font-size:.8rem;color:#555;max-width:260px}
 img{border:1px solid #ccc;image-rendering:auto}
 .note{color:#555;font-size:.9rem}
@@ -32,7 +34,7 @@ img{border:1px solid #ccc;image-rendering:auto}
 
 
 def png_data_uri(image: np.ndarray, max_side: int = 320) -> str:
-    """Encode an image (grey/RGB/RGBA, uint8/uint16) as a PNG data URI, downscaled to ``max_side``."""
+    """Encode an image (grey/RGB/RGBA, uint8/uint16) as a PNG data URI at most ``max_side`` px."""
     rgb = to_rgb(image)
     if rgb.dtype != np.uint8:
         rgb = (rgb.astype(np.float32) / np.iinfo(rgb.dtype).max * 255).round().astype(np.uint8)
@@ -77,7 +79,10 @@ class HtmlReport:
             "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
             for row in rows
         )
-        self.parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        self.parts.append(
+            f"<div class='scroll'><table><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table></div>"
+        )
 
     def render(self) -> str:
         """The complete HTML document."""
@@ -98,7 +103,9 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def outline(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (0, 200, 0)) -> np.ndarray:
+def outline(
+    image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (0, 200, 0)
+) -> np.ndarray:
     """RGB copy of ``image`` with the boundary of ``mask`` drawn in ``colour``."""
     rgb = np.ascontiguousarray(to_rgb(image))
     if rgb.dtype != np.uint8:

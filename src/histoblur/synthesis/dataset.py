@@ -1,8 +1,8 @@
 """Pixel-labelled training sets: synthetic blur pasted into sharp tiles under random polygons.
 
 Every sample is drawn from its own generator ``default_rng([seed, index])`` and its exact parameters
-are written to ``manifest.jsonl``, so any sample can be regenerated (:func:`regenerate`) and the same
-seed always gives byte-identical files.
+are written to ``manifest.jsonl``, so any sample can be regenerated (:func:`regenerate`) and the
+same seed always gives byte-identical files.
 """
 
 from __future__ import annotations

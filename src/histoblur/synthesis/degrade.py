@@ -1,4 +1,4 @@
-"""Acquisition degradations applied after blur: Poisson-Gaussian sensor noise, JPEG re-compression."""
+"""Degradations applied after blur: Poisson-Gaussian sensor noise, JPEG re-compression."""
 
 from __future__ import annotations
 

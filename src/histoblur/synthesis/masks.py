@@ -45,7 +45,10 @@ class PolygonMaskSampler(BaseModel):
             angles = np.sort(rng.uniform(0, 2 * math.pi, n))
             radii = radius * (1 + jitter * rng.uniform(-1, 1, n))
             pts = [
-                (round(cx + r * math.cos(a), COORD_DECIMALS), round(cy + r * math.sin(a), COORD_DECIMALS))
+                (
+                    round(cx + r * math.cos(a), COORD_DECIMALS),
+                    round(cy + r * math.sin(a), COORD_DECIMALS),
+                )
                 for a, r in zip(angles, radii, strict=True)
             ]
             polygons.append(pts)

@@ -71,5 +71,7 @@ class MixedSampler(Sampler):
 
 def mixed_plan(spec: MixedSpec, height: int, width: int) -> KernelPlan:
     """One convolution with the combined PSF (defocus * motion)."""
-    kernel = combine(defocus_kernel(spec.defocus, spec.size), motion_kernel(spec.length, spec.angle))
+    kernel = combine(
+        defocus_kernel(spec.defocus, spec.size), motion_kernel(spec.length, spec.angle)
+    )
     return KernelPlan(kernel=kernel)

@@ -50,7 +50,7 @@ BLUR_KINDS: dict[str, BlurKind] = {
         BlurKind("aperture", "defocus", lens.ApertureSpec, lens.ApertureSampler,
                  lens.aperture_plan, "radius", "polygonal iris (radius, blades, rotation)"),
         BlurKind("radial", "defocus", variant.RadialSpec, variant.RadialSampler,
-                 variant.radial_plan, "max_radius", "defocus growing with distance from a centre (tilt)"),
+                 variant.radial_plan, "max_radius", "defocus growing away from a centre (tilt)"),
         BlurKind("zoom", "defocus", variant.ZoomSpec, variant.ZoomSampler,
                  variant.zoom_plan, "amount", "zoom blur along lines through a centre"),
         BlurKind("spin", "motion", variant.SpinSpec, variant.SpinSampler,

@@ -44,7 +44,9 @@ def _describe(owner: str, exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or owner
-        parts.append(f"{loc}: {err['msg']}" + (f" (got {err['input']!r})" if "input" in err else ""))
+        parts.append(
+            f"{loc}: {err['msg']}" + (f" (got {err['input']!r})" if "input" in err else "")
+        )
     return f"Invalid {owner.replace('Spec', '').replace('Sampler', ' sampler')} parameters: " + (
         "; ".join(parts) + "."
     )

@@ -38,8 +38,10 @@ def defocus_levels(radius: np.ndarray, levels: int = DEFAULT_LEVELS) -> LevelsPl
 
 
 def distance_map(height: int, width: int, cx: float, cy: float) -> np.ndarray:
-    """Distance of every pixel from the centre (cx, cy given as fractions of width, height),
-    normalised so that the farthest image corner is 1."""
+    """Distance of every pixel from the centre, 1 at the farthest image corner.
+
+    The centre (cx, cy) is given as fractions of the width and height.
+    """
     x0, y0 = cx * (width - 1), cy * (height - 1)
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     d = np.hypot(xs - x0, ys - y0)
@@ -99,7 +101,7 @@ class ZoomSampler(Sampler):
 
 
 class SpinSpec(BlurSpec):
-    """Rotational blur: arcs of ``angle`` degrees around (cx, cy) (a slight rotation in scanning)."""
+    """Rotational blur: arcs of ``angle`` degrees around (cx, cy), a slight rotation in scanning."""
 
     kind: Literal["spin"] = "spin"
     cx: float = Field(0.5, ge=0, le=1)
@@ -129,7 +131,9 @@ def zoom_plan(spec: ZoomSpec, height: int, width: int) -> WarpPlan:
     grids = []
     for t in _warp_taps(spec.amount * dmax):
         s = 1.0 + spec.amount * t
-        grids.append(((x0 + (xs - x0) * s).astype(np.float32), (y0 + (ys - y0) * s).astype(np.float32)))
+        grids.append(
+            ((x0 + (xs - x0) * s).astype(np.float32), (y0 + (ys - y0) * s).astype(np.float32))
+        )
     return WarpPlan(grids=tuple(grids))
 
 
@@ -143,7 +147,9 @@ def spin_plan(spec: SpinSpec, height: int, width: int) -> WarpPlan:
     grids = []
     for t in _warp_taps(span * dmax):
         c, s = math.cos(span * t), math.sin(span * t)
-        grids.append(((x0 + c * dx - s * dy).astype(np.float32), (y0 + s * dx + c * dy).astype(np.float32)))
+        grids.append(
+            ((x0 + c * dx - s * dy).astype(np.float32), (y0 + s * dx + c * dy).astype(np.float32))
+        )
     return WarpPlan(grids=tuple(grids))
 
 
