@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from histoblur.errors import ParameterError
 
@@ -39,4 +41,17 @@ def add_seed(parser: argparse.ArgumentParser, default: int = 0) -> None:
     """Add the common ``--seed`` option."""
     parser.add_argument(
         "--seed", type=int, default=default, help=f"random seed (default {default})"
+    )
+
+
+def progress_bar(console: Console) -> Progress:
+    """The progress bar every long command shows (hidden when stderr is not a terminal)."""
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
     )

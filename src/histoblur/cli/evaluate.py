@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
+from histoblur.cli.common import progress_bar
 from histoblur.errors import ParameterError
 from histoblur.io.atomic import write_text_atomic
 from histoblur.metrics.segmentation import (
@@ -92,15 +92,7 @@ def run_segmentation(args: argparse.Namespace) -> int:
     if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
         raise ParameterError(f"--threshold must be in [0, 1), got {args.threshold}.")
     pairing = pair_mask_files(args.pred, args.truth)
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    ) as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task("scoring masks", total=len(pairing.pairs))
         summary = evaluate_mask_pairs(pairing, args.threshold, lambda k: bar.advance(task, k))
     Console().print(summary_table(summary))

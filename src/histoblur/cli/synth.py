@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from histoblur.cli.common import add_seed, parse_params
+from histoblur.cli.common import add_seed, parse_params, progress_bar
 from histoblur.errors import ParameterError
 from histoblur.io.atomic import ensure_writable_dir, write_text_atomic
 from histoblur.io.images import read_image, write_image
@@ -90,7 +89,7 @@ def run_dataset(args: argparse.Namespace) -> int:
         raise
     except ValueError as exc:
         raise _config_error(exc) from None
-    with _progress() as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task("synthesizing", total=config.n)
         out = build_dataset(
             args.sharp, args.out, config, args.overwrite, lambda k: bar.advance(task, k)
@@ -117,7 +116,7 @@ def run_blur(args: argparse.Namespace) -> int:
         )
     out_dir = ensure_writable_dir(args.out)
     lines = []
-    with _progress() as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task("blurring", total=len(images))
         for index, (path, image) in enumerate(images):
             spec = sampler.sample(np.random.default_rng([args.seed, index]))
@@ -130,14 +129,3 @@ def run_blur(args: argparse.Namespace) -> int:
     write_text_atomic(out_dir / "params.jsonl", "\n".join(lines) + "\n")
     console.print(f"Wrote {len(images)} image(s) to {out_dir} (parameters in params.jsonl).")
     return 0
-
-
-def _progress() -> Progress:
-    return Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
