@@ -21,6 +21,12 @@ def test_polygons_are_seeded_and_inside_ranges():
     assert mask.dtype == bool and mask.shape == (100, 120) and 0 < mask.mean() < 1
 
 
+def test_rasterize_fills_the_union_of_overlapping_polygons():
+    squares = [[(0, 0), (20, 0), (20, 20), (0, 20)], [(10, 10), (30, 10), (30, 30), (10, 30)]]
+    mask = rasterize(squares, 40, 40)
+    assert mask[15, 15] and mask[5, 5] and mask[25, 25] and not mask[35, 35]
+
+
 def test_rasterize_square_area_and_png():
     mask = rasterize([[(10, 10), (30, 10), (30, 30), (10, 30)]], 40, 40)
     assert abs(mask.sum() - 21 * 21) <= 21 * 2

@@ -60,8 +60,8 @@ def rasterize(polygons: list[Polygon], height: int, width: int) -> np.ndarray:
     canvas = np.zeros((height, width), np.uint8)
     shift = 4
     pts = [np.round(np.asarray(p, np.float64) * (1 << shift)).astype(np.int32) for p in polygons]
-    if pts:
-        cv2.fillPoly(canvas, pts, 1, lineType=cv2.LINE_8, shift=shift)
+    for poly in pts:  # one call per polygon: a single call would XOR overlapping polygons
+        cv2.fillPoly(canvas, [poly], 1, lineType=cv2.LINE_8, shift=shift)
     return canvas.astype(bool)
 
 
