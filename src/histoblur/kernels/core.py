@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from scipy.signal import fftconvolve
 
@@ -46,3 +48,37 @@ def area_average(inside: np.ndarray, half: int, factor: int) -> np.ndarray:
     """Average a supersampled boolean coverage map back to pixel resolution."""
     n = 2 * half + 1
     return inside.reshape(n, factor, n, factor).mean(axis=(1, 3))
+
+
+# A kernel is exactly separable when its second singular value is below this fraction of the first
+# (float32 round-off is about 6e-8).
+RANK_ONE_TOL = 1e-7
+
+
+@lru_cache(maxsize=64)
+def _rank_one(kernel_bytes: bytes, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+    kernel = np.frombuffer(kernel_bytes, dtype=np.float64).reshape(shape)
+    if shape[1] == 1:
+        return kernel[:, 0].copy(), np.ones(1)
+    if shape[0] == 1:
+        return np.ones(1), kernel[0].copy()
+    u, s, vt = np.linalg.svd(kernel)
+    if s[1] > RANK_ONE_TOL * s[0]:
+        return None
+    sign = 1.0 if u[:, 0].sum() >= 0 else -1.0
+    root = np.sqrt(s[0])
+    return sign * u[:, 0] * root, sign * vt[0] * root
+
+
+def separable_factors(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(column, row) factors of a kernel that is exactly an outer product, else None (cached)."""
+    k = np.ascontiguousarray(kernel, dtype=np.float64)
+    return _rank_one(k.tobytes(), k.shape)
+
+
+def trim_zeros_1d(f: np.ndarray) -> np.ndarray:
+    """Drop zero taps from both ends of an odd, centred 1-D factor, keeping it centred."""
+    peak = np.abs(f).max()
+    while f.size > 1 and abs(f[0]) <= 1e-12 * peak and abs(f[-1]) <= 1e-12 * peak:
+        f = f[1:-1]
+    return f

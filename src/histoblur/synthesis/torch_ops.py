@@ -27,13 +27,13 @@ round-off.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
 
 from histoblur.errors import InputError
+from histoblur.kernels.core import separable_factors, trim_zeros_1d
 from histoblur.synthesis.plans import BlurPlan, KernelPlan, LevelsPlan, WarpPlan
 from histoblur.synthesis.registry import plan_for
 from histoblur.synthesis.spec import BlurSpec
@@ -43,9 +43,6 @@ from histoblur.synthesis.spec import BlurSpec
 # Crossovers measured on a 256 x 256 RGB tensor, one CPU thread (docs/augmentation.md).
 DIRECT_MAX = 5
 SEPARABLE_MAX = 13
-# A kernel is treated as exactly separable when its second singular value is below this fraction
-# of the first.
-RANK_ONE_TOL = 1e-7
 # Compute types: half-precision inputs are blurred in float32 and cast back.
 _EXACT_DTYPES = (torch.float32, torch.float64)
 
@@ -145,9 +142,9 @@ def _convolve(
     kernel = _trim_2d(kernel)
     if kernel.shape == (1, 1):
         return x * float(kernel[0, 0]) if kernel[0, 0] != 1 else x.clone()
-    factors = separable if separable is not None else _rank_one(kernel.tobytes(), kernel.shape)
+    factors = separable if separable is not None else separable_factors(kernel)
     if factors is not None:
-        col, row = (_trim_1d(np.asarray(f, np.float64)) for f in factors)
+        col, row = (trim_zeros_1d(np.asarray(f, np.float64)) for f in factors)
         if max(col.size, row.size) <= SEPARABLE_MAX:
             return _separable(x, col, row)
     if max(kernel.shape) <= DIRECT_MAX:
@@ -180,30 +177,6 @@ def _separable(x: torch.Tensor, col: np.ndarray, row: np.ndarray) -> torch.Tenso
     elif col[0] != 1:
         out = out * float(col[0])
     return out
-
-
-@lru_cache(maxsize=64)
-def _rank_one(kernel_bytes: bytes, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
-    """(column, row) factors of a kernel that is exactly an outer product, else None."""
-    kernel = np.frombuffer(kernel_bytes, dtype=np.float64).reshape(shape)
-    if shape[1] == 1:
-        return kernel[:, 0].copy(), np.ones(1)
-    if shape[0] == 1:
-        return np.ones(1), kernel[0].copy()
-    u, s, vt = np.linalg.svd(kernel)
-    if s[1] > RANK_ONE_TOL * s[0]:
-        return None
-    sign = 1.0 if u[:, 0].sum() >= 0 else -1.0
-    root = np.sqrt(s[0])
-    return sign * u[:, 0] * root, sign * vt[0] * root
-
-
-def _trim_1d(f: np.ndarray) -> np.ndarray:
-    """Drop zero taps from both ends of an odd, centred 1-D factor, keeping it centred."""
-    peak = np.abs(f).max()
-    while f.size > 1 and abs(f[0]) <= 1e-12 * peak and abs(f[-1]) <= 1e-12 * peak:
-        f = f[1:-1]
-    return f
 
 
 def _trim_2d(k: np.ndarray) -> np.ndarray:
