@@ -1,4 +1,11 @@
-"""Pair preparation: conversion, cropping, registration and magnification of the blurred image."""
+"""Pair preparation: conversion, cropping, registration and magnification of the blurred image.
+
+The generic steps (centre-crop boxes, cropping, the phase-correlation estimate and the overlap of
+two images at an integer shift) come from :mod:`histoblur.synthesis.register`, whose shift
+convention this module shares: ``(dy, dx)`` means the content at ``(y, x)`` of the sharp image is
+at ``(y + dy, x + dx)`` of the blurred image. What is specific to calibration stays here: the
+refinement of the shift by the residual of a fitted PSF, and the magnification search.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +17,11 @@ import cv2
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from histoblur.calibration.config import LUMA, CalibrationConfig
+from histoblur.calibration.config import CalibrationConfig
 from histoblur.calibration.search import Param, Scorer, SearchSpace, fit_continuous, max_half
 from histoblur.errors import InputError
-from histoblur.io.images import check_image, split_alpha, to_float
+from histoblur.io.images import check_image, split_alpha, to_float, to_gray_float
+from histoblur.synthesis.register import centre_box, crop, overlap_boxes, phase_correlate
 
 
 @dataclass(frozen=True)
@@ -46,12 +54,8 @@ def _as_float_channels(image: np.ndarray, name: str) -> np.ndarray:
 
 
 def luma(f: np.ndarray) -> np.ndarray:
-    """Luma (BT.601) of a float (H, W, C) image as (H, W)."""
-    return f[..., 0] if f.shape[2] == 1 else (f @ LUMA).astype(np.float32)
-
-
-def _centre_box(shape: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
-    return (shape[0] - size[0]) // 2, (shape[1] - size[1]) // 2
+    """Luma (BT.601) of a float (H, W, C) image as float32 (H, W)."""
+    return to_gray_float(f)
 
 
 def phase_shift(sharp: np.ndarray, blurred: np.ndarray) -> tuple[int, int]:
@@ -62,8 +66,7 @@ def phase_shift(sharp: np.ndarray, blurred: np.ndarray) -> tuple[int, int]:
     """
     a = (luma(sharp) if sharp.ndim == 3 else sharp).astype(np.float64)
     b = (luma(blurred) if blurred.ndim == 3 else blurred).astype(np.float64)
-    window = cv2.createHanningWindow((a.shape[1], a.shape[0]), cv2.CV_64F)
-    (dx, dy), _ = cv2.phaseCorrelate(a - a.mean(), b - b.mean(), window)
+    dy, dx, _ = phase_correlate(a - a.mean(), b - b.mean())
     return int(round(dy)), int(round(dx))
 
 
@@ -107,32 +110,31 @@ def prepare_pair(
             "or --register to align them by phase correlation."
         )
     common = (min(s.shape[0], b.shape[0]), min(s.shape[1], b.shape[1]))
-    so, bo = _centre_box(s.shape[:2], common), _centre_box(b.shape[:2], common)
+    s_box, b_box = centre_box(s.shape, *common), centre_box(b.shape, *common)
     if s.shape[:2] != b.shape[:2]:
         notes.append(
             f"centre-cropped {s.shape[0]}x{s.shape[1]} and {b.shape[0]}x{b.shape[1]} "
             f"to {common[0]}x{common[1]}"
         )
-    s = s[so[0] : so[0] + common[0], so[1] : so[1] + common[1]]
-    b = b[bo[0] : bo[0] + common[0], bo[1] : bo[1] + common[1]]
+    s, b = crop(s, s_box), crop(b, b_box)
+    so, bo = s_box[:2], b_box[:2]
     dy, dx = 0, 0
     if config.registration:
         dy, dx = shift if shift is not None else phase_shift(s, b)
-        h, w = common[0] - abs(dy), common[1] - abs(dx)
+        s_box, b_box = overlap_boxes(common, (dy, dx))
+        h, w = s_box[2] - s_box[0], s_box[3] - s_box[1]
         if h < common[0] // 2 or w < common[1] // 2:
             raise InputError(
                 f"Registration found a shift of ({dy}, {dx}) px, more than half the image; "
                 "the two images do not show the same field."
             )
-        s = s[max(0, -dy) : max(0, -dy) + h, max(0, -dx) : max(0, -dx) + w]
-        b = b[max(0, dy) : max(0, dy) + h, max(0, dx) : max(0, dx) + w]
-        so = (so[0] + max(0, -dy), so[1] + max(0, -dx))
-        bo = (bo[0] + max(0, dy), bo[1] + max(0, dx))
+        s, b = crop(s, s_box), crop(b, b_box)
+        so = (so[0] + s_box[0], so[1] + s_box[1])
+        bo = (bo[0] + b_box[0], bo[1] + b_box[1])
     if config.max_size is not None and max(s.shape[:2]) > config.max_size:
         size = (min(s.shape[0], config.max_size), min(s.shape[1], config.max_size))
-        c = _centre_box(s.shape[:2], size)
-        s = s[c[0] : c[0] + size[0], c[1] : c[1] + size[1]]
-        b = b[c[0] : c[0] + size[0], c[1] : c[1] + size[1]]
+        c = centre_box(s.shape, *size)
+        s, b = crop(s, c), crop(b, c)
         so, bo = (so[0] + c[0], so[1] + c[1]), (bo[0] + c[0], bo[1] + c[1])
         notes.append(f"centre-cropped to {size[0]}x{size[1]} (max size {config.max_size})")
     border = config.scoring_border() + (config.register_search if config.registration else 0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -20,7 +19,6 @@ from histoblur.errors import ParameterError
 IDENTITY = "identity"
 FREEFORM = "free-form"
 DEFAULT_FAMILIES = ("gaussian", "lens", "aperture", "motion", "mixed")
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 class CalibrationConfig(BaseModel):
