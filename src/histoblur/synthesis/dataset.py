@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from histoblur.errors import InputError
 from histoblur.io.atomic import atomic_dir
 from histoblur.io.images import list_images, read_image, to_rgb, write_image
+from histoblur.io.manifest import iter_jsonl
 from histoblur.synthesis.blur import apply_blur
 from histoblur.synthesis.composite import composite
 from histoblur.synthesis.degrade import DegradeSpec, degrade
@@ -234,13 +235,7 @@ def _images_or_empty(folder: Path) -> list[Path]:
 
 def iter_manifest(dataset_dir: Path) -> Iterator[dict[str, Any]]:
     """Records of a dataset's ``manifest.jsonl``."""
-    path = Path(dataset_dir) / "manifest.jsonl"
-    if not path.exists():
-        raise InputError(f"{dataset_dir} has no manifest.jsonl; is it a histoblur dataset?")
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
+    return iter_jsonl(Path(dataset_dir), "histoblur dataset")
 
 
 def regenerate(record: dict[str, Any], sharp_dir: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -26,6 +26,7 @@ from histoblur import __version__
 from histoblur.errors import InputError, ParameterError
 from histoblur.io.atomic import atomic_dir
 from histoblur.io.images import read_image, read_mask, to_gray_float, write_image
+from histoblur.io.manifest import iter_jsonl
 from histoblur.synthesis.composite import composite
 from histoblur.synthesis.masks import PolygonMaskSampler, mask_to_png, rasterize, soft_alpha
 from histoblur.synthesis.register import Registration, align_pair
@@ -402,13 +403,7 @@ def iter_records(bench_dir: Path) -> Iterator[dict[str, Any]]:
     Raises:
         InputError: if the folder holds no manifest.
     """
-    path = Path(bench_dir) / "manifest.jsonl"
-    if not path.is_file():
-        raise InputError(f"{bench_dir} has no manifest.jsonl; is it a histoblur benchmark?")
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
+    return iter_jsonl(Path(bench_dir), "histoblur benchmark")
 
 
 def iter_benchmark(bench_dir: Path) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, Any]]]:
