@@ -5,6 +5,7 @@ import pytest
 from histoblur.errors import InputError, ParameterError
 from histoblur.io.images import to_gray_float
 from histoblur.synthesis import BLUR_KINDS, DegradeSpec, apply_blur, get_kind, make_spec
+from histoblur.synthesis.execute import UINT8_TAIL_TOL
 
 ALL = list(BLUR_KINDS.values())
 STRONG = {
@@ -113,7 +114,8 @@ def test_gaussian_matches_opencv(tile):
         tile.astype(np.float32), (ksize, ksize), sigma, borderType=cv2.BORDER_REFLECT_101
     )
     out = apply_blur(tile, make_spec("gaussian", sigma=sigma))
-    assert np.abs(out.astype(np.float32) - ref).max() <= 0.51
+    # uint8 drops Gaussian tails worth at most UINT8_TAIL_TOL grey level before rounding
+    assert np.abs(out.astype(np.float32) - ref).max() <= 0.51 + UINT8_TAIL_TOL
 
 
 def test_lens_matches_direct_convolution(tile):

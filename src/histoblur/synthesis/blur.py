@@ -6,7 +6,7 @@ import numpy as np
 
 from histoblur.io.images import check_image, from_float, merge_alpha, split_alpha, to_float
 from histoblur.synthesis.degrade import DegradeSpec, degrade
-from histoblur.synthesis.execute import execute
+from histoblur.synthesis.execute import execute, execute_uint8
 from histoblur.synthesis.registry import get_kind, plan_for
 from histoblur.synthesis.spec import BlurSpec
 
@@ -24,12 +24,16 @@ def apply_blur(image: np.ndarray, spec: BlurSpec, post: DegradeSpec | None = Non
     """
     check_image(image)
     colour, alpha = split_alpha(image)
-    f = to_float(colour)
-    squeeze = f.ndim == 2
+    squeeze = colour.ndim == 2
+    work = colour[..., None] if squeeze else colour
+    plan = plan_for(spec, work.shape[0], work.shape[1])
+    if work.dtype == np.uint8:
+        # uint8 runs straight through the executor (correctly rounded, no float round trip).
+        result = execute_uint8(plan, work)
+    else:
+        result = from_float(execute(plan, to_float(work)), image.dtype)
     if squeeze:
-        f = f[..., None]
-    out = execute(plan_for(spec, f.shape[0], f.shape[1]), f)
-    result = from_float(out[..., 0] if squeeze else out, image.dtype)
+        result = result[..., 0]
     if post is not None:
         result = degrade(result, post)
     return merge_alpha(result, alpha)

@@ -190,7 +190,8 @@ def defocus_map(spec: VariableDefocusSpec, height: int, width: int) -> np.ndarra
     field = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
     field = _unit(field)
     theta = math.radians(spec.tilt_angle)
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    ys = np.arange(height, dtype=np.float32)[:, None]
+    xs = np.arange(width, dtype=np.float32)[None, :]
     plane = _unit(xs * math.cos(theta) + ys * math.sin(theta))
     mix = (1 - spec.tilt) * field + spec.tilt * plane
     top = max(spec.max_radius, spec.min_radius)
