@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from histoblur.cli.common import progress_bar
 from histoblur.errors import ParameterError
+from histoblur.inference.baseline import laplacian_blur_mask
+from histoblur.inference.benchmark import evaluate_benchmark, flagged_fraction
+from histoblur.inference.segment import DEFAULT_MODEL, SHIPPED, Segmenter
 from histoblur.io.atomic import write_text_atomic
 from histoblur.metrics.segmentation import (
     PAIRING_RULE,
@@ -20,8 +27,18 @@ from histoblur.metrics.segmentation import (
     evaluate_mask_pairs,
     pair_mask_files,
 )
+from histoblur.synthesis.real_pairs import iter_records
 
 console = Console(stderr=True)
+BASELINE = "laplacian"
+
+
+def make_detector(model: str, threshold: float | None) -> Callable[[np.ndarray], np.ndarray]:
+    """Image -> blur mask, from a model name/path or the Laplacian baseline."""
+    if model == BASELINE:
+        return laplacian_blur_mask
+    segmenter = Segmenter.load(model)
+    return lambda image: segmenter.segment(image, threshold).mask
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,18 +55,38 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Truth masks: non-zero = blur."
         ),
     )
+    seg.add_argument("--pred", type=Path, metavar="DIR", help="folder of predicted masks")
     seg.add_argument(
-        "--pred", required=True, type=Path, metavar="DIR", help="folder of predicted masks"
+        "--truth", type=Path, metavar="DIR", help="folder of ground-truth masks (with --pred)"
     )
     seg.add_argument(
-        "--truth", required=True, type=Path, metavar="DIR", help="folder of ground-truth masks"
+        "--bench",
+        type=Path,
+        nargs="+",
+        metavar="DIR",
+        help="instead of --pred/--truth: run --model on real-blur benchmark folders "
+        "(histoblur bench real-pairs) and score it, with the flagged fraction on all-sharp tiles",
+    )
+    seg.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"with --bench/--negatives: a shipped model ({', '.join(SHIPPED)}), a checkpoint "
+        f"folder, or '{BASELINE}' (the Laplacian-energy baseline); default {DEFAULT_MODEL}",
+    )
+    seg.add_argument(
+        "--negatives",
+        type=Path,
+        nargs="+",
+        metavar="DIR",
+        help="folders of images with no blur (sharp tissue, glass, pen marks): report the "
+        "fraction of pixels the model flags (files named *_mask* are skipped)",
     )
     seg.add_argument(
         "--out",
         type=Path,
         metavar="FILE.csv",
-        help="write per-image and aggregate rows to this .csv and a summary .json beside it "
-        "(default: print only)",
+        help="write per-image (or per-benchmark) rows to this .csv and a summary .json beside "
+        "it (default: print only)",
     )
     seg.add_argument(
         "--threshold",
@@ -91,6 +128,12 @@ def run_segmentation(args: argparse.Namespace) -> int:
         raise ParameterError(f"--out {args.out} must end in .csv (a .json summary goes beside it).")
     if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
         raise ParameterError(f"--threshold must be in [0, 1), got {args.threshold}.")
+    if args.bench or args.negatives:
+        if args.pred is not None or args.truth is not None:
+            raise ParameterError("Give either --pred/--truth or --bench/--negatives, not both.")
+        return run_detector(args)
+    if args.pred is None or args.truth is None:
+        raise ParameterError("Give --pred and --truth folders, or --bench/--negatives folders.")
     pairing = pair_mask_files(args.pred, args.truth)
     with progress_bar(console) as bar:
         task = bar.add_task("scoring masks", total=len(pairing.pairs))
@@ -105,6 +148,63 @@ def run_segmentation(args: argparse.Namespace) -> int:
         csv_path = write_text_atomic(args.out, summary.to_csv())
         json_path = write_text_atomic(
             args.out.with_suffix(".json"), json.dumps(summary.as_dict(), indent=2) + "\n"
+        )
+        console.print(f"Wrote {csv_path} and {json_path}.")
+    return 0
+
+
+def run_detector(args: argparse.Namespace) -> int:
+    """Run a model (or the baseline) on benchmarks and negative folders; print and save rows."""
+    detector = make_detector(args.model, args.threshold)
+    rows: list[dict[str, object]] = []
+    negatives: list[dict[str, object]] = []
+    with progress_bar(console) as bar:
+        for bench in args.bench or ():
+            n = sum(1 for _ in iter_records(bench))
+            task = bar.add_task(f"scoring {bench.name}", total=n)
+            rows.append(
+                evaluate_benchmark(detector, bench, lambda k, t=task: bar.advance(t, k)).row()
+            )
+        for folder in args.negatives or ():
+            negatives.append(flagged_fraction(detector, folder))
+    out = Console()
+    if rows:
+        table = Table(
+            title=f"{args.model} on real-blur benchmarks",
+            caption="micro scores over pooled pixels; sharp_flagged: fraction of pixels flagged "
+            "on all-sharp tiles; per-kind Dice in the --out CSV",
+        )
+        shown = ("benchmark", "n", "dice", "iou", "precision", "recall", "sharp_flagged")
+        for key in shown:
+            table.add_column(key, justify="left" if key == "benchmark" else "right")
+        for row in rows:
+            table.add_row(*("" if row[k] is None else str(row[k]) for k in shown))
+        out.print(table)
+    if negatives:
+        table = Table(title=f"{args.model} on images with no blur: fraction of pixels flagged")
+        for key in ("folder", "n", "flagged", "worst image"):
+            table.add_column(key)
+        for row in negatives:
+            per = row["per_image"]
+            worst = max(per, key=per.get) if per else ""
+            table.add_row(
+                str(row["folder"]),
+                str(row["n"]),
+                str(row["flagged"]),
+                f"{worst} ({per[worst]})" if worst else "",
+            )
+        out.print(table)
+    if args.out is not None:
+        buffer = io.StringIO()
+        if rows:
+            writer = csv.DictWriter(buffer, list(rows[0]), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        csv_text = buffer.getvalue()
+        summary = {"model": str(args.model), "benchmarks": rows, "negatives": negatives}
+        csv_path = write_text_atomic(args.out, csv_text)
+        json_path = write_text_atomic(
+            args.out.with_suffix(".json"), json.dumps(summary, indent=2) + "\n"
         )
         console.print(f"Wrote {csv_path} and {json_path}.")
     return 0

@@ -8,13 +8,15 @@ same seed always gives byte-identical files.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from histoblur.errors import InputError
 from histoblur.io.atomic import atomic_dir
@@ -23,7 +25,13 @@ from histoblur.io.manifest import iter_jsonl
 from histoblur.synthesis.blur import apply_blur
 from histoblur.synthesis.composite import composite
 from histoblur.synthesis.degrade import DegradeSpec, degrade
-from histoblur.synthesis.masks import PolygonMaskSampler, mask_to_png, rasterize, soft_alpha
+from histoblur.synthesis.masks import (
+    Polygon,
+    PolygonMaskSampler,
+    mask_to_png,
+    rasterize,
+    soft_alpha,
+)
 from histoblur.synthesis.registry import get_kind, spec_from_dict
 from histoblur.synthesis.spec import SEED_RANGE, Range
 from histoblur.wsi.tissue import tissue_fraction
@@ -79,6 +87,13 @@ class DatasetConfig(BaseModel):
         max_attempts: tile draws per sample before giving up on finding tissue.
         masks: random polygon ranges.
         degrade: post-composite noise / JPEG policy.
+        sharp_fraction: share of samples left sharp (empty mask): negatives that teach a
+            detector not to flag sharp tissue.
+        blurred_fraction: share of samples blurred over the whole tile (full mask).
+        scale: range of the source magnification: each sample's source region is resized by a
+            factor drawn from it before blurring (above 1: a smoother-looking but sharp image,
+            as from a higher-magnification scan; below 1: finer detail), so a detector learns
+            blur relative to the tissue, not one scanner's pixel size.
         ranges: per-kind sampler overrides, e.g. ``{"gaussian": {"sigma": (2, 4)}}``.
     """
 
@@ -92,6 +107,9 @@ class DatasetConfig(BaseModel):
     max_attempts: int = Field(50, ge=1)
     masks: PolygonMaskSampler = PolygonMaskSampler()
     degrade: DegradeSampler = DegradeSampler()
+    sharp_fraction: float = Field(0.0, ge=0, le=1)
+    blurred_fraction: float = Field(0.0, ge=0, le=1)
+    scale: tuple[float, float] = (1.0, 1.0)
     ranges: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("methods")
@@ -103,6 +121,14 @@ class DatasetConfig(BaseModel):
             get_kind(name)
         return methods
 
+    @model_validator(mode="after")
+    def _fractions_fit(self) -> DatasetConfig:
+        if self.sharp_fraction + self.blurred_fraction > 1:
+            raise ValueError("sharp_fraction + blurred_fraction must not exceed 1")
+        if not 0.25 <= self.scale[0] <= self.scale[1] <= 4:
+            raise ValueError("scale must be a range (low, high) within [0.25, 4]")
+        return self
+
 
 @lru_cache(maxsize=64)
 def _load_rgb(path: str) -> np.ndarray:
@@ -110,13 +136,15 @@ def _load_rgb(path: str) -> np.ndarray:
 
 
 def _draw_tile(
-    sources: list[Path], config: DatasetConfig, rng: np.random.Generator
+    sources: list[Path], config: DatasetConfig, rng: np.random.Generator, t: int
 ) -> tuple[Path, tuple[int, int]]:
-    t = config.tile
+    """A source image and the corner of a ``t`` x ``t`` region of it with enough tissue."""
     for _ in range(config.max_attempts):
         path = sources[int(rng.integers(len(sources)))]
         image = _load_rgb(str(path))
         h, w = image.shape[:2]
+        if min(h, w) < t:
+            continue
         y, x = int(rng.integers(0, h - t + 1)), int(rng.integers(0, w - t + 1))
         if tissue_fraction(image[y : y + t, x : x + t]) >= config.min_tissue:
             return path, (y, x)
@@ -132,15 +160,51 @@ def render(record: dict[str, Any], image: np.ndarray) -> tuple[np.ndarray, np.nd
     t = record["tile"]
     y0, x0, y1, x1 = record["window"]
     window = image[y0:y1, x0:x1]
-    blurred = apply_blur(window, spec_from_dict(record["blur"]))
     oy, ox = y - y0, x - x0
+    s = record.get("scale", 1.0)
+    if s != 1.0:
+        size = (math.ceil((x1 - x0) * s), math.ceil((y1 - y0) * s))
+        window = cv2.resize(
+            window, size, interpolation=cv2.INTER_CUBIC if s > 1 else cv2.INTER_AREA
+        )
+        oy, ox = math.floor(oy * s), math.floor(ox * s)
     sharp_tile = window[oy : oy + t, ox : ox + t]
-    blur_tile = blurred[oy : oy + t, ox : ox + t]
     mask = rasterize([[tuple(p) for p in poly] for poly in record["polygons"]], t, t)
-    tile = composite(sharp_tile, blur_tile, soft_alpha(mask, record["feather"]))
+    if mask.any():
+        blurred = apply_blur(window, spec_from_dict(record["blur"]))
+        blur_tile = blurred[oy : oy + t, ox : ox + t]
+        tile = composite(sharp_tile, blur_tile, soft_alpha(mask, record["feather"]))
+    else:
+        tile = sharp_tile.copy()
     if record["degrade"] is not None:
         tile = degrade(tile, DegradeSpec.model_validate(record["degrade"]))
     return tile, mask
+
+
+def _draw_polygons(index: int, config: DatasetConfig, rng: np.random.Generator) -> list[Polygon]:
+    """Random polygons; none (all sharp) or the whole tile (all blurred) at the set fractions.
+
+    The sample kind comes from its own stream ``default_rng([seed, index, 1])``, so datasets built
+    with both fractions at 0 are unchanged by their existence.
+    """
+    polygons = config.masks.sample(rng, config.tile, config.tile)
+    if config.sharp_fraction == 0 and config.blurred_fraction == 0:
+        return polygons
+    u = np.random.default_rng([config.seed, index, 1]).random()
+    if u < config.sharp_fraction:
+        return []
+    if u < config.sharp_fraction + config.blurred_fraction:
+        t = float(config.tile)
+        return [[(0.0, 0.0), (t, 0.0), (t, t), (0.0, t)]]
+    return polygons
+
+
+def _draw_scale(index: int, config: DatasetConfig) -> float:
+    """Source magnification of sample ``index``, from its own stream (1 when fixed)."""
+    lo, hi = config.scale
+    if lo == hi:
+        return float(lo)
+    return round(float(np.random.default_rng([config.seed, index, 4]).uniform(lo, hi)), 4)
 
 
 def draw_sample(
@@ -148,20 +212,23 @@ def draw_sample(
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Draw and render sample ``index``: (manifest record, RGB tile, boolean mask)."""
     rng = np.random.default_rng([config.seed, index])
-    path, (y, x) = _draw_tile(sources, config, rng)
+    s = _draw_scale(index, config)
+    t = config.tile
+    ts, c = math.ceil(t / s), math.ceil(config.context / s)  # source pixels
+    path, (y, x) = _draw_tile(sources, config, rng, ts)
     image = _load_rgb(str(path))
     h, w = image.shape[:2]
-    t, c = config.tile, config.context
     method = config.methods[int(rng.integers(len(config.methods)))]
     spec = get_kind(method).sampler.build(**config.ranges.get(method, {})).sample(rng)
-    polygons = config.masks.sample(rng, t, t)
+    polygons = _draw_polygons(index, config, rng)
     post = config.degrade.sample(rng)
     record = {
         "id": f"{index:06d}",
         "source": path.relative_to(root).as_posix(),
-        "crop": [y, x, t, t],
+        "crop": [y, x, ts, ts],
         "tile": t,
-        "window": [max(0, y - c), max(0, x - c), min(h, y + t + c), min(w, x + t + c)],
+        "scale": s,
+        "window": [max(0, y - c), max(0, x - c), min(h, y + ts + c), min(w, x + ts + c)],
         "method": method,
         "blur": spec.model_dump(),
         "polygons": [[list(p) for p in poly] for poly in polygons],
@@ -195,7 +262,7 @@ def build_dataset(
         InputError: no usable image in ``sharp_dir``.
     """
     sharp_dir = Path(sharp_dir)
-    sources = _usable_sources(sharp_dir, config.tile)
+    sources = usable_sources(sharp_dir, config.tile)
     with atomic_dir(Path(out_dir), overwrite=overwrite) as tmp:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
@@ -213,7 +280,12 @@ def build_dataset(
     return Path(out_dir)
 
 
-def _usable_sources(sharp_dir: Path, tile: int) -> list[Path]:
+def usable_sources(sharp_dir: Path, tile: int) -> list[Path]:
+    """Images under ``sharp_dir`` (recursive) at least ``tile`` px on each side.
+
+    Raises:
+        InputError: the folder is missing, empty, or holds no image that large.
+    """
     if not sharp_dir.is_dir():
         raise InputError(f"Sharp-image folder {sharp_dir} does not exist.")
     folders = [sharp_dir, *sorted(p for p in sharp_dir.rglob("*") if p.is_dir())]

@@ -1,0 +1,226 @@
+"""Blur segmentation with a trained network: probability maps, masks and overlays for any image.
+
+``Segmenter`` wraps a network rebuilt from a checkpoint. It accepts every image histoblur reads
+(RGB, RGBA, grey; 8 or 16 bit; any size: small images are padded, large ones tiled with overlap
+and blended) and returns a float32 probability map of the same height and width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from histoblur.errors import InputError, ParameterError
+from histoblur.inference.tiling import count_tiles, predict_tiled
+from histoblur.io.images import check_image, dtype_max, read_image, to_rgb, write_image
+from histoblur.models.registry import load_model
+
+DEFAULT_MODEL = "default"
+# shipped checkpoints, by name, inside the package
+SHIPPED = {"default": "segmenter-default"}
+OVERLAY_COLOUR = (255, 0, 255)  # magenta: never a stain colour
+OVERLAY_ALPHA = 0.45
+
+
+def shipped_model_path(name: str) -> Path:
+    """Folder of a checkpoint shipped inside the package (``default``...)."""
+    folder = resources.files("histoblur.models") / "weights" / SHIPPED[name]
+    return Path(str(folder))
+
+
+def resolve_model(model: str | Path) -> Path:
+    """A shipped model name (``default``, ``light``) or a checkpoint path, as a path.
+
+    Raises:
+        InputError: the name is unknown and no such path exists.
+    """
+    if isinstance(model, str) and model in SHIPPED:
+        path = shipped_model_path(model)
+        if not (path / "model.safetensors").is_file():
+            raise InputError(f"The shipped '{model}' model is missing from this installation.")
+        return path
+    path = Path(model)
+    if not path.exists():
+        raise InputError(
+            f"Model {model} is neither a shipped model ({', '.join(SHIPPED)}) nor an existing path."
+        )
+    return path
+
+
+def to_network_input(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1] from any supported image (grey repeated, alpha dropped)."""
+    check_image(image)
+    return to_rgb(image).astype(np.float32) / dtype_max(image.dtype)
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """Output of :meth:`Segmenter.segment` for one image."""
+
+    probability: np.ndarray  # (H, W) float32 in [0, 1]
+    mask: np.ndarray  # (H, W) bool
+    threshold: float
+
+    @property
+    def blurred_fraction(self) -> float:
+        """Share of pixels flagged as blur."""
+        return float(self.mask.mean())
+
+
+class Segmenter:
+    """A blur segmentation network ready for inference.
+
+    Args:
+        model: the network (logits out).
+        config: its checkpoint config (``threshold`` and ``tile`` defaults are read from it).
+        tile: window side for tiled inference (default: the checkpoint's, else 256).
+        overlap: overlap between windows.
+        batch_size: windows per forward pass.
+        device: torch device.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: dict[str, Any] | None = None,
+        tile: int | None = None,
+        overlap: int = 32,
+        batch_size: int = 8,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.config = config or {}
+        inference = self.config.get("inference", {})
+        self.tile = int(tile or inference.get("tile", 256))
+        self.threshold = float(inference.get("threshold", 0.5))
+        self.overlap = overlap
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+
+    @classmethod
+    def load(cls, model: str | Path = DEFAULT_MODEL, **kwargs: Any) -> Segmenter:
+        """Load a shipped model by name or a checkpoint folder/file."""
+        net, config = load_model(resolve_model(model))
+        return cls(net, config, **kwargs)
+
+    @torch.inference_mode()
+    def _predict(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch).to(self.device)
+        return torch.sigmoid(self.model(x)).float().cpu().numpy()
+
+    def predict_proba(
+        self, image: np.ndarray, progress: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        """Blur probability (H, W) float32 for one image."""
+        x = to_network_input(image)
+        h, w = x.shape[:2]
+        out = np.empty((h, w), np.float32)
+        for row, block in predict_tiled(
+            x, self._predict, self.tile, self.overlap, self.batch_size, 1, progress
+        ):
+            out[row : row + block.shape[0]] = block[..., 0]
+        return out
+
+    def segment(
+        self,
+        image: np.ndarray,
+        threshold: float | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> SegmentationResult:
+        """Probability map and mask (probability > threshold) for one image."""
+        t = self.threshold if threshold is None else threshold
+        if not 0.0 < t < 1.0:
+            raise ParameterError(f"Threshold must be in (0, 1), got {t}.")
+        prob = self.predict_proba(image, progress)
+        return SegmentationResult(prob, prob > t, t)
+
+    def tiles_for(self, image: np.ndarray) -> int:
+        """Windows needed for ``image`` (for progress bars)."""
+        return count_tiles(image.shape[0], image.shape[1], self.tile, self.overlap)
+
+
+def probability_png(prob: np.ndarray) -> np.ndarray:
+    """uint8 0-255 picture of a probability map."""
+    return np.clip(np.rint(prob * 255.0), 0, 255).astype(np.uint8)
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, prob: np.ndarray | None = None) -> np.ndarray:
+    """RGB uint8 picture: the image with flagged pixels tinted magenta and outlined."""
+    rgb = to_rgb(image)
+    if rgb.dtype != np.uint8:
+        rgb = np.rint(rgb.astype(np.float32) * (255.0 / dtype_max(rgb.dtype))).astype(np.uint8)
+    out = rgb.astype(np.float32)
+    tint = np.asarray(OVERLAY_COLOUR, np.float32)
+    a = OVERLAY_ALPHA * (mask.astype(np.float32) if prob is None else prob * mask)
+    out = out * (1 - a[..., None]) + tint * a[..., None]
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+    thickness = max(1, round(max(mask.shape) / 400))
+    cv2.drawContours(out, contours, -1, OVERLAY_COLOUR, thickness)
+    return out
+
+
+def output_paths(out_dir: Path, image_path: Path) -> dict[str, Path]:
+    """Where ``histoblur segment`` writes the outputs of one input."""
+    stem = image_path.stem
+    return {
+        "mask": out_dir / f"{stem}_mask.png",
+        "prob": out_dir / f"{stem}_prob.png",
+        "overlay": out_dir / f"{stem}_overlay.png",
+    }
+
+
+def check_unique_stems(paths: Sequence[Path]) -> None:
+    """Two inputs with the same stem would overwrite each other's outputs.
+
+    Raises:
+        InputError: naming the first clash.
+    """
+    seen: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in seen:
+            raise InputError(
+                f"Inputs {seen[p.stem]} and {p} share the name {p.stem!r}; their outputs would "
+                "overwrite each other. Segment them into different --out folders."
+            )
+        seen[p.stem] = p
+
+
+def segment_file(
+    segmenter: Segmenter,
+    image_path: Path,
+    out_dir: Path,
+    threshold: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Segment one image file and write its mask, probability and overlay PNGs atomically.
+
+    Returns:
+        A summary row: input, outputs, size, blurred fraction, threshold.
+    """
+    image = read_image(image_path)
+    result = segmenter.segment(image, threshold, progress)
+    paths = output_paths(out_dir, image_path)
+    pictures = {
+        "mask": np.where(result.mask, 255, 0).astype(np.uint8),
+        "prob": probability_png(result.probability),
+        "overlay": overlay(image, result.mask, result.probability),
+    }
+    for key, picture in pictures.items():
+        write_image(paths[key], picture)  # atomic: complete or absent
+    return {
+        "image": str(image_path),
+        "height": int(image.shape[0]),
+        "width": int(image.shape[1]),
+        "blurred_fraction": round(result.blurred_fraction, 6),
+        "threshold": result.threshold,
+        **{k: str(v) for k, v in paths.items()},
+    }

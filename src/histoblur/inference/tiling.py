@@ -1,0 +1,135 @@
+"""Tiled dense prediction with overlap and blending, batched and memory bounded.
+
+An image of any size is covered by ``tile`` x ``tile`` windows that overlap by ``overlap`` pixels
+(the last row and column are shifted inwards, never padded beyond the image); each window's
+prediction is weighted by a separable ramp that falls towards the window's inner edges and stays
+at 1 on the image border, so seams vanish and the border is not down-weighted. The image is
+processed in horizontal bands of windows, so only one band of float accumulators lives at a
+time; the finished rows are handed to the caller as they complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from histoblur.errors import ParameterError
+
+# (N, C, t, t) float32 batch -> (N, K, t, t) float32 predictions
+PredictFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Window origins along one axis plus the axis length."""
+
+    starts: tuple[int, ...]
+    size: int
+    tile: int
+
+
+def axis_starts(size: int, tile: int, overlap: int) -> tuple[int, ...]:
+    """Window origins covering ``[0, size)``, neighbours overlapping by at least ``overlap``."""
+    if size <= tile:
+        return (0,)
+    stride = tile - overlap
+    n = int(np.ceil((size - tile) / stride)) + 1
+    return tuple(int(round(i * (size - tile) / (n - 1))) for i in range(n))
+
+
+def ramp(tile: int, overlap: int, low_edge: bool, high_edge: bool) -> np.ndarray:
+    """1-D blending weight: rises over ``overlap`` px at inner edges, flat at image edges."""
+    w = np.ones(tile, np.float32)
+    if overlap > 0:
+        r = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+        if not low_edge:
+            w[:overlap] = r
+        if not high_edge:
+            w[tile - overlap :] = r[::-1]
+    return w
+
+
+def _pad_to(image: np.ndarray, tile: int) -> np.ndarray:
+    """Reflect-pad (bottom/right) an image smaller than one window up to the window size."""
+    h, w = image.shape[:2]
+    ph, pw = max(0, tile - h), max(0, tile - w)
+    if not (ph or pw):
+        return image
+    mode = "reflect" if ph < h and pw < w else "edge"
+    pad = ((0, ph), (0, pw)) + ((0, 0),) * (image.ndim - 2)
+    return np.pad(image, pad, mode=mode)
+
+
+def predict_tiled(
+    image: np.ndarray,
+    predict: PredictFn,
+    tile: int = 256,
+    overlap: int = 32,
+    batch_size: int = 8,
+    channels: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Blend window predictions over ``image`` (H, W, C float32), band by band.
+
+    Yields ``(row, block)``: rows ``[row, row + len(block))`` of the (H, W, channels) float32
+    prediction, in order and covering the image exactly once.
+
+    Args:
+        image: (H, W, C) float32 network input.
+        predict: maps an (N, C, tile, tile) batch to (N, channels, tile, tile).
+        tile: window side.
+        overlap: overlap between neighbouring windows (``< tile / 2``).
+        batch_size: windows per call of ``predict``.
+        channels: prediction channels.
+        progress: called with the number of windows done after each batch.
+    """
+    if tile < 8 or not 0 <= overlap < tile // 2:
+        raise ParameterError(
+            f"Tile {tile} with overlap {overlap}: need tile >= 8 and overlap < tile / 2."
+        )
+    if batch_size < 1:
+        raise ParameterError(f"Batch size must be at least 1, got {batch_size}.")
+    h0, w0 = image.shape[:2]
+    padded = _pad_to(image, tile)
+    h, w = padded.shape[:2]
+    ys, xs = axis_starts(h, tile, overlap), axis_starts(w, tile, overlap)
+    wx = [ramp(tile, overlap, x == 0, x + tile >= w) for x in xs]
+    done = 0  # rows already yielded
+    acc = np.zeros((0, w, channels), np.float32)
+    norm = np.zeros((0, w, 1), np.float32)
+    for i, y in enumerate(ys):
+        # grow the accumulators to cover this band, then fill it
+        end = y + tile
+        grow = end - (done + acc.shape[0])
+        if grow > 0:
+            acc = np.concatenate([acc, np.zeros((grow, w, channels), np.float32)])
+            norm = np.concatenate([norm, np.zeros((grow, w, 1), np.float32)])
+        wy = ramp(tile, overlap, y == 0, end >= h)
+        for b in range(0, len(xs), batch_size):
+            chunk = xs[b : b + batch_size]
+            batch = np.stack([padded[y:end, x : x + tile] for x in chunk]).transpose(0, 3, 1, 2)
+            out = predict(np.ascontiguousarray(batch, np.float32))
+            for k, x in enumerate(chunk):
+                weight = wy[:, None] * wx[b + k][None, :]
+                acc[y - done : end - done, x : x + tile] += (
+                    out[k].transpose(1, 2, 0) * weight[..., None]
+                )
+                norm[y - done : end - done, x : x + tile, 0] += weight
+            if progress is not None:
+                progress(len(chunk))
+        # rows above the next band's start are final
+        final = (ys[i + 1] if i + 1 < len(ys) else h) - done
+        if final > 0:
+            block = acc[:final] / np.maximum(norm[:final], 1e-12)
+            keep = min(final, max(0, h0 - done))
+            if keep:
+                yield done, block[:keep, :w0]
+            acc, norm, done = acc[final:], norm[final:], done + final
+
+
+def count_tiles(height: int, width: int, tile: int, overlap: int) -> int:
+    """Number of windows :func:`predict_tiled` evaluates for an image of this size."""
+    h, w = max(height, tile), max(width, tile)
+    return len(axis_starts(h, tile, overlap)) * len(axis_starts(w, tile, overlap))

@@ -1,0 +1,84 @@
+"""Explicit registry of network architectures: name -> (config class, module class).
+
+A checkpoint's ``config.json`` names its architecture under ``model.arch``; loading looks it up
+here, validates the rest of the block with the config class and builds the module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from torch import nn
+
+from histoblur.errors import InputError
+from histoblur.io.checkpoints import load_state, read_config
+from histoblur.models.unet import UNet, UNetConfig
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One registry entry."""
+
+    config: type[BaseModel]
+    module: type[nn.Module]
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "unet": Architecture(UNetConfig, UNet),
+}
+
+
+def build_model(config: BaseModel | dict[str, Any]) -> nn.Module:
+    """Build an untrained network from its config (an instance or a ``model`` JSON block).
+
+    Raises:
+        InputError: unknown architecture or invalid fields.
+    """
+    data = config.model_dump() if isinstance(config, BaseModel) else dict(config)
+    name = data.get("arch")
+    if name not in ARCHITECTURES:
+        raise InputError(
+            f"Unknown network architecture {name!r}; known: {', '.join(sorted(ARCHITECTURES))}."
+        )
+    entry = ARCHITECTURES[name]
+    try:
+        parsed = entry.config.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InputError(f"Invalid {name} configuration ({where}: {first['msg']}).") from exc
+    return entry.module(parsed)
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a network from a checkpoint folder (or weights file with ``config.json`` beside).
+
+    Returns:
+        The network in eval mode on the CPU, and the checkpoint's full config.
+
+    Raises:
+        InputError: missing or corrupt files, or weights that do not fit the architecture.
+    """
+    path = Path(path)
+    state = load_state(path)
+    config = read_config(path)
+    model = build_model(config["model"])
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        detail = (
+            f"missing {missing[:3]}"
+            if missing
+            else f"unexpected {unexpected[:3]}"
+            if unexpected
+            else f"shape of {wrong[0]} is {tuple(state[wrong[0]].shape)}, "
+            f"expected {tuple(expected[wrong[0]].shape)}"
+        )
+        raise InputError(f"Weights in {path} do not fit the architecture in its config ({detail}).")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    return model.eval(), config

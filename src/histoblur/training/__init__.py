@@ -1,0 +1,1 @@
+"""Training: one trainer per task on shared data streams, augmentations and losses."""

@@ -1,0 +1,137 @@
+"""Training batches for blur segmentation: synthesized on the fly, or read from built datasets.
+
+Batch ``b`` is a pure function of ``(seed, b)``: sample ``i = b * batch_size + j`` is drawn with the
+dataset builder's own generator ``default_rng([seed, i])`` (new blur kind, strength, polygons,
+position and degradation every time) and augmented with ``default_rng([seed, i, 2])``. Training is
+therefore reproducible, resumes at any step, and gives the same batches with any number of
+loader workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from histoblur.errors import InputError
+from histoblur.io.images import list_images, read_image, read_mask
+from histoblur.synthesis.dataset import DatasetConfig, draw_sample, usable_sources
+from histoblur.training.augment import AugmentConfig, augment_pair
+
+
+@dataclass(frozen=True)
+class BuiltDataset:
+    """(image, mask) file pairs of folders written by ``histoblur synth dataset``."""
+
+    pairs: tuple[tuple[Path, Path], ...]
+
+    @classmethod
+    def open(cls, folders: tuple[Path, ...]) -> BuiltDataset:
+        """Pair ``images/X.png`` with ``masks/X.png`` in each folder.
+
+        Raises:
+            InputError: a folder lacks ``images/`` or ``masks/``, or a mask is missing.
+        """
+        pairs = []
+        for folder in folders:
+            images = list_images(Path(folder) / "images")
+            for image in images:
+                mask = Path(folder) / "masks" / f"{image.stem}.png"
+                if not mask.is_file():
+                    raise InputError(f"Dataset {folder} has no mask for {image.name}.")
+                pairs.append((image, mask))
+        return cls(tuple(pairs))
+
+
+def random_crop(
+    image: np.ndarray, mask: np.ndarray, tile: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A ``tile`` x ``tile`` crop at a random position (reflect-padded when smaller)."""
+    h, w = mask.shape
+    if h < tile or w < tile:
+        ph, pw = max(0, tile - h), max(0, tile - w)
+        image = np.pad(image, ((0, ph), (0, pw), (0, 0)), mode="reflect")
+        mask = np.pad(mask, ((0, ph), (0, pw)), mode="reflect")
+        h, w = mask.shape
+    y, x = int(rng.integers(0, h - tile + 1)), int(rng.integers(0, w - tile + 1))
+    return image[y : y + tile, x : x + tile], mask[y : y + tile, x : x + tile]
+
+
+class SegmentationBatches(IterableDataset):
+    """Endless stream of ``(images (B, 3, t, t), masks (B, 1, t, t))`` float32 batches.
+
+    Args:
+        synthesis: how tiles are synthesized (blur kinds, ranges, masks, degradation, tile size).
+        augment: augmentation policy.
+        batch_size: samples per batch.
+        seed: master seed.
+        sharp_dir: folder of sharp images for on-the-fly synthesis (None: built datasets only).
+        built: pre-built datasets.
+        built_share: probability that a sample comes from ``built`` when both are given.
+        start: first batch index (for resuming).
+    """
+
+    def __init__(
+        self,
+        synthesis: DatasetConfig,
+        augment: AugmentConfig,
+        batch_size: int,
+        seed: int,
+        sharp_dir: Path | None = None,
+        built: BuiltDataset | None = None,
+        built_share: float = 0.5,
+        start: int = 0,
+    ) -> None:
+        super().__init__()
+        if sharp_dir is None and (built is None or not built.pairs):
+            raise InputError("Training needs sharp images (sharp_dir) or built datasets.")
+        self.synthesis = synthesis.model_copy(update={"seed": seed})
+        self.augment = augment
+        self.batch_size = batch_size
+        self.seed = seed
+        self.sharp_dir = Path(sharp_dir) if sharp_dir is not None else None
+        self.sources = usable_sources(self.sharp_dir, synthesis.tile) if self.sharp_dir else []
+        self.built = built
+        share = built_share if self.sources else 1.0
+        self.built_share = share if built is not None and built.pairs else 0.0
+        self.start = start
+
+    def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sample ``index``: (3, t, t) float32 image in [0, 1] and (1, t, t) float32 mask."""
+        pick = np.random.default_rng([self.seed, index, 3])
+        if self.built_share > 0 and pick.random() < self.built_share:
+            rng = np.random.default_rng([self.seed, index])
+            assert self.built is not None
+            image_path, mask_path = self.built.pairs[int(rng.integers(len(self.built.pairs)))]
+            tile, mask = random_crop(
+                read_image(image_path)[..., :3], read_mask(mask_path), self.synthesis.tile, rng
+            )
+        else:
+            assert self.sharp_dir is not None
+            _, tile, mask = draw_sample(index, self.sources, self.sharp_dir, self.synthesis)
+        x = tile.astype(np.float32) / (255.0 if tile.dtype == np.uint8 else 65535.0)
+        if x.ndim == 2:
+            x = np.repeat(x[..., None], 3, axis=2)
+        x, m = augment_pair(x, mask, self.augment, np.random.default_rng([self.seed, index, 2]))
+        return x.transpose(2, 0, 1), m[None].astype(np.float32)
+
+    def batch(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``b`` as tensors."""
+        first = b * self.batch_size
+        samples = [self.sample(first + j) for j in range(self.batch_size)]
+        images = np.stack([s[0] for s in samples])
+        masks = np.stack([s[1] for s in samples])
+        return torch.from_numpy(images), torch.from_numpy(masks)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches ``start, start + 1, ...``; worker ``w`` of ``W`` makes every W-th batch."""
+        info = get_worker_info()
+        wid, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        b = self.start + wid
+        while True:
+            yield self.batch(b)
+            b += workers

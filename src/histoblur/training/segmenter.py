@@ -1,0 +1,323 @@
+"""Train a blur segmentation network on synthetic blur; validate on real-blur benchmarks.
+
+``histoblur train segmenter --config FILE.yaml`` builds a :class:`SegmenterTrainConfig` from the
+YAML file (every field has a default) and calls :func:`train_segmenter`. The run folder holds:
+
+- ``config.json``: the resolved training config, version, git revision;
+- ``last/`` and ``best/``: checkpoints (``model.safetensors`` + ``config.json``; ``last/`` also
+  ``trainer.pt``, the optimizer and schedule state, for ``--resume``);
+- ``history.csv`` and ``curves.png``: loss and validation scores per epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from histoblur.errors import InputError, OutputError
+from histoblur.inference.benchmark import evaluate_benchmark
+from histoblur.inference.segment import Segmenter
+from histoblur.io.atomic import atomic_path, ensure_writable_dir, write_text_atomic
+from histoblur.io.checkpoints import provenance, save_checkpoint
+from histoblur.models.registry import build_model, load_model
+from histoblur.models.unet import UNetConfig
+from histoblur.synthesis.dataset import DatasetConfig, DegradeSampler
+from histoblur.training.augment import AugmentConfig
+from histoblur.training.data import BuiltDataset, SegmentationBatches
+from histoblur.training.losses import bce_dice_loss
+
+STATISTICAL_KINDS = (
+    "gaussian",
+    "lens",
+    "aperture",
+    "radial",
+    "motion",
+    "mixed",
+    "variable-defocus",
+)
+TRAINER_STATE = "trainer.pt"
+
+
+def _default_synthesis() -> DatasetConfig:
+    return DatasetConfig(
+        methods=STATISTICAL_KINDS,
+        tile=128,
+        context=32,
+        min_tissue=0.3,
+        sharp_fraction=0.15,
+        blurred_fraction=0.1,
+        scale=(0.75, 3.0),
+        degrade=DegradeSampler(noise_p=0.3, jpeg_p=0.3),
+    )
+
+
+class SegmenterTrainConfig(BaseModel):
+    """Everything that defines a segmentation training run; defaults live here only.
+
+    Attributes:
+        out: run folder.
+        sharp_dir: folder of sharp tiles for on-the-fly synthesis (searched recursively).
+        datasets: folders built by ``histoblur synth dataset`` to train on as well (or instead).
+        dataset_share: probability that a sample comes from ``datasets`` when both are given.
+        val: real-blur benchmark folders (``histoblur bench real-pairs``) scored every epoch;
+            the best checkpoint maximises their mean Dice (the last epoch's loss without them).
+        model: network architecture.
+        synthesis: blur kinds, ranges, masks, degradation and tile size of the training samples.
+        augment: flips, stain/colour jitter, grey conversion.
+        epochs: number of epochs.
+        steps_per_epoch: optimisation steps per epoch.
+        batch_size: samples per step.
+        lr: peak learning rate (AdamW, linear warm-up then cosine decay to 1 %).
+        warmup_steps: warm-up length.
+        weight_decay: AdamW weight decay.
+        bce_weight: weight of binary cross-entropy in the loss.
+        dice_weight: weight of soft Dice in the loss.
+        threshold: probability threshold stored with the model and used for validation.
+        workers: data-loader processes synthesising batches (0: in the training process).
+        threads: torch CPU threads (0: torch's default).
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        seed: master seed (weights, batches, augmentation).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    out: Path = Path("runs/segmenter")
+    sharp_dir: Path | None = None
+    datasets: tuple[Path, ...] = ()
+    dataset_share: float = Field(0.5, ge=0, le=1)
+    val: tuple[Path, ...] = ()
+    model: UNetConfig = UNetConfig(width=16, depth=4, stem_stride=2)
+    synthesis: DatasetConfig = Field(default_factory=_default_synthesis)
+    augment: AugmentConfig = AugmentConfig()
+    epochs: int = Field(12, ge=1)
+    steps_per_epoch: int = Field(250, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    bce_weight: float = Field(1.0, ge=0)
+    dice_weight: float = Field(1.0, ge=0)
+    threshold: float = Field(0.5, gt=0, lt=1)
+    workers: int = Field(1, ge=0, le=64)
+    threads: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(0, ge=0)
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up to 1, then cosine decay to 0.01."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def checkpoint_config(config: SegmenterTrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
+    """The ``config.json`` stored beside a segmenter's weights."""
+    return {
+        "task": "blur-segmentation",
+        "model": config.model.model_dump(mode="json"),
+        "inference": {"threshold": config.threshold, "tile": 256, "input": "RGB float in [0, 1]"},
+        "training": config.model_dump(mode="json"),
+        **provenance(),
+        **extra,
+    }
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was asked for but no CUDA device is available.")
+    return torch.device(name)
+
+
+def validate(
+    model: torch.nn.Module, config: SegmenterTrainConfig, device: torch.device
+) -> dict[str, float]:
+    """Dice and sharp-tile flagged fraction on each validation benchmark (``val``)."""
+    segmenter = Segmenter(model, {"inference": {"threshold": config.threshold}}, device=device)
+    scores: dict[str, float] = {}
+    for bench in config.val:
+        result = evaluate_benchmark(lambda im: segmenter.segment(im).mask, bench)
+        scores[f"dice/{result.name}"] = result.overall.micro.dice
+        scores[f"sharp_flagged/{result.name}"] = result.sharp_flagged
+    model.train()
+    return scores
+
+
+def _history_csv(rows: list[dict[str, Any]]) -> str:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, keys, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    axes[0].plot(epochs, [r["loss"] for r in rows], marker="o")
+    axes[0].set(xlabel="epoch", ylabel="training loss (BCE + Dice)")
+    for key in rows[0]:
+        if key.startswith("dice/"):
+            axes[1].plot(epochs, [r[key] for r in rows], marker="o", label=key[5:])
+    if axes[1].lines:
+        axes[1].legend(fontsize=7)
+    axes[1].set(xlabel="epoch", ylabel="validation Dice (real blur)", ylim=(0, 1))
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _prepare_run(config: SegmenterTrainConfig, resume: bool, overwrite: bool) -> None:
+    out = config.out
+    if resume:
+        if not (out / "last" / TRAINER_STATE).is_file():
+            raise InputError(f"Cannot resume: {out / 'last'} holds no {TRAINER_STATE}.")
+        saved = json.loads((out / "config.json").read_text())["training"]
+        now = config.model_dump(mode="json")
+        changed = sorted(k for k in now if k != "epochs" and saved.get(k) != now[k])
+        if changed:
+            raise InputError(
+                f"Cannot resume {out}: {', '.join(changed)} differ(s) from the run's config "
+                "(only epochs may change, to train longer)."
+            )
+    elif out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise OutputError(
+                f"Run folder {out} already exists and is not empty; pass --resume to continue "
+                "it or --overwrite to start again."
+            )
+        shutil.rmtree(out)
+    ensure_writable_dir(out)
+    write_text_atomic(
+        out / "config.json",
+        json.dumps({"training": config.model_dump(mode="json"), **provenance()}, indent=2) + "\n",
+    )
+
+
+def train_segmenter(
+    config: SegmenterTrainConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """Train, validate every epoch, write checkpoints; returns the final summary.
+
+    Args:
+        config: the run definition.
+        resume: continue from ``out/last`` (same config; ``epochs`` may grow).
+        overwrite: replace an existing run folder.
+        progress: called after each step with ``(step, total_steps, {"loss": ...})``.
+    """
+    if config.sharp_dir is None and not config.datasets:
+        raise InputError(
+            "Set sharp_dir (sharp tiles to synthesize from) or datasets in the config."
+        )
+    for bench in config.val:
+        if not (Path(bench) / "manifest.jsonl").is_file():
+            raise InputError(f"Validation benchmark {bench} has no manifest.jsonl.")
+    _prepare_run(config, resume, overwrite)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = _device(config.device)
+    torch.manual_seed(config.seed)
+    model = build_model(config.model).to(device).train()
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    total = config.epochs * config.steps_per_epoch
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total, config.warmup_steps)
+    )
+    step, best, history = 0, -math.inf, []
+    out = config.out
+    if resume:
+        net, _ = load_model(out / "last")
+        model.load_state_dict(net.state_dict())
+        state = torch.load(out / "last" / TRAINER_STATE, map_location=device, weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        step, best = int(state["step"]), float(state["best"])
+        history = json.loads(str(state["history"]))
+    built = BuiltDataset.open(config.datasets) if config.datasets else None
+    stream = SegmentationBatches(
+        config.synthesis,
+        config.augment,
+        config.batch_size,
+        config.seed,
+        sharp_dir=config.sharp_dir,
+        built=built,
+        built_share=config.dataset_share,
+        start=step,
+    )
+    loader = torch.utils.data.DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=config.workers,
+        persistent_workers=False,
+        prefetch_factor=4 if config.workers else None,
+    )
+    batches = iter(loader)
+    while step < total:
+        epoch = step // config.steps_per_epoch + 1
+        losses, started = [], time.perf_counter()
+        for _ in range(config.steps_per_epoch - step % config.steps_per_epoch):
+            images, masks = next(batches)
+            images, masks = images.to(device), masks.to(device)
+            loss = bce_dice_loss(model(images), masks, config.bce_weight, config.dice_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            if progress is not None:
+                progress(step, total, {"loss": losses[-1]})
+        model.eval()
+        scores = validate(model, config, device)
+        row = {
+            "epoch": epoch,
+            "step": step,
+            "loss": round(float(np.mean(losses)), 5),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - started, 1),
+            **{k: round(v, 4) for k, v in scores.items()},
+        }
+        history.append(row)
+        dices = [v for k, v in scores.items() if k.startswith("dice/")]
+        score = float(np.mean(dices)) if dices else -row["loss"]
+        extra = {"epoch": epoch, "step": step, "metrics": row, "seed": config.seed}
+        ckpt = checkpoint_config(config, extra)
+        if score > best:
+            best = score
+            save_checkpoint(out / "best", model.state_dict(), ckpt)
+        save_checkpoint(out / "last", model.state_dict(), ckpt)
+        trainer_state = {
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "step": step,
+            "best": best,
+            "history": json.dumps(history),
+        }
+        with atomic_path(out / "last" / TRAINER_STATE) as tmp:
+            torch.save(trainer_state, tmp)
+        write_text_atomic(out / "history.csv", _history_csv(history))
+        _plot_curves(history, out / "curves.png")
+        model.train()
+    return {"out": str(out), "steps": step, "best_score": best, "history": history}
