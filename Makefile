@@ -25,6 +25,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[bench]"
 	$(PY) benchmarks/synthesis.py
+	$(PY) benchmarks/segmentation.py
 
 clean:
 	rm -rf demo_out .pytest_cache build *.egg-info

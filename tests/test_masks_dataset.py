@@ -311,3 +311,44 @@ def test_real_sharp_folder_dataset(tmp_path, data_dir):
     config = DatasetConfig(n=3, tile=128, seed=0)
     build_dataset(data_dir / "sharp", tmp_path / "real", config)
     assert len(list(iter_manifest(tmp_path / "real"))) == 3
+
+
+def test_dataset_fractions_and_scale(tmp_path, sharp_dir):
+    from histoblur.synthesis.dataset import draw_sample, usable_sources
+
+    config = DatasetConfig(
+        methods=("lens",),
+        n=40,
+        tile=48,
+        seed=2,
+        min_tissue=0.2,
+        sharp_fraction=0.3,
+        blurred_fraction=0.3,
+        scale=(0.8, 2.0),
+    )
+    sources = usable_sources(sharp_dir, 48)
+    fractions, scales = [], []
+    for i in range(40):
+        record, tile, mask = draw_sample(i, sources, sharp_dir, config)
+        assert tile.shape == (48, 48, 3) and mask.shape == (48, 48)
+        again, mask2 = regenerate(record, sharp_dir)
+        assert np.array_equal(again, tile) and np.array_equal(mask2, mask)
+        fractions.append(mask.mean())
+        scales.append(record["scale"])
+    fractions = np.array(fractions)
+    assert 4 <= (fractions == 0).sum() <= 20 and 4 <= (fractions == 1).sum() <= 20
+    assert min(scales) >= 0.8 and max(scales) <= 2.0 and len(set(scales)) > 30
+    # an upscaled source is smoother: its sharp tiles carry less Laplacian energy
+    sharp_only = config.model_copy(update={"sharp_fraction": 1.0, "blurred_fraction": 0.0})
+    energy = {}
+    for s in (1.0, 2.0):
+        cfg = sharp_only.model_copy(update={"scale": (s, s)})
+        tiles = [draw_sample(i, sources, sharp_dir, cfg)[1] for i in range(8)]
+        energy[s] = np.mean(
+            [cv2.Laplacian(t[..., 1].astype(np.float32), cv2.CV_32F).var() for t in tiles]
+        )
+    assert energy[2.0] < 0.5 * energy[1.0]
+    with pytest.raises(ValueError):
+        DatasetConfig(sharp_fraction=0.7, blurred_fraction=0.7)
+    with pytest.raises(ValueError):
+        DatasetConfig(scale=(2.0, 1.0))

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from histoblur.cli.common import progress_bar
 from histoblur.errors import ParameterError
-from histoblur.inference.baseline import laplacian_blur_mask
+from histoblur.inference.baseline import BASELINES
 from histoblur.inference.benchmark import evaluate_benchmark, flagged_fraction
 from histoblur.inference.segment import DEFAULT_MODEL, SHIPPED, Segmenter
 from histoblur.io.atomic import write_text_atomic
@@ -30,13 +30,12 @@ from histoblur.metrics.segmentation import (
 from histoblur.synthesis.real_pairs import iter_records
 
 console = Console(stderr=True)
-BASELINE = "laplacian"
 
 
 def make_detector(model: str, threshold: float | None) -> Callable[[np.ndarray], np.ndarray]:
-    """Image -> blur mask, from a model name/path or the Laplacian baseline."""
-    if model == BASELINE:
-        return laplacian_blur_mask
+    """Image to blur mask, from a model name or path, or a classical baseline's name."""
+    if model in BASELINES:
+        return BASELINES[model]
     segmenter = Segmenter.load(model)
     return lambda image: segmenter.segment(image, threshold).mask
 
@@ -71,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--model",
         default=DEFAULT_MODEL,
         help=f"with --bench/--negatives: a shipped model ({', '.join(SHIPPED)}), a checkpoint "
-        f"folder, or '{BASELINE}' (the Laplacian-energy baseline); default {DEFAULT_MODEL}",
+        f"folder, or a classical baseline ({', '.join(BASELINES)}); default {DEFAULT_MODEL}",
     )
     seg.add_argument(
         "--negatives",

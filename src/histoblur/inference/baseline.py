@@ -11,6 +11,10 @@ import numpy as np
 
 from histoblur.io.images import to_gray_float
 
+# Threshold of the smoothed absolute Laplacian (luma in [0, 1], sigma 7 px) below which
+# ``histoqc_blur_mask`` calls a pixel blurred; chosen on synthetic blur (docs/segmentation.md).
+HISTOQC_THRESHOLD = 0.02
+
 
 def laplacian_energy_map(image: np.ndarray, window: int = 31) -> np.ndarray:
     """Local mean of the squared Laplacian (float32, same H x W); low values mean blur."""
@@ -28,3 +32,25 @@ def laplacian_blur_mask(image: np.ndarray, window: int = 31, ratio: float = 0.25
     energy = laplacian_energy_map(image, window)
     reference = float(np.percentile(energy, 90))
     return energy < ratio * reference
+
+
+def smoothed_laplacian_map(image: np.ndarray, sigma: float = 7.0) -> np.ndarray:
+    """Absolute 4-neighbour Laplacian of the luma in [0, 1], smoothed by a Gaussian (float32)."""
+    grey = to_gray_float(image)
+    lap = np.abs(cv2.Laplacian(grey, cv2.CV_32F, ksize=1, borderType=cv2.BORDER_REFLECT_101))
+    return cv2.GaussianBlur(lap, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)
+
+
+def histoqc_blur_mask(
+    image: np.ndarray, sigma: float = 7.0, threshold: float = HISTOQC_THRESHOLD
+) -> np.ndarray:
+    """HistoQC-style blur mask: smoothed absolute Laplacian at or below a fixed threshold.
+
+    Unlike :func:`laplacian_blur_mask` the threshold is absolute, so an all-sharp or all-blurred
+    tile can be called entirely sharp or entirely blurred.
+    """
+    return smoothed_laplacian_map(image, sigma) <= threshold
+
+
+# Explicit registry of the classical detectors (name -> image -> boolean blur mask).
+BASELINES = {"laplacian": laplacian_blur_mask, "histoqc": histoqc_blur_mask}

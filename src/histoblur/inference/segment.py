@@ -13,7 +13,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -21,6 +20,7 @@ from torch import nn
 from histoblur.errors import InputError, ParameterError
 from histoblur.inference.tiling import count_tiles, predict_tiled
 from histoblur.io.images import check_image, dtype_max, read_image, to_rgb, write_image
+from histoblur.io.report import outline
 from histoblur.models.registry import load_model
 
 DEFAULT_MODEL = "default"
@@ -154,18 +154,11 @@ def probability_png(prob: np.ndarray) -> np.ndarray:
 
 def overlay(image: np.ndarray, mask: np.ndarray, prob: np.ndarray | None = None) -> np.ndarray:
     """RGB uint8 picture: the image with flagged pixels tinted magenta and outlined."""
-    rgb = to_rgb(image)
-    if rgb.dtype != np.uint8:
-        rgb = np.rint(rgb.astype(np.float32) * (255.0 / dtype_max(rgb.dtype))).astype(np.uint8)
-    out = rgb.astype(np.float32)
-    tint = np.asarray(OVERLAY_COLOUR, np.float32)
+    rgb = outline(image, np.zeros(mask.shape, bool))  # RGB uint8 copy
     a = OVERLAY_ALPHA * (mask.astype(np.float32) if prob is None else prob * mask)
-    out = out * (1 - a[..., None]) + tint * a[..., None]
-    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
-    thickness = max(1, round(max(mask.shape) / 400))
-    cv2.drawContours(out, contours, -1, OVERLAY_COLOUR, thickness)
-    return out
+    tint = np.asarray(OVERLAY_COLOUR, np.float32)
+    mixed = rgb.astype(np.float32) * (1 - a[..., None]) + tint * a[..., None]
+    return outline(np.clip(np.rint(mixed), 0, 255).astype(np.uint8), mask, OVERLAY_COLOUR)
 
 
 def output_paths(out_dir: Path, image_path: Path) -> dict[str, Path]:

@@ -11,6 +11,7 @@ YAML file (every field has a default) and calls :func:`train_segmenter`. The run
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -84,6 +85,8 @@ class SegmenterTrainConfig(BaseModel):
         bce_weight: weight of binary cross-entropy in the loss.
         dice_weight: weight of soft Dice in the loss.
         threshold: probability threshold stored with the model and used for validation.
+        ema: decay of the exponential moving average of the weights that is validated and
+            saved (smooths the step-to-step noise of small batches; 0 saves the raw weights).
         workers: data-loader processes synthesising batches (0: in the training process).
         threads: torch CPU threads (0: torch's default).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
@@ -108,6 +111,7 @@ class SegmenterTrainConfig(BaseModel):
     bce_weight: float = Field(1.0, ge=0)
     dice_weight: float = Field(1.0, ge=0)
     threshold: float = Field(0.5, gt=0, lt=1)
+    ema: float = Field(0.995, ge=0, lt=1)
     workers: int = Field(1, ge=0, le=64)
     threads: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -120,6 +124,16 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def ema_update(averaged: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """Move ``averaged``'s weights and float buffers towards ``model``'s; copy integer buffers."""
+    for avg, cur in zip(averaged.state_dict().values(), model.state_dict().values(), strict=True):
+        if avg.dtype.is_floating_point:
+            avg.lerp_(cur, 1 - decay)
+        else:
+            avg.copy_(cur)
 
 
 def checkpoint_config(config: SegmenterTrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
@@ -145,14 +159,16 @@ def _device(name: str) -> torch.device:
 def validate(
     model: torch.nn.Module, config: SegmenterTrainConfig, device: torch.device
 ) -> dict[str, float]:
-    """Dice and sharp-tile flagged fraction on each validation benchmark (``val``)."""
+    """Dice and sharp-tile flagged fraction on each validation benchmark (``val``).
+
+    ``Segmenter`` puts ``model`` in eval mode; the caller switches it back to training.
+    """
     segmenter = Segmenter(model, {"inference": {"threshold": config.threshold}}, device=device)
     scores: dict[str, float] = {}
     for bench in config.val:
         result = evaluate_benchmark(lambda im: segmenter.segment(im).mask, bench)
         scores[f"dice/{result.name}"] = result.overall.micro.dice
         scores[f"sharp_flagged/{result.name}"] = result.sharp_flagged
-    model.train()
     return scores
 
 
@@ -238,6 +254,7 @@ def train_segmenter(
     device = _device(config.device)
     torch.manual_seed(config.seed)
     model = build_model(config.model).to(device).train()
+    averaged = copy.deepcopy(model).eval() if config.ema else model
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
@@ -249,8 +266,9 @@ def train_segmenter(
     out = config.out
     if resume:
         net, _ = load_model(out / "last")
-        model.load_state_dict(net.state_dict())
+        averaged.load_state_dict(net.state_dict())
         state = torch.load(out / "last" / TRAINER_STATE, map_location=device, weights_only=True)
+        model.load_state_dict(state["raw"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         step, best = int(state["step"]), float(state["best"])
@@ -285,12 +303,14 @@ def train_segmenter(
             loss.backward()
             optimizer.step()
             schedule.step()
+            if config.ema:
+                ema_update(averaged, model, config.ema)
             step += 1
             losses.append(float(loss.detach()))
             if progress is not None:
                 progress(step, total, {"loss": losses[-1]})
-        model.eval()
-        scores = validate(model, config, device)
+        averaged.eval()
+        scores = validate(averaged, config, device)
         row = {
             "epoch": epoch,
             "step": step,
@@ -306,9 +326,10 @@ def train_segmenter(
         ckpt = checkpoint_config(config, extra)
         if score > best:
             best = score
-            save_checkpoint(out / "best", model.state_dict(), ckpt)
-        save_checkpoint(out / "last", model.state_dict(), ckpt)
+            save_checkpoint(out / "best", averaged.state_dict(), ckpt)
+        save_checkpoint(out / "last", averaged.state_dict(), ckpt)
         trainer_state = {
+            "raw": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(),
             "step": step,
