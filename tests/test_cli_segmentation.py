@@ -100,6 +100,10 @@ def test_segment_writes_three_pictures_per_image(workspace, tmp_path):
         assert read_image(out / f"{stem}_overlay.png").shape == (70, 300, 3)
     summary = json.loads((out / "segment.json").read_text())
     assert len(summary["images"]) == 2
+    # a folder is expanded to the images in it
+    folder_out = tmp_path / "folder_out"
+    assert main(["segment", "--model", model, "--out", str(folder_out), str(tmp_path)]) == 0
+    assert (folder_out / "a_mask.png").is_file() and (folder_out / "g_overlay.png").is_file()
 
 
 def test_segment_bad_input(workspace, tmp_path, capsys):

@@ -15,6 +15,7 @@ def test_demo_rows_cover_every_kind_and_show_blur(ihc):
     for r in rows:
         assert r["variance_of_laplacian_ratio"] < 1.0  # blurred is less sharp than sharp
         assert 0 <= r["baseline_dice"] <= 1 and 0 < r["ssim"] < 1
+        assert 0 <= r["model_dice"] <= 1 and 0 <= r["model_iou"] <= r["model_dice"]
 
 
 def test_cli_demo_writes_a_report_with_pictures(tmp_path):
@@ -25,6 +26,9 @@ def test_cli_demo_writes_a_report_with_pictures(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics) == len(BLUR_KINDS)
     assert (out / "images" / "lens_mask.png").exists()
+    assert (out / "images" / "lens_model_mask.png").exists()
+    # the shipped segmenter finds most of the pasted blur
+    assert np.mean([r["model_dice"] for r in metrics]) > 0.5
     assert main(["demo", "--out", str(out)]) == 0  # re-running replaces the earlier demo
 
 

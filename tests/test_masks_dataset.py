@@ -352,3 +352,15 @@ def test_dataset_fractions_and_scale(tmp_path, sharp_dir):
         DatasetConfig(sharp_fraction=0.7, blurred_fraction=0.7)
     with pytest.raises(ValueError):
         DatasetConfig(scale=(2.0, 1.0))
+
+
+def test_visible_labels_leave_out_featureless_regions():
+    from histoblur.synthesis.dataset import visible_change
+
+    sharp = np.full((64, 64, 3), 200, np.uint8)  # flat glass on the left half
+    rng = np.random.default_rng(0)
+    sharp[:, 32:] = rng.integers(0, 256, (64, 32, 3), dtype=np.uint8)  # texture on the right
+    blurred = cv2.GaussianBlur(sharp, (0, 0), 3)
+    visible = visible_change(sharp, blurred, 0.015)
+    assert not visible[:, :20].any()  # blurring flat glass changes nothing
+    assert visible[:, 40:].all()

@@ -230,3 +230,16 @@ def test_default_model_flags_a_blurred_square_in_a_real_tile():
     inside = result.mask[80:176, 80:176].mean()
     outside = np.concatenate([result.mask[:48].ravel(), result.mask[208:].ravel()]).mean()
     assert inside > 0.8 and outside < 0.2
+
+
+def test_glass_is_never_flagged_unless_asked():
+    model = tiny_model(2)
+    with torch.no_grad():
+        model.head.bias.fill_(20.0)  # the network calls everything blurred
+    image = texture(64, 64, 4)
+    image[:, :32] = 245  # bright unsaturated glass on the left half
+    gated = Segmenter(model, tile=64, overlap=8).segment(image)
+    assert gated.probability.min() > 0.99
+    assert not gated.mask[:, :32].any() and gated.mask[:, 40:].mean() > 0.9
+    everything = Segmenter(model, tile=64, overlap=8, tissue_only=False).segment(image)
+    assert everything.mask.all()

@@ -18,7 +18,7 @@ from histoblur.inference.segment import (
     segment_file,
 )
 from histoblur.io.atomic import ensure_writable_dir, write_text_atomic
-from histoblur.io.images import read_image
+from histoblur.io.images import list_images, read_image
 
 console = Console(stderr=True)
 
@@ -34,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "RGB/RGBA/grey, 8/16-bit: large images are tiled with overlap and blended."
         ),
     )
-    seg.add_argument("images", nargs="*", type=Path, metavar="IMAGE")
+    seg.add_argument(
+        "images", nargs="*", type=Path, metavar="IMAGE", help="image files or folders of images"
+    )
     seg.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -44,8 +46,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     seg.add_argument(
         "--threshold", type=float, help="blur probability threshold (default: the model's)"
     )
+    seg.add_argument(
+        "--all-pixels",
+        action="store_true",
+        help="also flag glass (by default only tissue pixels can be called blurred)",
+    )
     seg.add_argument("--tile", type=int, default=256, help="window side in px (default 256)")
-    seg.add_argument("--overlap", type=int, default=32, help="window overlap in px (default 32)")
+    seg.add_argument(
+        "--overlap", type=int, help="window overlap in px (default 32, at most tile / 4)"
+    )
     seg.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
     seg.set_defaults(func=run)
 
@@ -56,18 +65,27 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("No input image given; pass one or more image paths.")
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         raise ParameterError(f"--threshold must be in (0, 1), got {args.threshold}.")
+    images: list[Path] = []
     for path in args.images:
-        if not path.is_file():
+        if path.is_dir():
+            images.extend(list_images(path))
+        elif path.is_file():
+            images.append(path)
+        else:
             raise InputError(f"Image {path} does not exist.")
-    check_unique_stems(args.images)
+    check_unique_stems(images)
     segmenter = Segmenter.load(
-        args.model, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size
+        args.model,
+        tile=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        tissue_only=not args.all_pixels,
     )
     ensure_writable_dir(args.out)
     rows = []
     with progress_bar(console) as bar:
-        task = bar.add_task("segmenting", total=len(args.images))
-        for path in args.images:
+        task = bar.add_task("segmenting", total=len(images))
+        for path in images:
             image = read_image(path)
             sub = bar.add_task(f"  {path.name}", total=segmenter.tiles_for(image))
             rows.append(

@@ -22,6 +22,7 @@ from histoblur.inference.tiling import count_tiles, predict_tiled
 from histoblur.io.images import check_image, dtype_max, read_image, to_rgb, write_image
 from histoblur.io.report import outline
 from histoblur.models.registry import load_model
+from histoblur.wsi.tissue import tissue_mask
 
 DEFAULT_MODEL = "default"
 # shipped checkpoints, by name, inside the package
@@ -82,9 +83,12 @@ class Segmenter:
         model: the network (logits out).
         config: its checkpoint config (``threshold`` and ``tile`` defaults are read from it).
         tile: window side for tiled inference (default: the checkpoint's, else 256).
-        overlap: overlap between windows.
+        overlap: overlap between windows (default: 32 px, at most a quarter of the tile).
         batch_size: windows per forward pass.
         device: torch device.
+        tissue_only: flag blur on tissue only: glass (bright, unsaturated pixels, see
+            :func:`histoblur.wsi.tissue.tissue_mask`) is never called blurred, as featureless
+            glass looks the same in and out of focus. The probability map is not changed.
     """
 
     def __init__(
@@ -92,17 +96,19 @@ class Segmenter:
         model: nn.Module,
         config: dict[str, Any] | None = None,
         tile: int | None = None,
-        overlap: int = 32,
+        overlap: int | None = None,
         batch_size: int = 8,
         device: str | torch.device = "cpu",
+        tissue_only: bool = True,
     ) -> None:
         self.config = config or {}
         inference = self.config.get("inference", {})
         self.tile = int(tile or inference.get("tile", 256))
         self.threshold = float(inference.get("threshold", 0.5))
-        self.overlap = overlap
+        self.overlap = min(32, self.tile // 4) if overlap is None else overlap
         self.batch_size = batch_size
         self.device = torch.device(device)
+        self.tissue_only = tissue_only
         self.model = model.to(self.device).eval()
 
     @classmethod
@@ -140,7 +146,10 @@ class Segmenter:
         if not 0.0 < t < 1.0:
             raise ParameterError(f"Threshold must be in (0, 1), got {t}.")
         prob = self.predict_proba(image, progress)
-        return SegmentationResult(prob, prob > t, t)
+        mask = prob > t
+        if self.tissue_only:
+            mask &= tissue_mask(image)
+        return SegmentationResult(prob, mask, t)
 
     def tiles_for(self, image: np.ndarray) -> int:
         """Windows needed for ``image`` (for progress bars)."""

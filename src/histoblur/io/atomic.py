@@ -41,14 +41,14 @@ def atomic_path(final: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, _default_mode(0o666))
+        os.chmod(tmp_path, default_mode(0o666))
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
-def _default_mode(base: int) -> int:
+def default_mode(base: int) -> int:
     """``base`` less the process umask: the mode a plain ``open``/``mkdir`` would give."""
     mask = os.umask(0)
     os.umask(mask)
@@ -83,7 +83,7 @@ def atomic_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield tmp
-        os.chmod(tmp, _default_mode(0o777))
+        os.chmod(tmp, default_mode(0o777))
         if final.exists():
             shutil.rmtree(final) if final.is_dir() else final.unlink()
         os.replace(tmp, final)

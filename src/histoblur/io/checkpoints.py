@@ -9,6 +9,7 @@ state dict is accepted through ``torch.load(weights_only=True)``, which refuses 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from histoblur import __version__
 from histoblur.errors import InputError
-from histoblur.io.atomic import atomic_dir
+from histoblur.io.atomic import atomic_dir, default_mode
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -61,6 +62,7 @@ def save_checkpoint(
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     with atomic_dir(Path(directory), overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        os.chmod(tmp / WEIGHTS_NAME, default_mode(0o666))  # safetensors writes 0600
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return Path(directory)
 

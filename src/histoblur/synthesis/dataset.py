@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from histoblur.errors import InputError
 from histoblur.io.atomic import atomic_dir
-from histoblur.io.images import list_images, read_image, to_rgb, write_image
+from histoblur.io.images import list_images, read_image, to_gray_float, to_rgb, write_image
 from histoblur.io.manifest import iter_jsonl
 from histoblur.synthesis.blur import apply_blur
 from histoblur.synthesis.composite import composite
@@ -90,10 +90,16 @@ class DatasetConfig(BaseModel):
         sharp_fraction: share of samples left sharp (empty mask): negatives that teach a
             detector not to flag sharp tissue.
         blurred_fraction: share of samples blurred over the whole tile (full mask).
-        scale: range of the source magnification: each sample's source region is resized by a
-            factor drawn from it before blurring (above 1: a smoother-looking but sharp image,
-            as from a higher-magnification scan; below 1: finer detail), so a detector learns
-            blur relative to the tissue, not one scanner's pixel size.
+        scale: range of the source magnification: each sample's source region (sharp and
+            blurred alike) is resized by a factor drawn from it (above 1: a smoother-looking but
+            sharp image, as from a higher-magnification scan; below 1: finer detail). Blur
+            parameters are in source pixels (the region is blurred, then resized), so the blur
+            keeps its size relative to the tissue and a detector learns blur relative to the
+            tissue, not to one scanner's pixel size.
+        visible_threshold: when set, the mask keeps only the polygon pixels where the blur
+            visibly changed the tile (local mean absolute luma difference, Gaussian sigma 3 px,
+            above this value in [0, 1] units): blur over featureless glass or flat stain is not
+            labelled blur. None labels every pixel of the polygons.
         ranges: per-kind sampler overrides, e.g. ``{"gaussian": {"sigma": (2, 4)}}``.
     """
 
@@ -110,6 +116,7 @@ class DatasetConfig(BaseModel):
     sharp_fraction: float = Field(0.0, ge=0, le=1)
     blurred_fraction: float = Field(0.0, ge=0, le=1)
     scale: tuple[float, float] = (1.0, 1.0)
+    visible_threshold: float | None = Field(None, gt=0, lt=1)
     ranges: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("methods")
@@ -128,6 +135,9 @@ class DatasetConfig(BaseModel):
         if not 0.25 <= self.scale[0] <= self.scale[1] <= 4:
             raise ValueError("scale must be a range (low, high) within [0.25, 4]")
         return self
+
+
+VISIBLE_SIGMA = 3.0
 
 
 @lru_cache(maxsize=64)
@@ -154,26 +164,44 @@ def _draw_tile(
     )
 
 
+def _rescale(image: np.ndarray, s: float) -> np.ndarray:
+    """Resize by ``s`` (sides rounded up): cubic when enlarging, area-averaging when shrinking."""
+    size = (math.ceil(image.shape[1] * s), math.ceil(image.shape[0] * s))
+    return cv2.resize(image, size, interpolation=cv2.INTER_CUBIC if s > 1 else cv2.INTER_AREA)
+
+
+def visible_change(
+    sharp: np.ndarray, blurred: np.ndarray, threshold: float, sigma: float = VISIBLE_SIGMA
+) -> np.ndarray:
+    """Where blurring changed the image: local mean |sharp - blurred| of the luma > threshold.
+
+    Featureless regions (glass, flat stain, ink) look the same blurred or not; a detector cannot
+    and should not call them blurred.
+    """
+    diff = np.abs(to_gray_float(sharp) - to_gray_float(blurred))
+    return cv2.GaussianBlur(diff, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101) > threshold
+
+
 def render(record: dict[str, Any], image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rebuild (tile, mask) from a manifest record and its source image (RGB)."""
     y, x = record["crop"][:2]
     t = record["tile"]
     y0, x0, y1, x1 = record["window"]
     window = image[y0:y1, x0:x1]
+    mask = rasterize([[tuple(p) for p in poly] for poly in record["polygons"]], t, t)
+    # blur in source pixels, then resize both: the blur keeps its size relative to the tissue
+    blurred = apply_blur(window, spec_from_dict(record["blur"])) if mask.any() else None
     oy, ox = y - y0, x - x0
     s = record.get("scale", 1.0)
     if s != 1.0:
-        size = (math.ceil((x1 - x0) * s), math.ceil((y1 - y0) * s))
-        window = cv2.resize(
-            window, size, interpolation=cv2.INTER_CUBIC if s > 1 else cv2.INTER_AREA
-        )
+        window, blurred = (_rescale(a, s) if a is not None else None for a in (window, blurred))
         oy, ox = math.floor(oy * s), math.floor(ox * s)
     sharp_tile = window[oy : oy + t, ox : ox + t]
-    mask = rasterize([[tuple(p) for p in poly] for poly in record["polygons"]], t, t)
-    if mask.any():
-        blurred = apply_blur(window, spec_from_dict(record["blur"]))
+    if blurred is not None:
         blur_tile = blurred[oy : oy + t, ox : ox + t]
         tile = composite(sharp_tile, blur_tile, soft_alpha(mask, record["feather"]))
+        if record.get("visible_threshold") is not None:
+            mask &= visible_change(sharp_tile, blur_tile, record["visible_threshold"])
     else:
         tile = sharp_tile.copy()
     if record["degrade"] is not None:
@@ -233,6 +261,7 @@ def draw_sample(
         "blur": spec.model_dump(),
         "polygons": [[list(p) for p in poly] for poly in polygons],
         "feather": config.masks.feather,
+        "visible_threshold": config.visible_threshold,
         "degrade": post.model_dump() if post is not None else None,
     }
     tile, mask = render(record, image)

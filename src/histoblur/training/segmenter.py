@@ -56,10 +56,11 @@ def _default_synthesis() -> DatasetConfig:
         tile=128,
         context=32,
         min_tissue=0.3,
-        sharp_fraction=0.15,
+        sharp_fraction=0.2,
         blurred_fraction=0.1,
         scale=(0.75, 3.0),
-        degrade=DegradeSampler(noise_p=0.3, jpeg_p=0.3),
+        visible_threshold=0.015,
+        degrade=DegradeSampler(noise_p=0.7, jpeg_p=0.5),
     )
 
 
@@ -74,6 +75,8 @@ class SegmenterTrainConfig(BaseModel):
         val: real-blur benchmark folders (``histoblur bench real-pairs``) scored every epoch;
             the best checkpoint maximises their mean Dice (the last epoch's loss without them).
         model: network architecture.
+        init: checkpoint whose weights start the run (fine-tuning); its architecture must
+            match ``model``.
         synthesis: blur kinds, ranges, masks, degradation and tile size of the training samples.
         augment: flips, stain/colour jitter, grey conversion.
         epochs: number of epochs.
@@ -100,9 +103,10 @@ class SegmenterTrainConfig(BaseModel):
     dataset_share: float = Field(0.5, ge=0, le=1)
     val: tuple[Path, ...] = ()
     model: UNetConfig = UNetConfig(width=16, depth=4, stem_stride=2)
+    init: Path | None = None
     synthesis: DatasetConfig = Field(default_factory=_default_synthesis)
     augment: AugmentConfig = AugmentConfig()
-    epochs: int = Field(12, ge=1)
+    epochs: int = Field(8, ge=1)
     steps_per_epoch: int = Field(250, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(2e-3, gt=0)
@@ -254,6 +258,11 @@ def train_segmenter(
     device = _device(config.device)
     torch.manual_seed(config.seed)
     model = build_model(config.model).to(device).train()
+    if config.init is not None:
+        start, start_config = load_model(config.init)
+        if start_config["model"] != config.model.model_dump(mode="json"):
+            raise InputError(f"init checkpoint {config.init} has a different architecture.")
+        model.load_state_dict(start.state_dict())
     averaged = copy.deepcopy(model).eval() if config.ema else model
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
