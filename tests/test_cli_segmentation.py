@@ -73,6 +73,29 @@ def test_training_is_reproducible_and_resumes(workspace, tmp_path):
     assert main([*args, "--set", "lr=0.5", "--resume"]) == 1
 
 
+def test_fine_tuning_starts_from_the_init_checkpoint(workspace, tmp_path):
+    from safetensors.numpy import load_file
+
+    yaml_text = (
+        (workspace / "train.yaml")
+        .read_text()
+        .replace(str(workspace / "run"), str(tmp_path / "tuned"))
+    )
+    (tmp_path / "t.yaml").write_text(yaml_text)
+    init = ["--set", f"init={workspace / 'run' / 'best'}"]
+    frozen = ["--set", "lr=1e-9", "--set", "ema=0"]  # training barely moves the weights
+    assert main(["train", "segmenter", "--config", str(tmp_path / "t.yaml"), *init, *frozen]) == 0
+    start = load_file(workspace / "run" / "best" / "model.safetensors")
+    tuned = load_file(tmp_path / "tuned" / "last" / "model.safetensors")
+    convolutions = [k for k in start if k.endswith("weight") and start[k].ndim == 4]
+    assert convolutions
+    assert all(np.allclose(start[k], tuned[k], atol=1e-6) for k in convolutions)
+    # a checkpoint of another architecture cannot start the run
+    wider = ["--set", "model.width=8", "--overwrite"]
+    args = ["train", "segmenter", "--config", str(tmp_path / "t.yaml"), *init, *wider]
+    assert main(args) == 1
+
+
 def test_bad_training_configs(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("epochs: -1\n")
     assert main(["train", "segmenter", "--config", str(tmp_path / "bad.yaml")]) == 1

@@ -59,7 +59,6 @@ def _default_synthesis() -> DatasetConfig:
         sharp_fraction=0.2,
         blurred_fraction=0.1,
         scale=(0.75, 3.0),
-        visible_threshold=0.015,
         degrade=DegradeSampler(noise_p=0.7, jpeg_p=0.5),
     )
 
@@ -106,7 +105,7 @@ class SegmenterTrainConfig(BaseModel):
     init: Path | None = None
     synthesis: DatasetConfig = Field(default_factory=_default_synthesis)
     augment: AugmentConfig = AugmentConfig()
-    epochs: int = Field(8, ge=1)
+    epochs: int = Field(12, ge=1)
     steps_per_epoch: int = Field(250, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(2e-3, gt=0)
