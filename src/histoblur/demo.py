@@ -19,17 +19,21 @@ import skimage.data
 from histoblur import __version__
 from histoblur.errors import OutputError
 from histoblur.inference.baseline import laplacian_blur_mask, laplacian_energy_map
+from histoblur.inference.qc import QCConfig, qc_slide
 from histoblur.inference.segment import Segmenter, overlay
 from histoblur.io.atomic import atomic_dir
-from histoblur.io.images import write_image
+from histoblur.io.images import read_image, read_mask, write_image
 from histoblur.io.report import HtmlReport, heatmap, outline
 from histoblur.metrics import SHARPNESS, dice, iou, masked_l2, psnr, ssim
 from histoblur.synthesis import BLUR_KINDS, DegradeSpec, apply_blur
 from histoblur.synthesis.composite import composite
 from histoblur.synthesis.masks import PolygonMaskSampler, mask_to_png, rasterize
+from histoblur.wsi.pyramid import write_pyramidal_tiff
+from histoblur.wsi.synthetic import GLASS, make_synthetic_slide
 
 DEMO_MASKS = PolygonMaskSampler(count=(1, 2), size=(0.22, 0.38), vertices=(6, 10))
 DEMO_NOISE = DegradeSpec(photons=800.0, read_noise=0.004, jpeg_quality=75, seed=11)
+DEMO_SLIDE_SIZE = (3072, 2048)  # level-0 px at 0.5 um/px: a 1.5 x 1 mm field
 
 
 def embedded_image() -> np.ndarray:
@@ -87,11 +91,37 @@ def demo_rows(
     return rows
 
 
+def demo_qc(image: np.ndarray, folder: Path, segmenter: Segmenter) -> dict[str, Any]:
+    """Whole-slide QC of a generated pyramidal slide with a known out-of-focus rectangle.
+
+    The slide's tissue is ``image`` repeated; one rectangle is lens-blurred (radius 6 px). The
+    slide is written as a pyramidal TIFF into ``folder`` and run through ``histoblur qc``;
+    returns the QC summary plus the share of the rectangle's tissue that was flagged and the
+    share of flagged pixels that lie outside it.
+    """
+    slide = make_synthetic_slide(DEMO_SLIDE_SIZE, image, blur_radius=6.0, seed=3)  # 3 um
+    path = write_pyramidal_tiff(folder / "demo_slide.tif", slide.source, slide.size, mpp=0.5)
+    summary = qc_slide(path, folder, QCConfig(), segmenter)
+    mask = read_mask(folder / path.stem / "blur_mask.png")  # working = level-0 resolution
+    x, y, w, h = slide.blurred_box
+    box_tissue = (slide.source(1, x, y, w, h) != GLASS).any(axis=-1)
+    inside = np.zeros_like(mask)
+    inside[y : y + h, x : x + w] = True
+    return {
+        **summary,
+        "box_tissue_flagged": float(mask[y : y + h, x : x + w][box_tissue].mean()),
+        "flagged_outside_box": float(mask[~inside].sum() / max(1, mask.sum())),
+        "folder": f"qc/{path.stem}",
+    }
+
+
 def _metric_columns(rows: list[dict[str, Any]]) -> list[str]:
     return [k for k in rows[0] if not k.startswith("_") and k not in ("params", "post")]
 
 
-def write_report(rows: list[dict[str, Any]], image: np.ndarray, folder: Path) -> None:
+def write_report(
+    rows: list[dict[str, Any]], image: np.ndarray, folder: Path, qc: dict[str, Any]
+) -> None:
     """Write report.html, metrics.csv, metrics.json and the PNGs into ``folder``."""
     report = HtmlReport(f"histoblur {__version__}: blur synthesis demo")
     report.note(
@@ -134,6 +164,7 @@ def write_report(rows: list[dict[str, Any]], image: np.ndarray, folder: Path) ->
                 ),
             ]
         )
+    _qc_section(report, folder, qc)
     report.write(folder / "report.html")
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -145,6 +176,29 @@ def write_report(rows: list[dict[str, Any]], image: np.ndarray, folder: Path) ->
     (folder / "metrics.csv").write_text(buf.getvalue())
     clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     (folder / "metrics.json").write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
+
+
+def _qc_section(report: HtmlReport, folder: Path, qc: dict[str, Any]) -> None:
+    """The whole-slide QC step: numbers and the slide pictures."""
+    report.heading("Whole-slide QC (histoblur qc) on a generated pyramidal slide")
+    w, h = qc["level0_size"]
+    report.note(
+        f"A {w} x {h} px pyramidal TIFF at {qc['slide_mpp']} um/px whose tissue is the IHC "
+        "image repeated; one rectangle is out of focus (lens blur, radius 6 px). "
+        f"{qc['tiles']} tissue windows in {qc['seconds']:.1f} s; tissue {qc['tissue_area_mm2']:.2f}"
+        f" mm2, {qc['blurred_fraction']:.1%} of it flagged; "
+        f"{qc['box_tissue_flagged']:.1%} of the blurred rectangle's tissue flagged, "
+        f"{qc['flagged_outside_box']:.1%} of flagged pixels outside it. Full slide report, "
+        f"GeoJSON for QuPath and masks: {qc['folder']}/."
+    )
+    sub = folder / qc["folder"]
+    report.figures(
+        [
+            ("blurred tissue (magenta)", read_image(sub / "overlay.png")),
+            ("blur probability on tissue", read_image(sub / "heatmap.png")),
+        ],
+        max_side=480,
+    )
 
 
 def _short(value: object) -> str:
@@ -166,5 +220,8 @@ def run_demo(out_dir: Path, seed: int = 0, progress: Callable[[str], None] | Non
     rows = demo_rows(image, seed, progress)
     with atomic_dir(out_dir, overwrite=True) as tmp:
         write_image(tmp / "sharp.png", image)
-        write_report(rows, image, tmp)
+        if progress is not None:
+            progress("whole-slide QC")
+        qc = demo_qc(image, tmp / "qc", Segmenter.load("default"))
+        write_report(rows, image, tmp, qc)
     return out_dir / "report.html"

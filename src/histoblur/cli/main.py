@@ -7,11 +7,11 @@ import sys
 from collections.abc import Sequence
 
 from histoblur import __version__
-from histoblur.cli import bench, calibrate, demo, evaluate, segment, synth, train
+from histoblur.cli import bench, calibrate, demo, evaluate, qc, segment, synth, train
 from histoblur.errors import HistoblurError
 
 # Each module exposes ``register(subparsers)`` and sets ``func`` on its parsers.
-COMMANDS = (synth, bench, calibrate, train, segment, evaluate, demo)
+COMMANDS = (synth, bench, calibrate, train, segment, evaluate, qc, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -54,3 +54,21 @@ def histoqc_blur_mask(
 
 # Explicit registry of the classical detectors (name -> image -> boolean blur mask).
 BASELINES = {"laplacian": laplacian_blur_mask, "histoqc": histoqc_blur_mask}
+
+
+# HistoQC's own slide-level defaults (BlurDetectionModule): 2.5x working size, radius 7, 0.1.
+HISTOQC_SLIDE_MPP = 4.0
+HISTOQC_SLIDE_THRESHOLD = 0.1
+
+
+def histoqc_slide_blur(
+    thumb: np.ndarray, tissue: np.ndarray, threshold: float = HISTOQC_SLIDE_THRESHOLD
+) -> np.ndarray:
+    """HistoQC-style slide blur module on a ~2.5x thumbnail: blurred tissue mask.
+
+    Args:
+        thumb: RGB slide thumbnail at about :data:`HISTOQC_SLIDE_MPP` microns per pixel.
+        tissue: boolean tissue mask of the same size.
+        threshold: smoothed-Laplacian level at or below which tissue is called blurred.
+    """
+    return histoqc_blur_mask(thumb, threshold=threshold) & tissue

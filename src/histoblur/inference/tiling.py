@@ -10,7 +10,7 @@ time; the finished rows are handed to the caller as they complete.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,37 +95,67 @@ def predict_tiled(
     padded = _pad_to(image, tile)
     h, w = padded.shape[:2]
     ys, xs = axis_starts(h, tile, overlap), axis_starts(w, tile, overlap)
-    wx = [ramp(tile, overlap, x == 0, x + tile >= w) for x in xs]
+
+    def bands() -> Iterator[list[tuple[int, np.ndarray]]]:
+        for y in ys:
+            done: list[tuple[int, np.ndarray]] = []
+            for b in range(0, len(xs), batch_size):
+                chunk = xs[b : b + batch_size]
+                batch = np.stack([padded[y : y + tile, x : x + tile] for x in chunk])
+                out = predict(np.ascontiguousarray(batch.transpose(0, 3, 1, 2), np.float32))
+                done += list(zip(chunk, out, strict=True))
+                if progress is not None:
+                    progress(len(chunk))
+            yield done
+
+    for row, block in blend_bands(bands(), ys, (h, w), tile, overlap, channels):
+        keep = min(block.shape[0], max(0, h0 - row))
+        if keep:
+            yield row, block[:keep, :w0]
+
+
+def blend_bands(
+    bands: Iterable[list[tuple[int, np.ndarray]]],
+    ys: Sequence[int],
+    size: tuple[int, int],
+    tile: int,
+    overlap: int,
+    channels: int,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Blend window predictions band by band into finished rows.
+
+    Args:
+        bands: for each window row origin in ``ys``, the ``(x, prediction (channels, t, t))``
+            pairs of that row; windows may be missing (their area then predicts 0).
+        ys: window row origins (:func:`axis_starts`).
+        size: ``(height, width)`` of the covered area.
+        tile: window side.
+        overlap: overlap used for the ramps.
+        channels: prediction channels.
+
+    Yields:
+        ``(row, block)``: rows ``[row, row + len(block))`` of the (H, W, channels) float32
+        blend, in order, each row once.
+    """
+    h, w = size
     done = 0  # rows already yielded
     acc = np.zeros((0, w, channels), np.float32)
     norm = np.zeros((0, w, 1), np.float32)
-    for i, y in enumerate(ys):
-        # grow the accumulators to cover this band, then fill it
+    for i, (y, windows) in enumerate(zip(ys, bands, strict=True)):
         end = y + tile
         grow = end - (done + acc.shape[0])
         if grow > 0:
             acc = np.concatenate([acc, np.zeros((grow, w, channels), np.float32)])
             norm = np.concatenate([norm, np.zeros((grow, w, 1), np.float32)])
         wy = ramp(tile, overlap, y == 0, end >= h)
-        for b in range(0, len(xs), batch_size):
-            chunk = xs[b : b + batch_size]
-            batch = np.stack([padded[y:end, x : x + tile] for x in chunk]).transpose(0, 3, 1, 2)
-            out = predict(np.ascontiguousarray(batch, np.float32))
-            for k, x in enumerate(chunk):
-                weight = wy[:, None] * wx[b + k][None, :]
-                acc[y - done : end - done, x : x + tile] += (
-                    out[k].transpose(1, 2, 0) * weight[..., None]
-                )
-                norm[y - done : end - done, x : x + tile, 0] += weight
-            if progress is not None:
-                progress(len(chunk))
+        for x, out in windows:
+            weight = wy[:, None] * ramp(tile, overlap, x == 0, x + tile >= w)[None, :]
+            acc[y - done : end - done, x : x + tile] += out.transpose(1, 2, 0) * weight[..., None]
+            norm[y - done : end - done, x : x + tile, 0] += weight
         # rows above the next band's start are final
-        final = (ys[i + 1] if i + 1 < len(ys) else h) - done
+        final = min((ys[i + 1] if i + 1 < len(ys) else h), h) - done
         if final > 0:
-            block = acc[:final] / np.maximum(norm[:final], 1e-12)
-            keep = min(final, max(0, h0 - done))
-            if keep:
-                yield done, block[:keep, :w0]
+            yield done, acc[:final] / np.maximum(norm[:final], 1e-12)
             acc, norm, done = acc[final:], norm[final:], done + final
 
 

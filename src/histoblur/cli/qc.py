@@ -1,0 +1,120 @@
+"""``histoblur qc``: whole-slide blur QC for one slide or a cohort."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pydantic import ValidationError
+from rich.console import Console
+
+from histoblur.cli.common import progress_bar
+from histoblur.errors import HistoblurError
+from histoblur.inference.cohort import find_slides, run_cohort
+from histoblur.inference.qc import QCConfig
+from histoblur.inference.segment import DEFAULT_MODEL, SHIPPED, resolve_model
+from histoblur.io.atomic import ensure_writable_dir
+
+console = Console(stderr=True)
+EXIT_SOME_FAILED = 3
+EXIT_USAGE = 2
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``qc``."""
+    qc = sub.add_parser(
+        "qc",
+        help="whole-slide blur QC: masks, heatmaps, QuPath GeoJSON and reports for slides",
+        description=(
+            "For each slide write OUT/<stem>/ (blur_mask.png, probability.png, heatmap.png, "
+            "overlay.png, thumbnail.png, blur.geojson, summary.json, report.html), then "
+            "OUT/cohort.csv and OUT/index.html. Slides already done are skipped; a slide that "
+            "fails gets an error row. Exit code 0: all slides done, 3: some failed, 2: usage."
+        ),
+    )
+    qc.add_argument("slides", nargs="*", type=Path, metavar="SLIDE_OR_DIR")
+    qc.add_argument("--out", required=True, type=Path, help="output folder")
+    qc.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"shipped model ({', '.join(SHIPPED)}) or checkpoint folder (default {DEFAULT_MODEL})",
+    )
+    qc.add_argument(
+        "--mpp",
+        type=float,
+        default=QCConfig().mpp,
+        help=f"working resolution in microns per pixel (default {QCConfig().mpp})",
+    )
+    qc.add_argument(
+        "--slide-mpp",
+        type=float,
+        help="level-0 microns per pixel for slides without that metadata (overrides it)",
+    )
+    qc.add_argument("--threshold", type=float, help="blur probability threshold")
+    qc.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
+    qc.add_argument("--readers", type=int, default=2, help="decoding threads (default 2)")
+    where = qc.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers", type=int, default=1, help="local worker processes (default 1: in-process)"
+    )
+    where.add_argument("--scheduler", help="address of a Dask scheduler, e.g. tcp://host:8786")
+    qc.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """QC every slide; returns 0, 2 (usage) or 3 (some slides failed)."""
+    try:
+        config = QCConfig(
+            model=str(args.model),
+            mpp=args.mpp,
+            slide_mpp=args.slide_mpp,
+            threshold=args.threshold,
+            batch_size=args.batch_size,
+            readers=args.readers,
+        )
+        if args.workers < 1:
+            raise ValueError("--workers must be at least 1")
+        slides = find_slides(args.slides)
+        resolve_model(config.model)
+        ensure_writable_dir(args.out)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = "--" + str(err["loc"][0]).replace("_", "-")
+        console.print(f"[red]histoblur: error:[/] {field}: {err['msg']}.")
+        return EXIT_USAGE
+    except (HistoblurError, ValueError) as exc:
+        console.print(f"[red]histoblur: error:[/] {exc}")
+        return EXIT_USAGE
+    failed = 0
+    with progress_bar(console) as bar:
+        task = bar.add_task("slides", total=len(slides))
+        tiles = bar.add_task(
+            "  tiles", total=None, visible=args.workers == 1 and not args.scheduler
+        )
+
+        def finished(row: dict) -> None:
+            nonlocal failed
+            bar.advance(task)
+            if row.get("error"):
+                failed += 1
+                bar.console.print(f"[red]{row['stem']}: {row['error']}[/]")
+            else:
+                note = " (already done)" if row.get("skipped") else f" in {row['seconds']:.1f} s"
+                bar.console.print(
+                    f"{row['stem']}: {row['blurred_fraction']:.1%} of "
+                    f"{row['tissue_area_mm2']:.1f} mm2 tissue blurred{note}"
+                )
+
+        run_cohort(
+            slides,
+            args.out,
+            config,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            progress=finished,
+            slide_progress=lambda done, total: bar.update(tiles, completed=done, total=total),
+        )
+    console.print(
+        f"{len(slides) - failed} of {len(slides)} slide(s) done; see {args.out / 'index.html'}"
+    )
+    return EXIT_SOME_FAILED if failed else 0

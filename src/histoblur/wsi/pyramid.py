@@ -1,0 +1,95 @@
+"""Write tiled pyramidal TIFFs that OpenSlide opens (tests, demos, benchmarks, exports).
+
+Levels are separate tiled pages halving in size, deflate-compressed, with the resolution tags
+from which OpenSlide reads ``openslide.mpp-x``/``mpp-y``. Pages are written tile by tile from a
+function, so a 40,000 x 40,000 slide never exists in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from histoblur.errors import ParameterError
+from histoblur.io.atomic import atomic_path
+
+# (downsample, x, y, width, height) in that level's pixels -> (height, width, 3) uint8
+TileSource = Callable[[int, int, int, int, int], np.ndarray]
+
+
+def array_source(image: np.ndarray) -> TileSource:
+    """A :data:`TileSource` over an in-memory RGB uint8 image (levels by area averaging)."""
+    cache: dict[int, np.ndarray] = {1: image}
+
+    def source(d: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        if d not in cache:
+            H, W = image.shape[:2]
+            size = (max(1, W // d), max(1, H // d))
+            cache[d] = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        return cache[d][y : y + h, x : x + w]
+
+    return source
+
+
+def _tiles(source: TileSource, d: int, size: tuple[int, int], tile: int) -> Iterator[np.ndarray]:
+    w, h = size
+    for y in range(0, h, tile):
+        for x in range(0, w, tile):
+            block = np.full((tile, tile, 3), 255, np.uint8)
+            part = source(d, x, y, min(tile, w - x), min(tile, h - y))
+            block[: part.shape[0], : part.shape[1]] = part
+            yield block
+
+
+def write_pyramidal_tiff(
+    path: str | Path,
+    source: TileSource | np.ndarray,
+    size: tuple[int, int] | None = None,
+    mpp: float = 0.25,
+    levels: int | None = None,
+    tile: int = 256,
+) -> Path:
+    """Write a pyramidal tiled TIFF atomically and return its path.
+
+    Args:
+        path: output file (``.tif``/``.tiff``).
+        source: an RGB uint8 image, or a :data:`TileSource` together with ``size``.
+        size: level-0 ``(width, height)`` (taken from the image when ``source`` is one).
+        mpp: level-0 microns per pixel written into the resolution tags.
+        levels: pyramid levels (default: halve until the image fits in one tile).
+        tile: tile side (multiple of 16).
+    """
+    import tifffile
+
+    if isinstance(source, np.ndarray):
+        size = (source.shape[1], source.shape[0])
+        source = array_source(source)
+    if size is None:
+        raise ParameterError("Pass size=(width, height) with a tile source.")
+    if tile % 16 or tile < 16:
+        raise ParameterError(f"TIFF tile side must be a multiple of 16, got {tile}.")
+    w, h = size
+    if levels is None:
+        levels = 1
+        while max(w, h) >> (levels - 1) > tile:
+            levels += 1
+    with atomic_path(Path(path)) as tmp, tifffile.TiffWriter(tmp, bigtiff=True) as tw:
+        for level in range(levels):
+            d = 2**level
+            lw, lh = max(1, w // d), max(1, h // d)
+            res = 1e4 / (mpp * d)  # pixels per centimetre
+            tw.write(
+                _tiles(source, d, (lw, lh), tile),
+                shape=(lh, lw, 3),
+                dtype=np.uint8,
+                tile=(tile, tile),
+                compression="zlib",
+                photometric="rgb",
+                resolution=(res, res),
+                resolutionunit="CENTIMETER",
+                subfiletype=0 if level == 0 else 1,
+            )
+    return Path(path)

@@ -1,0 +1,250 @@
+"""Whole-slide readers behind one small protocol: OpenSlide, plain images, in-memory arrays.
+
+Every reader exposes a pyramid (level sizes and down-sample factors relative to level 0), the
+level-0 microns per pixel when the file states a plausible one, and ``read_region`` returning RGB
+uint8. Resolution-aware reading (a level-0 box resampled to any output size from the best
+pyramid level) and thumbnails are pure functions over that protocol, so every backend gets them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+from histoblur.errors import InputError, ParameterError
+from histoblur.io.images import read_image, to_rgb
+
+# a stated level-0 resolution outside this range is treated as missing (e.g. 352 um/px)
+PLAUSIBLE_MPP = (0.05, 20.0)
+# plain (non-pyramidal) images are read whole: refuse sizes that would not fit comfortably
+MAX_PLAIN_PIXELS = 2**28
+PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+@runtime_checkable
+class SlideReader(Protocol):
+    """What the QC pipeline needs from a slide."""
+
+    path: str
+    kind: str
+    level_dimensions: tuple[tuple[int, int], ...]  # (width, height) per level
+    level_downsamples: tuple[float, ...]
+    mpp: float | None  # level-0 microns per pixel, None when unknown
+
+    def read_region(self, x: int, y: int, level: int, size: tuple[int, int]) -> np.ndarray:
+        """RGB uint8 (h, w, 3) of ``size=(w, h)`` level pixels whose top-left is level-0 (x, y)."""
+        ...
+
+    def close(self) -> None:
+        """Release the file."""
+        ...
+
+
+def plausible_mpp(value: float | None) -> float | None:
+    """``value`` when it is a believable microns-per-pixel figure, else None."""
+    if value is None or not np.isfinite(value):
+        return None
+    return float(value) if PLAUSIBLE_MPP[0] <= value <= PLAUSIBLE_MPP[1] else None
+
+
+class ArrayReader:
+    """An in-memory RGB image as a slide; extra levels are down-sampled copies (tests, demos)."""
+
+    kind = "array"
+
+    def __init__(
+        self,
+        image: np.ndarray,
+        mpp: float | None = None,
+        downsamples: Sequence[int] = (1,),
+        path: str = "<array>",
+    ) -> None:
+        rgb = to_rgb(image)
+        if rgb.dtype != np.uint8:
+            rgb = (rgb.astype(np.float32) / np.iinfo(rgb.dtype).max * 255).round().astype(np.uint8)
+        if list(downsamples)[:1] != [1] or any(int(d) < 1 for d in downsamples):
+            raise ParameterError("Array reader levels must start at down-sample 1.")
+        h, w = rgb.shape[:2]
+        self.levels = [rgb] + [
+            cv2.resize(rgb, (max(1, w // d), max(1, h // d)), interpolation=cv2.INTER_AREA)
+            for d in downsamples[1:]
+        ]
+        self.path = path
+        self.mpp = plausible_mpp(mpp)
+        self.level_dimensions = tuple((im.shape[1], im.shape[0]) for im in self.levels)
+        self.level_downsamples = tuple(w / im.shape[1] for im in self.levels)
+
+    def read_region(self, x: int, y: int, level: int, size: tuple[int, int]) -> np.ndarray:
+        """Read a box; pixels outside the image are white, as glass."""
+        image, d = self.levels[level], self.level_downsamples[level]
+        lx, ly = int(round(x / d)), int(round(y / d))
+        w, h = size
+        out = np.full((h, w, 3), 255, np.uint8)
+        H, W = image.shape[:2]
+        x0, y0, x1, y1 = max(lx, 0), max(ly, 0), min(lx + w, W), min(ly + h, H)
+        if x1 > x0 and y1 > y0:
+            out[y0 - ly : y1 - ly, x0 - lx : x1 - lx] = image[y0:y1, x0:x1]
+        return out
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class ImageReader(ArrayReader):
+    """A plain PNG/JPEG/TIFF image read whole (refused above :data:`MAX_PLAIN_PIXELS`)."""
+
+    kind = "image"
+
+    def __init__(self, path: str | Path, mpp: float | None = None) -> None:
+        path = Path(path)
+        _check_plain_size(path)
+        super().__init__(read_image(path), mpp=mpp, path=str(path))
+
+
+def _check_plain_size(path: Path) -> None:
+    """Refuse a plain image too large to read whole, before decoding it."""
+    try:
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = None
+        with Image.open(path) as im:
+            w, h = im.size
+    except Exception:
+        return  # read_image gives the precise error
+    if w * h > MAX_PLAIN_PIXELS:
+        raise InputError(
+            f"{path} is a {w} x {h} plain image, too large to read whole; convert it to a tiled "
+            "pyramidal TIFF (e.g. with vips tiffsave --tile --pyramid)."
+        )
+
+
+class OpenSlideReader:
+    """SVS, NDPI, MRXS, SCN, DICOM, tiled TIFF and the other formats OpenSlide reads."""
+
+    kind = "openslide"
+
+    def __init__(self, path: str | Path) -> None:
+        import openslide
+
+        self.path = str(path)
+        try:
+            self.slide = openslide.OpenSlide(self.path)
+        except openslide.OpenSlideUnsupportedFormatError as exc:
+            raise InputError(
+                f"{path} is not a slide OpenSlide reads (unsupported format or damaged file)."
+            ) from exc
+        except openslide.OpenSlideError as exc:
+            raise InputError(f"OpenSlide cannot read {path}: {exc}.") from exc
+        props = self.slide.properties
+        mpps = [_float(props.get(k)) for k in ("openslide.mpp-x", "openslide.mpp-y")]
+        known = [m for m in mpps if m is not None]
+        self.mpp = plausible_mpp(float(np.mean(known))) if known else None
+        self.level_dimensions = tuple(self.slide.level_dimensions)
+        self.level_downsamples = tuple(float(d) for d in self.slide.level_downsamples)
+
+    def read_region(self, x: int, y: int, level: int, size: tuple[int, int]) -> np.ndarray:
+        """Read a box; transparent pixels (outside scanned areas) become white."""
+        import openslide
+
+        try:
+            rgba = np.asarray(self.slide.read_region((int(x), int(y)), level, size))
+        except openslide.OpenSlideError as exc:
+            raise InputError(f"Reading {self.path} failed: {exc}.") from exc
+        alpha = rgba[..., 3:4]
+        if alpha.min() == 255:
+            return np.ascontiguousarray(rgba[..., :3])
+        a = alpha.astype(np.float32) / 255  # openslide-python un-premultiplies: blend on white
+        return (rgba[..., :3] * a + 255 * (1 - a)).round().astype(np.uint8)
+
+    def close(self) -> None:
+        """Close the slide."""
+        self.slide.close()
+
+
+def _float(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def open_slide(path: str | Path) -> SlideReader:
+    """Open a slide or image with the right backend.
+
+    Plain PNG/JPEG/BMP go to :class:`ImageReader`; everything else to OpenSlide, and TIFFs that
+    OpenSlide does not take (untiled, no pyramid) fall back to :class:`ImageReader`.
+
+    Raises:
+        InputError: missing path, a folder, or a file no backend reads (one sentence).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"Slide {path} does not exist.")
+    if path.is_dir():
+        raise InputError(f"Slide path {path} is a folder, not a file.")
+    suffix = path.suffix.lower()
+    if suffix in PLAIN_SUFFIXES:
+        return ImageReader(path)
+    try:
+        return OpenSlideReader(path)
+    except InputError as exc:
+        if suffix in TIFF_SUFFIXES:
+            return ImageReader(path)
+        if suffix == ".dcm":
+            raise InputError(
+                f"{path} is a DICOM file OpenSlide cannot read ({exc.__cause__}); export the "
+                "slide as a whole-slide DICOM series or a pyramidal TIFF."
+            ) from exc
+        raise
+
+
+def best_level(reader: SlideReader, downsample: float) -> int:
+    """The coarsest level whose down-sample does not exceed ``downsample`` (1 % slack)."""
+    ok = [i for i, d in enumerate(reader.level_downsamples) if d <= downsample * 1.01]
+    return max(ok, key=lambda i: reader.level_downsamples[i]) if ok else 0
+
+
+def read_scaled(
+    reader: SlideReader,
+    box: tuple[float, float, float, float],
+    out_size: tuple[int, int],
+    level: int | None = None,
+) -> np.ndarray:
+    """Read the level-0 ``box=(x, y, w, h)`` resampled to ``out_size=(w, h)`` RGB uint8.
+
+    Reads from ``level`` (default: the best level for the implied down-sample) and resizes with
+    area averaging (or bilinear when enlarging).
+    """
+    x, y, w, h = box
+    ow, oh = out_size
+    if level is None:
+        level = best_level(reader, min(w / ow, h / oh))
+    d = reader.level_downsamples[level]
+    lw, lh = max(1, int(np.ceil(w / d))), max(1, int(np.ceil(h / d)))
+    region = reader.read_region(int(round(x)), int(round(y)), level, (lw, lh))
+    if (lw, lh) == (ow, oh):
+        return region
+    shrink = lw >= ow and lh >= oh
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    return cv2.resize(region, (ow, oh), interpolation=interp)
+
+
+def thumbnail(reader: SlideReader, downsample: float, strip: int = 1024) -> np.ndarray:
+    """The whole slide at ``downsample`` (relative to level 0), read in strips (memory bounded)."""
+    if downsample <= 0:
+        raise ParameterError(f"Thumbnail down-sample must be positive, got {downsample}.")
+    W, H = reader.level_dimensions[0]
+    tw, th = max(1, round(W / downsample)), max(1, round(H / downsample))
+    level = best_level(reader, downsample)
+    out = np.empty((th, tw, 3), np.uint8)
+    rows_per_strip = max(1, int(strip * reader.level_downsamples[level] / downsample))
+    for r0 in range(0, th, rows_per_strip):
+        r1 = min(th, r0 + rows_per_strip)
+        box = (0.0, r0 * H / th, float(W), (r1 - r0) * H / th)
+        out[r0:r1] = read_scaled(reader, box, (tw, r1 - r0), level)
+    return out
