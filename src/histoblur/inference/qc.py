@@ -205,8 +205,9 @@ class SlideQC:
             b = block[: r1 - row, :W]
             rr = np.minimum((np.arange(row, r1) * k).astype(int), tissue.shape[0] - 1)
             on_tissue = tissue[rr][:, cols]
-            prob[row:r1] = np.round(b[..., 0] * 255).astype(np.uint8)
-            blurred = (b[..., 0] > threshold) & (b[..., 1] > 0.5) & on_tissue
+            on_tissue &= b[..., 1] > 0.5  # and not glass at the working resolution
+            prob[row:r1] = np.round(b[..., 0] * on_tissue * 255).astype(np.uint8)
+            blurred = (b[..., 0] > threshold) & on_tissue
             mask[row:r1] = blurred.view(np.uint8) * np.uint8(255)
             blurred_px += int(blurred.sum())
             tissue_px += int(on_tissue.sum())
@@ -244,7 +245,10 @@ class SlideQC:
 
 
 def _resize_to(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    return cv2.resize(image, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+    """Area-average when shrinking, bilinear when enlarging (no blocky masks)."""
+    enlarge = shape[0] > image.shape[0] or shape[1] > image.shape[1]
+    mode = cv2.INTER_LINEAR if enlarge else cv2.INTER_AREA
+    return cv2.resize(image, (shape[1], shape[0]), interpolation=mode)
 
 
 def pictures(result: dict[str, Any], side: int) -> dict[str, np.ndarray]:

