@@ -69,9 +69,13 @@ def test_geojson_region_lands_on_the_level0_rectangle(tmp_path):
     """A 40x array judged at 0.5 um/px: the purple block must come back in level-0 pixels."""
     image = cv2.resize(two_tone_slide(), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
     config = QCConfig(mpp=0.5, tissue_mpp=2.0, min_region_um2=0)
-    result = SlideQC(ArrayReader(image, mpp=0.25), HalfBlurred(), config).run()
-    summary = write_outputs(result, tmp_path / "slide", config)
-    geo = json.loads((tmp_path / "slide" / "blur.geojson").read_text())
+    folder = tmp_path / "slide"
+    folder.mkdir()
+    result = SlideQC(ArrayReader(image, mpp=0.25), HalfBlurred(), config).run(folder)
+    summary = write_outputs(result, folder, config)
+    streamed = read_image(folder / "blur_mask.png")  # full working resolution, written in blocks
+    assert streamed.shape == (300, 400) and np.array_equal(streamed, result["mask"])
+    geo = json.loads((folder / "blur.geojson").read_text())
     assert summary["blurred_regions"] == len(geo["features"]) == 1
     shape = shapely.geometry.shape(geo["features"][0]["geometry"])
     assert shape.is_valid

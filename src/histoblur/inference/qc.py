@@ -3,12 +3,14 @@
 The slide is read at a working resolution (``mpp``, default 0.5 um/px) from its best pyramid
 level; tissue is found on a thumbnail (glass, pen ink and debris excluded); only windows that
 cover tissue are read and run through the segmenter, while a pool of reader threads decodes the
-next windows; predictions are blended band by band into a uint8 probability map, so memory
-holds one band of accumulators plus the uint8 maps of the working resolution.
+next windows; predictions are blended band by band and each finished block of rows is streamed
+into the full-resolution PNGs and reduced to picture and GeoJSON scale, so memory holds one band
+of accumulators and the reduced maps, whatever the slide's size.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import deque
@@ -23,17 +25,22 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from histoblur import __version__
 from histoblur.errors import InputError
+from histoblur.inference.reduce import RowReducer
 from histoblur.inference.segment import OVERLAY_ALPHA, OVERLAY_COLOUR, Segmenter, to_network_input
 from histoblur.inference.tiling import axis_starts, blend_bands
 from histoblur.io.atomic import atomic_dir
 from histoblur.io.geojson import mask_to_geojson, write_geojson
 from histoblur.io.images import write_image
+from histoblur.io.png_stream import PngRowWriter
 from histoblur.io.qc_report import slide_report_html
 from histoblur.io.report import heatmap
 from histoblur.wsi.readers import SlideReader, best_level, open_slide, read_scaled, thumbnail
 from histoblur.wsi.tissue import detect_tissue, tissue_mask
 
 SUMMARY = "summary.json"
+# Longest side of the mask traced into GeoJSON: slides wider than GEO_MAX_SIDE x geojson_mpp
+# are traced more coarsely, so the traced mask stays bounded (at most 4096 x 4096).
+GEO_MAX_SIDE = 4096
 
 
 class QCConfig(BaseModel):
@@ -48,7 +55,8 @@ class QCConfig(BaseModel):
         readers: threads decoding windows ahead of the network.
         tissue_mpp: resolution of the tissue-detection thumbnail.
         min_tissue: smallest tissue fraction of a window for it to be evaluated.
-        geojson_mpp: resolution of the mask traced into GeoJSON polygons.
+        geojson_mpp: resolution of the mask traced into GeoJSON polygons (coarser on slides whose
+            traced mask would exceed 4096 px a side).
         min_region_um2: blurred regions smaller than this are left out of the GeoJSON.
         thumbnail_side: longest side of the pictures in the report.
     """
@@ -168,8 +176,17 @@ class SlideQC:
         self.compute_seconds += time.perf_counter() - started
         return np.concatenate([prob, gate], axis=1)
 
-    def run(self, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-        """Thumbnail, tissue, probability (uint8) and mask at the working resolution, numbers."""
+    def run(
+        self, folder: Path | None = None, progress: Callable[[int, int], None] | None = None
+    ) -> dict[str, Any]:
+        """Blur map of the slide; numbers and maps at picture scale.
+
+        With ``folder``, the full working-resolution ``blur_mask.png`` (0/255) and
+        ``probability.png`` (x 255, 0 off tissue) are streamed into it row block by row block,
+        so no slide-sized array is ever held. The result holds the summary, the thumbnail, the
+        tissue mask, the probability and blurred share at the picture scale (uint8), and the
+        mask reduced to ``geojson_mpp`` (bool) for tracing.
+        """
         started = time.perf_counter()
         view = thumbnail(self.reader, self.view_down)
         w0, h0 = self.level0
@@ -187,8 +204,20 @@ class SlideQC:
 
         H, W = self.size
         tile = self.segmenter.tile
-        prob = np.zeros((H, W), np.uint8)
-        mask = np.zeros((H, W), np.uint8)  # 0/255, written as is
+        picture = max(1, round(self.view_down / self.scale))
+        geo = max(
+            round(self.config.geojson_mpp / self.config.mpp), -(-max(H, W) // GEO_MAX_SIDE), 1
+        )
+        prob_view, mask_view = RowReducer(H, W, picture), RowReducer(H, W, picture)
+        mask_geo = RowReducer(H, W, geo)
+        writers = (
+            [
+                PngRowWriter(folder / "blur_mask.png", W, H),
+                PngRowWriter(folder / "probability.png", W, H),
+            ]
+            if folder is not None
+            else []
+        )
         tissue_px = blurred_px = 0
         threshold = (
             self.segmenter.threshold if self.config.threshold is None else self.config.threshold
@@ -196,21 +225,28 @@ class SlideQC:
         k = self.scale / self.thumb_down
         cols = np.minimum((np.arange(W) * k).astype(int), tissue.shape[1] - 1)
         grid = (max(H, tile), max(W, tile))
-        for row, block in blend_bands(
-            self._bands(ys, rows, tick), ys, grid, tile, self.segmenter.overlap, 2
-        ):
-            r1 = min(H, row + block.shape[0])
-            if r1 <= row:
-                continue
-            b = block[: r1 - row, :W]
-            rr = np.minimum((np.arange(row, r1) * k).astype(int), tissue.shape[0] - 1)
-            on_tissue = tissue[rr][:, cols]
-            on_tissue &= b[..., 1] > 0.5  # and not glass at the working resolution
-            prob[row:r1] = np.round(b[..., 0] * on_tissue * 255).astype(np.uint8)
-            blurred = (b[..., 0] > threshold) & on_tissue
-            mask[row:r1] = blurred.view(np.uint8) * np.uint8(255)
-            blurred_px += int(blurred.sum())
-            tissue_px += int(on_tissue.sum())
+        with contextlib.ExitStack() as stack:
+            for writer in writers:
+                stack.enter_context(writer)
+            for row, block in blend_bands(
+                self._bands(ys, rows, tick), ys, grid, tile, self.segmenter.overlap, 2
+            ):
+                r1 = min(H, row + block.shape[0])
+                if r1 <= row:
+                    continue
+                b = block[: r1 - row, :W]
+                rr = np.minimum((np.arange(row, r1) * k).astype(int), tissue.shape[0] - 1)
+                on_tissue = tissue[rr][:, cols] & (b[..., 1] > 0.5)  # and not glass up close
+                prob = np.round(b[..., 0] * on_tissue * 255).astype(np.uint8)
+                blurred = (b[..., 0] > threshold) & on_tissue
+                mask = blurred.view(np.uint8) * np.uint8(255)
+                for writer, rows_out in zip(writers, (mask, prob), strict=False):
+                    writer.write(rows_out)
+                prob_view.add(prob)
+                mask_view.add(mask)
+                mask_geo.add(mask)
+                blurred_px += int(blurred.sum())
+                tissue_px += int(on_tissue.sum())
         area = (self.config.mpp / 1000) ** 2  # mm2 per working pixel
         tissue_mm2 = tissue_px * area
         blurred_mm2 = blurred_px * area
@@ -239,8 +275,10 @@ class SlideQC:
             "summary": summary,
             "thumbnail": view,
             "tissue": tissue,
-            "prob": prob,
-            "mask": mask,
+            "prob": np.round(prob_view.mean()).astype(np.uint8),
+            "mask": np.round(mask_view.mean()).astype(np.uint8),
+            "geo": mask_geo.mean() > 127,
+            "geo_cell": (w0 / W * geo, h0 / H * geo),  # level-0 pixels per geo cell
         }
 
 
@@ -270,31 +308,41 @@ def pictures(result: dict[str, Any], side: int) -> dict[str, np.ndarray]:
     return {"thumbnail": small, "overlay": over, "heatmap": heat}
 
 
+def _clamp(collection: dict[str, Any], width: float, height: float) -> dict[str, Any]:
+    """Clamp polygon coordinates to the slide (the last reduced cells may be partial)."""
+
+    def ring(points: list[list[float]]) -> list[list[float]]:
+        return [[min(max(x, 0.0), width), min(max(y, 0.0), height)] for x, y in points]
+
+    for feature in collection["features"]:
+        geometry = feature["geometry"]
+        if geometry["type"] == "Polygon":
+            geometry["coordinates"] = [ring(r) for r in geometry["coordinates"]]
+        else:
+            geometry["coordinates"] = [[ring(r) for r in p] for p in geometry["coordinates"]]
+    return collection
+
+
 def write_outputs(result: dict[str, Any], folder: Path, config: QCConfig) -> dict[str, Any]:
-    """Write every per-slide file into ``folder`` atomically (summary.json last)."""
+    """Write the pictures, GeoJSON, report and (last) summary into an existing ``folder``."""
     summary = dict(result["summary"])
-    mask = result["mask"]
-    H, W = mask.shape
-    down = max(1, round(config.geojson_mpp / config.mpp))
-    gh, gw = max(1, H // down), max(1, W // down)
-    coarse = _resize_to(mask, (gh, gw)) > 127
     w0, h0 = summary["level0_size"]
-    scale = (w0 / gw, h0 / gh)
     min_area = config.min_region_um2 / summary["slide_mpp"] ** 2
     collection = mask_to_geojson(
-        coarse, scale=scale, min_area=min_area, properties={"model": config.model}
+        result["geo"],
+        scale=result["geo_cell"],
+        min_area=min_area,
+        properties={"model": config.model},
     )
+    collection = _clamp(collection, w0, h0)
     summary["blurred_regions"] = len(collection["features"])
     pics = pictures(result, config.thumbnail_side)
-    with atomic_dir(folder, overwrite=True) as tmp:
-        write_image(tmp / "blur_mask.png", mask)
-        write_image(tmp / "probability.png", result["prob"])
-        for name, picture in pics.items():
-            write_image(tmp / f"{name}.png", picture)
-        write_geojson(tmp / "blur.geojson", collection)
-        html = slide_report_html(summary, pics["thumbnail"], pics["overlay"], pics["heatmap"])
-        (tmp / "report.html").write_text(html, encoding="utf-8")
-        (tmp / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    for name, picture in pics.items():
+        write_image(folder / f"{name}.png", picture)
+    write_geojson(folder / "blur.geojson", collection)
+    html = slide_report_html(summary, pics["thumbnail"], pics["overlay"], pics["heatmap"])
+    (folder / "report.html").write_text(html, encoding="utf-8")
+    (folder / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -305,7 +353,7 @@ def qc_slide(
     segmenter: Segmenter | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """QC one slide into ``out/<stem>/`` and return its summary.
+    """QC one slide into ``out/<stem>/`` (built under a temporary name) and return its summary.
 
     Raises:
         InputError: unreadable slide, unknown resolution, bad model.
@@ -313,7 +361,9 @@ def qc_slide(
     segmenter = segmenter or Segmenter.load(config.model, batch_size=config.batch_size)
     reader = open_slide(path)
     try:
-        result = SlideQC(reader, segmenter, config).run(progress)
+        qc = SlideQC(reader, segmenter, config)
+        with atomic_dir(Path(out) / Path(path).stem, overwrite=True) as tmp:
+            result = qc.run(tmp, progress)
+            return write_outputs(result, tmp, config)
     finally:
         reader.close()
-    return write_outputs(result, Path(out) / Path(path).stem, config)
