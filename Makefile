@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[bench]"
 	$(PY) benchmarks/synthesis.py
 	$(PY) benchmarks/segmentation.py
+	$(PY) benchmarks/wsi_qc.py
 
 clean:
 	rm -rf demo_out .pytest_cache build *.egg-info

@@ -80,8 +80,6 @@ def box_scores(mask: np.ndarray, level0: tuple[int, int], box) -> tuple[float, f
 def run_ours(
     slide: str, slide_mpp: float | None, threads: int, box, pictures: Path | None, queue: mp.Queue
 ) -> None:
-    import shutil
-
     import torch
 
     from histoblur.inference.qc import QCConfig, qc_slide
@@ -100,10 +98,19 @@ def run_ours(
             mask = read_image(Path(tmp) / Path(slide).stem / "blur_mask.png") > 0
             row["box"] = box_scores(mask, tuple(summary["level0_size"]), box)
         if pictures is not None:
-            pictures.mkdir(parents=True, exist_ok=True)
-            overlay = Path(tmp) / Path(slide).stem / "overlay.png"
-            shutil.copy(overlay, pictures / f"wsi_qc_{Path(slide).stem}.png")
+            save_picture(Path(tmp) / Path(slide).stem / "overlay.png", pictures, Path(slide).stem)
     queue.put(row)
+
+
+def save_picture(overlay: Path, pictures: Path, stem: str) -> None:
+    """The overlay as a JPEG of at most 900 px a side, for the docs."""
+    import cv2
+
+    image = cv2.imread(str(overlay))
+    scale = min(1.0, 900 / max(image.shape[:2]))
+    image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    pictures.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(pictures / f"wsi_qc_{stem}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 82])
 
 
 def run_histoqc(slide: str, slide_mpp: float | None, box, queue: mp.Queue) -> None:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from histoblur import __version__
 from histoblur.errors import InputError
 from histoblur.inference.reduce import RowReducer
-from histoblur.inference.segment import OVERLAY_ALPHA, OVERLAY_COLOUR, Segmenter, to_network_input
+from histoblur.inference.segment import Segmenter, to_network_input
 from histoblur.inference.tiling import axis_starts, blend_bands
 from histoblur.io.atomic import atomic_dir
 from histoblur.io.geojson import mask_to_geojson, write_geojson
@@ -41,6 +41,8 @@ SUMMARY = "summary.json"
 # Longest side of the mask traced into GeoJSON: slides wider than GEO_MAX_SIDE x geojson_mpp
 # are traced more coarsely, so the traced mask stays bounded (at most 4096 x 4096).
 GEO_MAX_SIDE = 4096
+# Blurred tissue on slide pictures is tinted amber, which stands out on H&E and IHC alike.
+SLIDE_TINT, SLIDE_ALPHA = (255, 190, 0), 0.55
 
 
 class QCConfig(BaseModel):
@@ -300,8 +302,8 @@ def pictures(result: dict[str, Any], side: int) -> dict[str, np.ndarray]:
     prob = _resize_to(result["prob"], shape).astype(np.float32) / 255
     blurred = _resize_to(result["mask"], shape) > 127
     over = small.copy()
-    tint = np.array(OVERLAY_COLOUR, np.float32)
-    over[blurred] = (small[blurred] * (1 - OVERLAY_ALPHA) + tint * OVERLAY_ALPHA).astype(np.uint8)
+    tint = np.array(SLIDE_TINT, np.float32)
+    over[blurred] = (small[blurred] * (1 - SLIDE_ALPHA) + tint * SLIDE_ALPHA).astype(np.uint8)
     colour = heatmap(prob, 0.0, 1.0)
     heat = small.copy()
     heat[tissue] = (small[tissue] * 0.35 + colour[tissue] * 0.65).astype(np.uint8)

@@ -109,7 +109,7 @@ def slide_report_html(
         f"alt='{html.escape(cap)}'><figcaption>{html.escape(cap)}</figcaption></figure>"
         for cap, img in (
             ("Thumbnail", thumbnail),
-            ("Blurred tissue tinted", overlay),
+            ("Blurred tissue (amber)", overlay),
             ("Blur probability over tissue", heatmap),
         )
     )

@@ -107,7 +107,7 @@ def outline(
     image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (0, 200, 0)
 ) -> np.ndarray:
     """RGB copy of ``image`` with the boundary of ``mask`` drawn in ``colour``."""
-    rgb = np.ascontiguousarray(to_rgb(image))
+    rgb = np.array(to_rgb(image), copy=True, order="C")
     if rgb.dtype != np.uint8:
         rgb = (rgb.astype(np.float32) / np.iinfo(rgb.dtype).max * 255).round().astype(np.uint8)
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
