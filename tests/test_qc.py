@@ -136,6 +136,16 @@ def test_cohort_on_a_local_dask_cluster(slides, tmp_path):
     assert (tmp_path / "s1" / "summary.json").is_file()
 
 
+def test_cohort_on_an_existing_scheduler(slides, tmp_path):
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
+        rows = run_cohort(
+            [slides / "s0.tif"], tmp_path, QCConfig(), scheduler=cluster.scheduler_address
+        )
+    assert rows[0]["error"] == "" and (tmp_path / "s0" / "blur_mask.png").is_file()
+
+
 def test_qc_command(slides, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["qc", "--out", str(out), str(slides / "s0.tif")]) == 0
