@@ -19,7 +19,7 @@ import skimage.data
 from histoblur import __version__
 from histoblur.errors import OutputError
 from histoblur.inference.baseline import laplacian_blur_mask, laplacian_energy_map
-from histoblur.inference.qc import QCConfig, qc_slide
+from histoblur.inference.qc import SUMMARY, QCConfig, qc_slide
 from histoblur.inference.segment import Segmenter, overlay
 from histoblur.io.atomic import atomic_dir
 from histoblur.io.images import read_image, read_mask, write_image
@@ -102,6 +102,9 @@ def demo_qc(image: np.ndarray, folder: Path, segmenter: Segmenter) -> dict[str, 
     slide = make_synthetic_slide(DEMO_SLIDE_SIZE, image, blur_radius=6.0, seed=3)  # 3 um
     path = write_pyramidal_tiff(folder / "demo_slide.tif", slide.source, slide.size, mpp=0.5)
     summary = qc_slide(path, folder, QCConfig(), segmenter)
+    # the demo is built in a temporary folder: record the slide relative to the demo's output
+    summary["slide"] = f"qc/{path.name}"
+    (folder / path.stem / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     mask = read_mask(folder / path.stem / "blur_mask.png")  # working = level-0 resolution
     x, y, w, h = slide.blurred_box
     box_tissue = (slide.source(1, x, y, w, h) != GLASS).any(axis=-1)
