@@ -7,11 +7,22 @@ import sys
 from collections.abc import Sequence
 
 from histoblur import __version__
-from histoblur.cli import bench, calibrate, demo, evaluate, qc, segment, synth, train
+from histoblur.cli import (
+    bench,
+    calibrate,
+    classify,
+    deblur,
+    demo,
+    evaluate,
+    qc,
+    segment,
+    synth,
+    train,
+)
 from histoblur.errors import HistoblurError
 
 # Each module exposes ``register(subparsers)`` and sets ``func`` on its parsers.
-COMMANDS = (synth, bench, calibrate, train, segment, evaluate, qc, demo)
+COMMANDS = (synth, bench, calibrate, train, segment, classify, deblur, evaluate, qc, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

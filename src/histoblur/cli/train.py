@@ -1,4 +1,4 @@
-"""``histoblur train``: train networks from a YAML config (``train segmenter``)."""
+"""``histoblur train``: train networks from a YAML config (``segmenter``, ``classifier``)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from histoblur.errors import InputError, ParameterError
+from histoblur.training.classifier import ClassifierTrainConfig, train_classifier
+from histoblur.training.deblur import DeblurTrainConfig, train_deblur
 from histoblur.training.segmenter import SegmenterTrainConfig, train_segmenter
 
 console = Console(stderr=True)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``train segmenter``."""
+    """Add ``train segmenter`` and ``train classifier``."""
     train = sub.add_parser("train", help="train a network from a YAML config")
     verbs = train.add_subparsers(dest="train_command", metavar="WHAT", required=True)
     seg = verbs.add_parser(
@@ -43,6 +45,33 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--print-config", action="store_true", help="print the resolved config and exit"
     )
     seg.set_defaults(func=run_segmenter)
+    clf = verbs.add_parser(
+        "classifier",
+        help="blur-type classifier (in focus / defocus / motion / mixed) on synthetic blur",
+        description=(
+            "Train the blur-type classifier on tiles synthesized on the fly from sharp_dir; "
+            "a sixth of the source images is held out to select, calibrate and report."
+        ),
+    )
+    clf.add_argument("--config", type=Path, metavar="FILE.yaml", help="training config (YAML)")
+    clf.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field")
+    clf.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    clf.add_argument(
+        "--print-config", action="store_true", help="print the resolved config and exit"
+    )
+    clf.set_defaults(func=run_classifier)
+    deb = verbs.add_parser(
+        "deblur",
+        help="DL_defocus or DL_motion deblurring network on synthetic and real aligned pairs",
+        description="Train a RED-Net-style deblurring network (family: defocus or motion).",
+    )
+    deb.add_argument("--config", type=Path, metavar="FILE.yaml", help="training config (YAML)")
+    deb.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field")
+    deb.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    deb.add_argument(
+        "--print-config", action="store_true", help="print the resolved config and exit"
+    )
+    deb.set_defaults(func=run_deblur)
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -55,7 +84,9 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def load_config(path: Path | None, overrides: list[str] | None) -> SegmenterTrainConfig:
+def load_config(
+    path: Path | None, overrides: list[str] | None, schema: type[BaseModel] = SegmenterTrainConfig
+) -> Any:
     """Read the YAML file, apply ``KEY=VALUE`` overrides and validate.
 
     Raises:
@@ -79,11 +110,21 @@ def load_config(path: Path | None, overrides: list[str] | None) -> SegmenterTrai
             raise ParameterError(f"--set {item!r} is not of the form KEY=VALUE.")
         _set_dotted(data, key.strip(), yaml.safe_load(raw))
     try:
-        return SegmenterTrainConfig.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ParameterError(f"Invalid training config field {where}: {first['msg']}.") from exc
+
+
+def _columns() -> tuple[Any, ...]:
+    return (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        "{task.fields[loss]}",
+    )
 
 
 def run_segmenter(args: argparse.Namespace) -> int:
@@ -92,14 +133,7 @@ def run_segmenter(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False))
         return 0
-    columns = (
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        "{task.fields[loss]}",
-    )
-    with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
+    with Progress(*_columns(), console=console, disable=not console.is_terminal) as bar:
         task = bar.add_task("training", total=config.epochs * config.steps_per_epoch, loss="")
 
         def progress(step: int, total: int, info: dict[str, float]) -> None:
@@ -108,5 +142,49 @@ def run_segmenter(args: argparse.Namespace) -> int:
         summary = train_segmenter(config, args.resume, args.overwrite, progress)
     for row in summary["history"][-1:]:
         console.print("last epoch: " + ", ".join(f"{k} {v}" for k, v in row.items()))
+    console.print(f"Checkpoints in {config.out}/best and {config.out}/last.")
+    return 0
+
+
+def run_classifier(args: argparse.Namespace) -> int:
+    """Train the classifier and print its held-out report."""
+    config = load_config(args.config, args.set, ClassifierTrainConfig)
+    if args.print_config:
+        print(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False))
+        return 0
+    with Progress(*_columns(), console=console, disable=not console.is_terminal) as bar:
+        task = bar.add_task("training", total=config.epochs * config.steps_per_epoch, loss="")
+
+        def progress(step: int, total: int, info: dict[str, float]) -> None:
+            bar.update(task, completed=step, loss=f"loss {info['loss']:.4f}")
+
+        summary = train_classifier(config, args.overwrite, progress)
+    report = summary["heldout"]
+    console.print(
+        f"held-out accuracy {report['accuracy']:.2%}, ECE {report['ece']:.3f} "
+        f"(raw {report['ece_raw']:.3f}, temperature {report['temperature']})"
+    )
+    console.print(f"Checkpoints in {config.out}/best and {config.out}/last.")
+    return 0
+
+
+def run_deblur(args: argparse.Namespace) -> int:
+    """Train a deblurring network and print its held-out PSNR."""
+    config = load_config(args.config, args.set, DeblurTrainConfig)
+    if args.print_config:
+        print(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False))
+        return 0
+    with Progress(*_columns(), console=console, disable=not console.is_terminal) as bar:
+        task = bar.add_task("training", total=config.epochs * config.steps_per_epoch, loss="")
+
+        def progress(step: int, total: int, info: dict[str, float]) -> None:
+            bar.update(task, completed=step, loss=f"loss {info['loss']:.5f}")
+
+        summary = train_deblur(config, args.overwrite, progress)
+    last = summary["history"][-1]
+    console.print(
+        f"held-out PSNR {last['heldout_psnr_blurred']} dB blurred -> best "
+        f"{summary['best_psnr']:.3f} dB deblurred"
+    )
     console.print(f"Checkpoints in {config.out}/best and {config.out}/last.")
     return 0

@@ -7,7 +7,7 @@ and blended) and returns a float32 probability map of the same height and width.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -31,27 +31,32 @@ OVERLAY_COLOUR = (255, 0, 255)  # magenta: never a stain colour
 OVERLAY_ALPHA = 0.45
 
 
-def shipped_model_path(name: str) -> Path:
+def shipped_model_path(name: str, shipped: Mapping[str, str] = SHIPPED) -> Path:
     """Folder of a checkpoint shipped inside the package (``default``...)."""
-    folder = resources.files("histoblur.models") / "weights" / SHIPPED[name]
+    folder = resources.files("histoblur.models") / "weights" / shipped[name]
     return Path(str(folder))
 
 
-def resolve_model(model: str | Path) -> Path:
-    """A shipped model name (``default``, ``light``) or a checkpoint path, as a path.
+def resolve_model(model: str | Path, shipped: Mapping[str, str] = SHIPPED) -> Path:
+    """A shipped model name (``default``) or a checkpoint path, as a path.
+
+    Args:
+        model: the name or path.
+        shipped: shipped names -> folders under ``histoblur/models/weights`` (segmenters by
+            default).
 
     Raises:
         InputError: the name is unknown and no such path exists.
     """
-    if isinstance(model, str) and model in SHIPPED:
-        path = shipped_model_path(model)
+    if isinstance(model, str) and model in shipped:
+        path = shipped_model_path(model, shipped)
         if not (path / "model.safetensors").is_file():
             raise InputError(f"The shipped '{model}' model is missing from this installation.")
         return path
     path = Path(model)
     if not path.exists():
         raise InputError(
-            f"Model {model} is neither a shipped model ({', '.join(SHIPPED)}) nor an existing path."
+            f"Model {model} is neither a shipped model ({', '.join(shipped)}) nor an existing path."
         )
     return path
 

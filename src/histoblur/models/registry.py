@@ -15,6 +15,8 @@ from torch import nn
 
 from histoblur.errors import InputError
 from histoblur.io.checkpoints import load_state, read_config
+from histoblur.models.classifier import BlurTypeConfig, BlurTypeNet
+from histoblur.models.rednet import RedNet, RedNetConfig
 from histoblur.models.unet import UNet, UNetConfig
 
 
@@ -28,6 +30,8 @@ class Architecture:
 
 ARCHITECTURES: dict[str, Architecture] = {
     "unet": Architecture(UNetConfig, UNet),
+    "vgg": Architecture(BlurTypeConfig, BlurTypeNet),
+    "rednet": Architecture(RedNetConfig, RedNet),
 }
 
 

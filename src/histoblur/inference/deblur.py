@@ -1,0 +1,167 @@
+"""Deblurring: DL_defocus and DL_motion networks, the DBMID routing, Richardson-Lucy baseline.
+
+``Deblurrer`` runs one network over an image of any size (windows of 512 px blended with
+overlap, so memory stays bounded). :func:`deblur_image` routes an image the DBMID way: classify
+it, leave in-focus images untouched, send defocus to DL_defocus, motion to DL_motion and mixed
+blur to DL_motion then DL_defocus. Outputs keep the input's shape and dtype (grey stays grey,
+alpha is kept).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from histoblur.errors import InputError
+from histoblur.inference.classify import BlurClassifier
+from histoblur.inference.segment import resolve_model
+from histoblur.inference.tiling import predict_tiled
+from histoblur.io.images import check_image, dtype_max, from_float, merge_alpha, split_alpha
+from histoblur.models.registry import load_model
+
+Family = Literal["defocus", "motion"]
+Kind = Literal["auto", "defocus", "motion", "mixed"]
+DEBLUR_MODELS: dict[Family, dict[str, str]] = {
+    "defocus": {"default": "deblur-defocus-default"},
+    "motion": {"default": "deblur-motion-default"},
+}
+# networks applied for each blur type (DBMID: mixed = motion first, then defocus)
+ROUTES: dict[str, tuple[Family, ...]] = {
+    "in_focus": (),
+    "defocus": ("defocus",),
+    "motion": ("motion",),
+    "mixed": ("motion", "defocus"),
+}
+
+
+class Deblurrer:
+    """One deblurring network ready for inference.
+
+    Args:
+        model: the network (image in, image out, [0, 1] floats).
+        config: its checkpoint config.
+        tile: window side for large images; overlap: blending overlap.
+    """
+
+    def __init__(
+        self, model: nn.Module, config: Mapping[str, Any], tile: int = 512, overlap: int = 32
+    ) -> None:
+        self.model, self.config = model.eval(), dict(config)
+        self.tile, self.overlap = tile, overlap
+
+    @classmethod
+    def load(cls, family: Family, model: str | Path = "default") -> Deblurrer:
+        """A shipped (``default``) or saved DL_defocus / DL_motion network.
+
+        Raises:
+            InputError: missing or corrupt checkpoint, or one for another task.
+        """
+        path = resolve_model(model, DEBLUR_MODELS[family])
+        network, config = load_model(path)
+        if config.get("task") != f"deblur-{family}":
+            raise InputError(
+                f"{model} is not a {family} deblurring network ({config.get('task')!r})."
+            )
+        return cls(network, config)
+
+    @torch.no_grad()
+    def _predict(self, batch: np.ndarray) -> np.ndarray:
+        return self.model(torch.from_numpy(batch)).float().numpy()
+
+    def run_float(self, rgb: np.ndarray) -> np.ndarray:
+        """Deblur a (H, W, 3) float32 image in [0, 1]; returns the same shape, clipped to [0, 1]."""
+        h, w = rgb.shape[:2]
+        out = np.empty((h, w, 3), np.float32)
+        for row, block in predict_tiled(
+            rgb, self._predict, self.tile, self.overlap, batch_size=1, channels=3
+        ):
+            out[row : row + block.shape[0]] = block
+        return np.clip(out, 0.0, 1.0)
+
+
+def _as_rgb_float(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    check_image(image)
+    colour, alpha = split_alpha(image)
+    grey = colour.ndim == 2 or colour.shape[2] == 1
+    rgb = colour.reshape(colour.shape[0], colour.shape[1], -1)
+    if grey:
+        rgb = np.repeat(rgb[..., :1], 3, axis=2)
+    return rgb.astype(np.float32) / dtype_max(image.dtype), alpha, grey
+
+
+def _back(rgb: np.ndarray, like: np.ndarray, alpha: np.ndarray | None, grey: bool) -> np.ndarray:
+    result = rgb.mean(axis=2) if grey else rgb
+    if grey and like.ndim == 3 and alpha is None:
+        result = result[..., None]
+    return merge_alpha(from_float(result, like.dtype), alpha)
+
+
+@dataclass(frozen=True)
+class DeblurResult:
+    """Output of :func:`deblur_image`."""
+
+    image: np.ndarray
+    blur_type: str
+    networks: tuple[str, ...]
+    probabilities: dict[str, float] | None
+
+
+def deblur_image(
+    image: np.ndarray,
+    kind: Kind = "auto",
+    networks: Mapping[Family, Deblurrer] | None = None,
+    classifier: BlurClassifier | None = None,
+) -> DeblurResult:
+    """Deblur one image the DBMID way.
+
+    Args:
+        image: any image histoblur reads (grey/RGB/RGBA, 8 or 16 bit).
+        kind: ``auto`` classifies first (in-focus images are returned unchanged, the same
+            array values); otherwise the given blur type's networks run.
+        networks: ``{"defocus": ..., "motion": ...}`` (default: the shipped networks, loaded
+            when needed).
+        classifier: the blur-type classifier for ``auto`` (default: the shipped one).
+    """
+    probabilities = None
+    if kind == "auto":
+        result = (classifier or BlurClassifier.load()).classify(image)
+        blur_type, probabilities = result.label, result.probabilities
+    else:
+        blur_type = kind
+    route = ROUTES[blur_type]
+    if not route:
+        return DeblurResult(image.copy(), blur_type, (), probabilities)
+    nets = dict(networks or {})
+    rgb, alpha, grey = _as_rgb_float(image)
+    for family in route:
+        if family not in nets:
+            nets[family] = Deblurrer.load(family)
+        rgb = nets[family].run_float(rgb)
+    names = tuple(f"DL_{f}" for f in route)
+    return DeblurResult(_back(rgb, image, alpha, grey), blur_type, names, probabilities)
+
+
+def richardson_lucy(image: np.ndarray, psf: np.ndarray, iterations: int = 30) -> np.ndarray:
+    """Richardson-Lucy deconvolution of a (H, W, C) float image in [0, 1] with a known PSF.
+
+    Each channel is updated ``x <- x * (conj(psf) * (y / (psf * x)))``, with reflected borders.
+    """
+    if iterations < 1:
+        raise InputError(f"Richardson-Lucy needs at least one iteration, got {iterations}.")
+    psf = np.asarray(psf, np.float32)
+    psf = psf / psf.sum()
+    flipped = psf[::-1, ::-1].copy()
+    y = np.clip(image.astype(np.float32), 1e-4, None)
+    x = y.copy()
+    for _ in range(iterations):
+        estimate = cv2.filter2D(x, -1, psf, borderType=cv2.BORDER_REFLECT)
+        ratio = y / np.maximum(estimate, 1e-6)
+        x = x * cv2.filter2D(ratio, -1, flipped, borderType=cv2.BORDER_REFLECT)
+    return np.clip(x, 0.0, 1.0)

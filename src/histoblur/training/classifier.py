@@ -1,0 +1,321 @@
+"""Train the blur-type classifier (in focus / defocus / motion / mixed) on synthetic blur.
+
+``histoblur train classifier --config FILE.yaml`` builds a :class:`ClassifierTrainConfig` and
+calls :func:`train_classifier`. Sample ``i`` has class ``i % 4`` and is drawn with the dataset
+builder (:func:`histoblur.synthesis.dataset.draw_sample`) from its own generator, so training is
+reproducible. Every sixth sharp source image is held out: the held-out samples are split in two
+halves, one to pick the best epoch and fit the softmax temperature, the other to report accuracy,
+the confusion matrix and the expected calibration error. The run folder holds ``best/`` and
+``last/`` checkpoints, ``history.csv`` and ``heldout.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch.utils.data import IterableDataset, get_worker_info
+
+from histoblur.errors import InputError
+from histoblur.io.atomic import write_text_atomic
+from histoblur.io.checkpoints import provenance, save_checkpoint
+from histoblur.metrics.calibration import expected_calibration_error, fit_temperature, softmax
+from histoblur.models.classifier import BLUR_TYPES, BlurTypeConfig
+from histoblur.models.registry import build_model, load_model
+from histoblur.synthesis.dataset import DatasetConfig, DegradeSampler, draw_sample, usable_sources
+from histoblur.training.augment import AugmentConfig, augment_pair
+from histoblur.training.segmenter import _device, _prepare_run, ema_update, lr_factor
+
+HOLDOUT_EVERY = 6  # every sixth sharp source image is held out
+# Blur strong enough to be seen at the tile's scale: the weakest defocus of the synthesis
+# defaults (Gaussian sigma 1, disk radius 2) is hard to tell from a sharp but soft scan.
+VISIBLE_RANGES: dict[str, dict[str, Any]] = {
+    "gaussian": {"sigma": (1.5, 5.0)},
+    "lens": {"radius": (2.5, 10.0)},
+    "aperture": {"radius": (2.5, 10.0)},
+    "mixed": {"size": (1.5, 6.0), "length": (6.0, 30.0)},
+}
+VAL_OFFSET = 1_000_000_000  # sample indices of held-out samples start here
+
+
+class ClassifierTrainConfig(BaseModel):
+    """Everything that defines a classifier training run; defaults live here only.
+
+    Attributes:
+        out: run folder.
+        sharp_dir: sharp images to synthesize from (searched recursively).
+        model: network architecture.
+        kinds: blur kinds (registry names) drawn for each blurred class.
+        ranges: per-kind sampler overrides.
+        tile: training tile side.
+        scale: range of source magnification (see :class:`DatasetConfig`).
+        degrade: sensor noise / JPEG policy applied to every class alike.
+        augment: flips, stain/colour jitter, grey conversion.
+        epochs, steps_per_epoch, batch_size, lr, warmup_steps, weight_decay: optimisation.
+        ema: decay of the averaged weights that are validated and saved (0: raw weights).
+        heldout: held-out samples per class (half to select and calibrate, half to report).
+        workers: data-loader processes; threads: torch CPU threads (0: default).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        seed: master seed.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    out: Path = Path("runs/classifier")
+    sharp_dir: Path | None = None
+    model: BlurTypeConfig = BlurTypeConfig()
+    kinds: dict[str, tuple[str, ...]] = {
+        "defocus": ("gaussian", "lens", "aperture"),
+        "motion": ("motion", "motion-h", "motion-v"),
+        "mixed": ("mixed",),
+    }
+    ranges: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(VISIBLE_RANGES))
+    tile: int = Field(128, ge=32, le=1024)
+    scale: tuple[float, float] = (0.8, 1.25)
+    degrade: DegradeSampler = DegradeSampler(noise_p=0.6, jpeg_p=0.5)
+    augment: AugmentConfig = AugmentConfig()
+    epochs: int = Field(8, ge=1)
+    steps_per_epoch: int = Field(250, ge=1)
+    batch_size: int = Field(16, ge=4)
+    lr: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    ema: float = Field(0.0, ge=0, lt=1)
+    heldout: int = Field(100, ge=2)
+    workers: int = Field(1, ge=0, le=64)
+    threads: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(0, ge=0)
+
+
+def class_synthesis(config: ClassifierTrainConfig) -> list[DatasetConfig]:
+    """One dataset definition per class, in :data:`BLUR_TYPES` order."""
+    common = {
+        "tile": config.tile,
+        "context": 48,
+        "min_tissue": 0.3,
+        "scale": config.scale,
+        "degrade": config.degrade,
+        "ranges": config.ranges,
+        "seed": config.seed,
+    }
+    out = [DatasetConfig(methods=("gaussian",), sharp_fraction=1.0, **common)]
+    for name in BLUR_TYPES[1:]:
+        if not config.kinds.get(name):
+            raise InputError(f"kinds.{name} must name at least one blur kind.")
+        out.append(DatasetConfig(methods=config.kinds[name], blurred_fraction=1.0, **common))
+    return out
+
+
+def split_sources(sharp_dir: Path, tile: int) -> tuple[list[Path], list[Path]]:
+    """(training, held-out) source images: every sixth (sorted) is held out."""
+    sources = sorted(usable_sources(sharp_dir, tile + 2 * 48))
+    held = sources[::HOLDOUT_EVERY]
+    train = [s for s in sources if s not in held]
+    if not train or not held:
+        raise InputError(f"{sharp_dir} needs at least two usable images to hold one out.")
+    return train, held
+
+
+class BlurTypeSamples(IterableDataset):
+    """Labelled tiles ``(x (3, t, t) float32 in [0, 1], class index)``; sample i has class i % 4.
+
+    Iterating yields batches ``start, start + 1, ...`` of ``batch_size`` (worker ``w`` of ``W``
+    makes every W-th batch).
+    """
+
+    def __init__(
+        self,
+        config: ClassifierTrainConfig,
+        sources: list[Path],
+        augment: bool,
+        batch_size: int = 16,
+        start: int = 0,
+    ) -> None:
+        super().__init__()
+        assert config.sharp_dir is not None
+        self.config, self.sources, self.augment = config, sources, augment
+        self.root = Path(config.sharp_dir)
+        self.synthesis = class_synthesis(config)
+        self.batch_size, self.start = batch_size, start
+
+    def sample(self, index: int) -> tuple[np.ndarray, int]:
+        """Sample ``index``."""
+        label = index % len(BLUR_TYPES)
+        _, tile, _ = draw_sample(index, self.sources, self.root, self.synthesis[label])
+        x = tile.astype(np.float32) / (255.0 if tile.dtype == np.uint8 else 65535.0)
+        if x.ndim == 2:
+            x = np.repeat(x[..., None], 3, axis=2)
+        if self.augment:
+            rng = np.random.default_rng([self.config.seed, index, 2])
+            x, _ = augment_pair(x, np.zeros(x.shape[:2], bool), self.config.augment, rng)
+        return np.ascontiguousarray(x.transpose(2, 0, 1)), label
+
+    def batch(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``b`` as tensors."""
+        samples = [self.sample(b * self.batch_size + j) for j in range(self.batch_size)]
+        x = torch.from_numpy(np.stack([s[0] for s in samples]))
+        return x, torch.tensor([s[1] for s in samples])
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        info = get_worker_info()
+        wid, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        b = self.start + wid
+        while True:
+            yield self.batch(b)
+            b += workers
+
+
+@torch.no_grad()
+def predict_logits(
+    model: torch.nn.Module, images: np.ndarray, device: torch.device, batch: int = 32
+) -> np.ndarray:
+    """(N, K) logits of (N, 3, t, t) float32 images."""
+    model.eval()
+    out = [
+        model(torch.from_numpy(images[i : i + batch]).to(device)).float().cpu().numpy()
+        for i in range(0, len(images), batch)
+    ]
+    return np.concatenate(out)
+
+
+def confusion(labels: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:
+    """(k, k) counts: row = true class, column = predicted class."""
+    return np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
+
+
+def heldout_report(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict[str, Any]:
+    """Accuracy, confusion matrix and ECE (raw and temperature-scaled) of held-out predictions."""
+    predicted = logits.argmax(axis=1)
+    return {
+        "n": int(len(labels)),
+        "accuracy": round(float((predicted == labels).mean()), 4),
+        "confusion": confusion(labels, predicted, len(BLUR_TYPES)).tolist(),
+        "classes": list(BLUR_TYPES),
+        "ece_raw": round(expected_calibration_error(softmax(logits), labels), 4),
+        "ece": round(expected_calibration_error(softmax(logits, temperature), labels), 4),
+        "temperature": round(temperature, 4),
+    }
+
+
+def checkpoint_config(config: ClassifierTrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
+    """The ``config.json`` stored beside a classifier's weights."""
+    return {
+        "task": "blur-type-classification",
+        "classes": list(BLUR_TYPES),
+        "model": config.model.model_dump(mode="json"),
+        "inference": {"tile": config.tile, "input": "RGB float in [0, 1]"},
+        "training": config.model_dump(mode="json"),
+        **provenance(),
+        **extra,
+    }
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def train_classifier(
+    config: ClassifierTrainConfig,
+    overwrite: bool = False,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """Train, select on held-out half A, calibrate on it, report on half B; returns the report."""
+    if config.sharp_dir is None:
+        raise InputError("Set sharp_dir (sharp images to synthesize from) in the config.")
+    train_sources, held_sources = split_sources(Path(config.sharp_dir), config.tile)
+    _prepare_run(config, False, overwrite)  # type: ignore[arg-type]
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = _device(config.device)
+    torch.manual_seed(config.seed)
+    k = len(BLUR_TYPES)
+    n = config.heldout * k
+    held = BlurTypeSamples(config, held_sources, augment=False)
+    samples = [held.sample(VAL_OFFSET + i) for i in range(2 * n)]
+    images = np.stack([s[0] for s in samples])
+    labels = np.array([s[1] for s in samples])
+    half_a, half_b = slice(0, n), slice(n, 2 * n)
+    model = build_model(config.model).to(device).train()
+    averaged = copy.deepcopy(model).eval() if config.ema else model
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    total = config.epochs * config.steps_per_epoch
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total, config.warmup_steps)
+    )
+    stream = BlurTypeSamples(config, train_sources, augment=True, batch_size=config.batch_size)
+    loader = torch.utils.data.DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=config.workers,
+        prefetch_factor=4 if config.workers else None,
+    )
+    batches = iter(loader)
+    best, history, step = -math.inf, [], 0
+    for epoch in range(1, config.epochs + 1):
+        losses, started = [], time.perf_counter()
+        model.train()
+        for _ in range(config.steps_per_epoch):
+            x, y = next(batches)
+            loss = torch.nn.functional.cross_entropy(model(x.to(device)), y.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            if config.ema:
+                ema_update(averaged, model, config.ema)
+            step += 1
+            losses.append(float(loss.detach()))
+            if progress is not None:
+                progress(step, total, {"loss": losses[-1]})
+        logits = predict_logits(averaged, images[half_a], device)
+        accuracy = float((logits.argmax(axis=1) == labels[half_a]).mean())
+        nll = float(
+            torch.nn.functional.cross_entropy(
+                torch.from_numpy(logits), torch.from_numpy(labels[half_a])
+            )
+        )
+        row = {
+            "epoch": epoch,
+            "step": step,
+            "loss": round(float(np.mean(losses)), 5),
+            "heldout_accuracy": round(accuracy, 4),
+            "heldout_nll": round(nll, 4),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        history.append(row)
+        extra = {"epoch": epoch, "metrics": row, "seed": config.seed}
+        score = accuracy - 1e-3 * nll
+        if score > best:
+            best = score
+            save_checkpoint(
+                config.out / "best", averaged.state_dict(), checkpoint_config(config, extra)
+            )
+        save_checkpoint(
+            config.out / "last", averaged.state_dict(), checkpoint_config(config, extra)
+        )
+        write_text_atomic(config.out / "history.csv", _csv(history))
+    chosen, saved = load_model(config.out / "best")
+    temperature = fit_temperature(predict_logits(chosen, images[half_a], device), labels[half_a])
+    report = heldout_report(
+        predict_logits(chosen, images[half_b], device), labels[half_b], temperature
+    )
+    saved["calibration"] = {"temperature": report["temperature"], "ece_heldout": report["ece"]}
+    save_checkpoint(config.out / "best", chosen.state_dict(), saved)
+    write_text_atomic(config.out / "heldout.json", json.dumps(report, indent=2) + "\n")
+    return {"out": str(config.out), "history": history, "heldout": report}
