@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/synthesis.py
 	$(PY) benchmarks/segmentation.py
 	$(PY) benchmarks/wsi_qc.py
+	$(PY) benchmarks/deblur.py
 
 clean:
 	rm -rf demo_out .pytest_cache build *.egg-info

@@ -4,6 +4,11 @@ Five stages of 3 x 3 convolutions (2, 2, 3, 3, 3 as in VGG16), each followed by 
 pooling; channels ``width * (1, 2, 4, 8, 8)``. Global average pooling replaces VGG's fixed-size
 fully connected head, so any input size works; a small head maps the pooled features to class
 logits. ``width=64`` is VGG16's own width; 16 runs comfortably on a CPU.
+
+With ``spectrum`` (the extension DBMID's authors suggest) a second branch reads the log
+magnitude of the tile's Fourier transform (Hann-windowed luma, pooled to 64 x 64 frequency bins so
+every input size gives the same axes): motion blur leaves parallel fringes there, defocus rings
+or a round fall-off; its features join the spatial ones before the head.
 """
 
 from __future__ import annotations
@@ -37,6 +42,27 @@ class BlurTypeConfig(BaseModel):
     stages: tuple[int, ...] = (2, 2, 3, 3, 3)
     norm: Literal["batch", "none"] = "batch"
     dropout: float = Field(0.3, ge=0, lt=1)
+    spectrum: bool = False
+
+
+SPECTRUM_BINS = 64
+
+
+def log_spectrum(x: torch.Tensor) -> torch.Tensor:
+    """(N, 1, 64, 64) standardised log-magnitude spectrum of the luma of (N, 3, H, W) images."""
+    grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).float()
+    h, w = grey.shape[-2:]
+    window = torch.outer(
+        torch.hann_window(h, periodic=False, device=x.device),
+        torch.hann_window(w, periodic=False, device=x.device),
+    )
+    centred = (grey - grey.mean(dim=(-2, -1), keepdim=True)) * window
+    magnitude = torch.fft.fftshift(torch.fft.fft2(centred).abs(), dim=(-2, -1))
+    spec = torch.log1p(magnitude * 100.0)[:, None]
+    spec = nn.functional.adaptive_avg_pool2d(spec, SPECTRUM_BINS)
+    mean = spec.mean(dim=(-2, -1), keepdim=True)
+    std = spec.std(dim=(-2, -1), keepdim=True) + 1e-6
+    return (spec - mean) / std
 
 
 class BlurTypeNet(nn.Module):
@@ -57,9 +83,21 @@ class BlurTypeNet(nn.Module):
                 channels = out
             layers.append(nn.MaxPool2d(2, ceil_mode=True))
         self.features = nn.Sequential(*layers)
+        joined = channels
+        if config.spectrum:
+            w = config.width
+            self.spectral = nn.Sequential(
+                nn.Conv2d(1, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+                nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+                nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(inplace=True),
+                nn.AdaptiveAvgPool2d(8), nn.Flatten(),
+                nn.Linear(2 * w * 64, channels), nn.ReLU(inplace=True),
+            )  # fmt: skip
+            joined = 2 * channels
         self.head = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(channels, channels),
+            nn.Linear(joined, channels),
             nn.ReLU(inplace=True),
             nn.Dropout(config.dropout),
             nn.Linear(channels, config.classes),
@@ -67,5 +105,7 @@ class BlurTypeNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits; the input is centred on 0.5 inside."""
-        features = self.features(x - 0.5)
-        return self.head(features.mean(dim=(2, 3), keepdim=True))
+        features = self.features(x - 0.5).mean(dim=(2, 3))
+        if self.config.spectrum:
+            features = torch.cat([features, self.spectral(log_spectrum(x))], dim=1)
+        return self.head(features)
