@@ -48,6 +48,14 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
 
 
+def panel(*images: np.ndarray, side: int = 256) -> np.ndarray:
+    """The same centred ``side`` px window of each image, side by side (uint8)."""
+    h, w = images[0].shape[:2]
+    s = min(side, h, w)
+    y, x = (h - s) // 2, (w - s) // 2
+    return to_uint8(np.hstack([im[y : y + s, x : x + s] for im in images]))
+
+
 def scores(reference: np.ndarray, image: np.ndarray) -> tuple[float, float]:
     return float(ssim(reference, image)), float(psnr(reference, image))
 
@@ -77,8 +85,9 @@ def speed(nets: dict[str, Deblurrer]) -> None:
 
 
 def calibrated_psf(sharp: np.ndarray, blurred: np.ndarray) -> np.ndarray:
-    """Best PSF of ``histoblur calibrate`` on a pair (parametric families and free-form)."""
-    result = calibrate(to_uint8(sharp), to_uint8(blurred), CalibrationConfig(max_size=384))
+    """Best parametric PSF of ``histoblur calibrate`` on a pair (centre 256 px)."""
+    config = CalibrationConfig(max_size=256, freeform=False)
+    result = calibrate(to_uint8(sharp), to_uint8(blurred), config)
     fit = next(f for f in result.fits if f.family != "identity")
     return np.asarray(fit.kernel, np.float32)
 
@@ -117,8 +126,7 @@ def real_defocus(net: Deblurrer, pictures: Path | None) -> None:
         cells = f"{s0:.3f} | {s1:.3f} | {s2:.3f} | {p0:.2f} | {p1:.2f} | {p2:.2f}"
         print(f"| {stack} | {label} | {cells} |")
         if pictures is not None and (stack == "fqpath" or label in ("+5", "+9.75 um")):
-            panel = np.hstack([test, restored, rl, ref])
-            write_image(pictures / f"deblur_{stack}.png", to_uint8(panel[: min(256, len(panel))]))
+            write_image(pictures / f"deblur_{stack}.png", panel(test, restored, rl, ref))
     g = np.array(gains)
     print(f"\nmean over {len(g)} real pairs: SSIM {g[:, 0].mean():.3f} blurred -> "
           f"{g[:, 1].mean():.3f} DL_defocus, {g[:, 2].mean():.3f} Richardson-Lucy; PSNR "
@@ -149,8 +157,8 @@ def motion(net: Deblurrer, pictures: Path | None) -> None:
                     [*scores(sharp, blurred), *scores(sharp, restored), *scores(sharp, rl), *widths]
                 )
                 if pictures is not None and length == 20 and path == sources[0]:
-                    panel = np.hstack([blurred, restored, rl, sharp])[:256]
-                    write_image(pictures / f"deblur_motion_{name}.png", to_uint8(panel))
+                    picture = panel(blurred, restored, rl, sharp)
+                    write_image(pictures / f"deblur_motion_{name}.png", picture)
             m = np.nanmean(np.array(rows), axis=0)
             quality = f"{m[0]:.3f} | {m[2]:.3f} | {m[4]:.3f} | {m[1]:.2f} | {m[3]:.2f} | {m[5]:.2f}"
             widths = f"{m[6]:.1f} | {m[7]:.1f} | {m[8]:.1f} | {m[9]:.1f}"

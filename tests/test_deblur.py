@@ -172,3 +172,17 @@ def test_fwhm_of_a_gaussian_dip_and_its_motion_smear():
     assert moved_w > sharp_w + 5  # smeared along x
     across = abs(mean_fwhm(moved, centres, 0) - mean_fwhm(image, centres, 0))
     assert across < (moved_w - sharp_w) / 2  # hardly across the motion
+
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "src/histoblur/models/weights"
+
+
+@pytest.mark.skipif(
+    not (WEIGHTS / "deblur-defocus-default" / "model.safetensors").is_file(),
+    reason="not shipped yet",
+)
+def test_shipped_networks_load_and_keep_shape():
+    image = (np.random.default_rng(6).random((45, 67, 3)) * 255).astype(np.uint8)
+    for family in ("defocus", "motion"):
+        out = deblur_image(image, family, {family: Deblurrer.load(family)}).image
+        assert out.shape == image.shape and out.dtype == np.uint8

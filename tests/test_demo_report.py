@@ -29,6 +29,7 @@ def test_cli_demo_writes_a_report_with_pictures(tmp_path):
     assert (out / "images" / "lens_model_mask.png").exists()
     # the shipped segmenter finds most of the pasted blur
     assert np.mean([r["model_dice"] for r in metrics]) > 0.5
+    assert "Blur type and deblurring" in page and "DL_motion then DL_defocus" in page
     assert main(["demo", "--out", str(out)]) == 0  # re-running replaces the earlier demo
 
 
@@ -59,3 +60,15 @@ def test_laplacian_baseline_finds_strong_blur(tile):
     image[:, :64] = blurred[:, :64]
     pred = laplacian_blur_mask(image, window=15)
     assert pred[:, 8:56].mean() > 0.7 and pred[:, 72:120].mean() < 0.3
+
+
+def test_demo_deblur_step_classifies_every_case():
+    from histoblur.demo import DEBLUR_CASES, demo_deblur, embedded_image
+
+    rows = demo_deblur(embedded_image())
+    assert [r["case"] for r in rows] == [c[0] for c in DEBLUR_CASES]
+    in_focus = rows[0]
+    assert in_focus["label"] == "in_focus" and in_focus["networks"].startswith("none")
+    assert rows[2]["label"] == "motion"  # a strong 20 px motion blur
+    for r in rows:
+        assert abs(sum(v for k, v in r.items() if k.startswith("p_")) - 1) < 0.01

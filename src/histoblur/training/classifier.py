@@ -18,9 +18,11 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+import cv2
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,6 +31,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from histoblur.errors import InputError
 from histoblur.io.atomic import write_text_atomic
 from histoblur.io.checkpoints import provenance, save_checkpoint
+from histoblur.io.images import read_image, to_rgb
 from histoblur.metrics.calibration import expected_calibration_error, fit_temperature, softmax
 from histoblur.models.classifier import BLUR_TYPES, BlurTypeConfig
 from histoblur.models.registry import build_model, load_model
@@ -48,6 +51,22 @@ VISIBLE_RANGES: dict[str, dict[str, Any]] = {
 VAL_OFFSET = 1_000_000_000  # sample indices of held-out samples start here
 
 
+class RealImage(BaseModel):
+    """A real image of known blur type; only crops inside ``train_box`` are trained on.
+
+    Attributes:
+        path: the image.
+        label: its blur type (one of :data:`BLUR_TYPES`).
+        train_box: (x0, y0, x1, y1) as fractions of the image (default: the top half; the
+            bottom half is left for evaluation).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    path: Path
+    label: Literal["in_focus", "defocus", "motion", "mixed"]
+    train_box: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 0.5)
+
+
 class ClassifierTrainConfig(BaseModel):
     """Everything that defines a classifier training run; defaults live here only.
 
@@ -60,6 +79,8 @@ class ClassifierTrainConfig(BaseModel):
         tile: training tile side.
         scale: range of source magnification (see :class:`DatasetConfig`).
         degrade: sensor noise / JPEG policy applied to every class alike.
+        real: real images of known blur type (training regions only).
+        real_share: probability that a sample of a class with real images is a real crop.
         augment: flips, stain/colour jitter, grey conversion.
         epochs, steps_per_epoch, batch_size, lr, warmup_steps, weight_decay: optimisation.
         ema: decay of the averaged weights that are validated and saved (0: raw weights).
@@ -83,6 +104,8 @@ class ClassifierTrainConfig(BaseModel):
     scale: tuple[float, float] = (0.8, 1.25)
     degrade: DegradeSampler = DegradeSampler(noise_p=0.6, jpeg_p=0.5)
     augment: AugmentConfig = AugmentConfig()
+    real: tuple[RealImage, ...] = ()
+    real_share: float = Field(0.25, ge=0, le=1)
     epochs: int = Field(8, ge=1)
     steps_per_epoch: int = Field(250, ge=1)
     batch_size: int = Field(16, ge=4)
@@ -126,6 +149,25 @@ def split_sources(sharp_dir: Path, tile: int) -> tuple[list[Path], list[Path]]:
     return train, held
 
 
+def real_crop(image: RealImage, tile: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``tile`` crop (RGB, the image's dtype) inside the image's training box."""
+    rgb = _real_rgb(str(image.path))
+    h, w = rgb.shape[:2]
+    x0, y0, x1, y1 = image.train_box
+    bx0, by0, bx1, by1 = int(x0 * w), int(y0 * h), int(x1 * w), int(y1 * h)
+    t = min(tile, bx1 - bx0, by1 - by0)
+    y, x = int(rng.integers(by0, by1 - t + 1)), int(rng.integers(bx0, bx1 - t + 1))
+    crop = rgb[y : y + t, x : x + t]
+    if t < tile:
+        crop = cv2.resize(crop, (tile, tile), interpolation=cv2.INTER_LINEAR)
+    return crop
+
+
+@lru_cache(maxsize=64)
+def _real_rgb(path: str) -> np.ndarray:
+    return to_rgb(read_image(Path(path)))[..., :3]
+
+
 class BlurTypeSamples(IterableDataset):
     """Labelled tiles ``(x (3, t, t) float32 in [0, 1], class index)``; sample i has class i % 4.
 
@@ -151,7 +193,12 @@ class BlurTypeSamples(IterableDataset):
     def sample(self, index: int) -> tuple[np.ndarray, int]:
         """Sample ``index``."""
         label = index % len(BLUR_TYPES)
-        _, tile, _ = draw_sample(index, self.sources, self.root, self.synthesis[label])
+        real = [r for r in self.config.real if r.label == BLUR_TYPES[label]] if self.augment else []
+        pick = np.random.default_rng([self.config.seed, index, 5])
+        if real and pick.random() < self.config.real_share:
+            tile = real_crop(real[int(pick.integers(len(real)))], self.config.tile, pick)
+        else:
+            _, tile, _ = draw_sample(index, self.sources, self.root, self.synthesis[label])
         x = tile.astype(np.float32) / (255.0 if tile.dtype == np.uint8 else 65535.0)
         if x.ndim == 2:
             x = np.repeat(x[..., None], 3, axis=2)
@@ -236,6 +283,9 @@ def train_classifier(
     """Train, select on held-out half A, calibrate on it, report on half B; returns the report."""
     if config.sharp_dir is None:
         raise InputError("Set sharp_dir (sharp images to synthesize from) in the config.")
+    for real in config.real:
+        if not Path(real.path).is_file():
+            raise InputError(f"Real image {real.path} does not exist.")
     train_sources, held_sources = split_sources(Path(config.sharp_dir), config.tile)
     _prepare_run(config, False, overwrite)  # type: ignore[arg-type]
     if config.threads:
