@@ -140,8 +140,9 @@ class DatasetConfig(BaseModel):
 VISIBLE_SIGMA = 3.0
 
 
-@lru_cache(maxsize=64)
-def _load_rgb(path: str) -> np.ndarray:
+@lru_cache(maxsize=128)
+def load_rgb(path: str) -> np.ndarray:
+    """An image file as RGB (grey repeated, alpha dropped), cached: training reads sources often."""
     return to_rgb(read_image(path))
 
 
@@ -151,7 +152,7 @@ def _draw_tile(
     """A source image and the corner of a ``t`` x ``t`` region of it with enough tissue."""
     for _ in range(config.max_attempts):
         path = sources[int(rng.integers(len(sources)))]
-        image = _load_rgb(str(path))
+        image = load_rgb(str(path))
         h, w = image.shape[:2]
         if min(h, w) < t:
             continue
@@ -244,7 +245,7 @@ def draw_sample(
     t = config.tile
     ts, c = math.ceil(t / s), math.ceil(config.context / s)  # source pixels
     path, (y, x) = _draw_tile(sources, config, rng, ts)
-    image = _load_rgb(str(path))
+    image = load_rgb(str(path))
     h, w = image.shape[:2]
     method = config.methods[int(rng.integers(len(config.methods)))]
     spec = get_kind(method).sampler.build(**config.ranges.get(method, {})).sample(rng)
@@ -321,7 +322,7 @@ def usable_sources(sharp_dir: Path, tile: int) -> list[Path]:
     files = [f for d in folders for f in _images_or_empty(d)]
     if not files:
         raise InputError(f"Folder {sharp_dir} holds no image.")
-    usable = [f for f in files if min(_load_rgb(str(f)).shape[:2]) >= tile]
+    usable = [f for f in files if min(load_rgb(str(f)).shape[:2]) >= tile]
     if not usable:
         raise InputError(f"No image in {sharp_dir} is at least {tile} x {tile} px; lower --tile.")
     return usable
@@ -341,4 +342,4 @@ def iter_manifest(dataset_dir: Path) -> Iterator[dict[str, Any]]:
 
 def regenerate(record: dict[str, Any], sharp_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """Re-render one manifest record from the sharp source folder: (tile, boolean mask)."""
-    return render(record, _load_rgb(str(Path(sharp_dir) / record["source"])))
+    return render(record, load_rgb(str(Path(sharp_dir) / record["source"])))

@@ -12,13 +12,10 @@ the confusion matrix and the expected calibration error. The run folder holds ``
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,20 +23,34 @@ import cv2
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 
 from histoblur.errors import InputError
 from histoblur.io.atomic import write_text_atomic
 from histoblur.io.checkpoints import provenance, save_checkpoint
-from histoblur.io.images import read_image, to_rgb
+from histoblur.io.images import to_float
 from histoblur.metrics.calibration import expected_calibration_error, fit_temperature, softmax
 from histoblur.models.classifier import BLUR_TYPES, BlurTypeConfig
 from histoblur.models.registry import build_model, load_model
-from histoblur.synthesis.dataset import DatasetConfig, DegradeSampler, draw_sample, usable_sources
+from histoblur.synthesis.dataset import (
+    DatasetConfig,
+    DegradeSampler,
+    draw_sample,
+    load_rgb,
+    usable_sources,
+)
 from histoblur.training.augment import AugmentConfig, augment_pair
-from histoblur.training.segmenter import _device, _prepare_run, ema_update, lr_factor
+from histoblur.training.data import holdout_split, window_in_box
+from histoblur.training.runs import (
+    ema_update,
+    endless,
+    history_csv,
+    prepare_run,
+    start_torch,
+    warmup_cosine,
+    worker_batches,
+)
 
-HOLDOUT_EVERY = 6  # every sixth sharp source image is held out
 # Blur strong enough to be seen at the tile's scale: the weakest defocus of the synthesis
 # defaults (Gaussian sigma 1, disk radius 2) is hard to tell from a sharp but soft scan.
 VISIBLE_RANGES: dict[str, dict[str, Any]] = {
@@ -141,9 +152,7 @@ def class_synthesis(config: ClassifierTrainConfig) -> list[DatasetConfig]:
 
 def split_sources(sharp_dir: Path, tile: int) -> tuple[list[Path], list[Path]]:
     """(training, held-out) source images: every sixth (sorted) is held out."""
-    sources = sorted(usable_sources(sharp_dir, tile + 2 * 48))
-    held = sources[::HOLDOUT_EVERY]
-    train = [s for s in sources if s not in held]
+    train, held = holdout_split(usable_sources(sharp_dir, tile + 2 * 48))
     if not train or not held:
         raise InputError(f"{sharp_dir} needs at least two usable images to hold one out.")
     return train, held
@@ -151,21 +160,12 @@ def split_sources(sharp_dir: Path, tile: int) -> tuple[list[Path], list[Path]]:
 
 def real_crop(image: RealImage, tile: int, rng: np.random.Generator) -> np.ndarray:
     """A random ``tile`` crop (RGB, the image's dtype) inside the image's training box."""
-    rgb = _real_rgb(str(image.path))
-    h, w = rgb.shape[:2]
-    x0, y0, x1, y1 = image.train_box
-    bx0, by0, bx1, by1 = int(x0 * w), int(y0 * h), int(x1 * w), int(y1 * h)
-    t = min(tile, bx1 - bx0, by1 - by0)
-    y, x = int(rng.integers(by0, by1 - t + 1)), int(rng.integers(bx0, bx1 - t + 1))
+    rgb = load_rgb(str(image.path))
+    y, x, t = window_in_box(rgb.shape[:2], image.train_box, tile, rng)
     crop = rgb[y : y + t, x : x + t]
     if t < tile:
         crop = cv2.resize(crop, (tile, tile), interpolation=cv2.INTER_LINEAR)
     return crop
-
-
-@lru_cache(maxsize=64)
-def _real_rgb(path: str) -> np.ndarray:
-    return to_rgb(read_image(Path(path)))[..., :3]
 
 
 class BlurTypeSamples(IterableDataset):
@@ -199,7 +199,7 @@ class BlurTypeSamples(IterableDataset):
             tile = real_crop(real[int(pick.integers(len(real)))], self.config.tile, pick)
         else:
             _, tile, _ = draw_sample(index, self.sources, self.root, self.synthesis[label])
-        x = tile.astype(np.float32) / (255.0 if tile.dtype == np.uint8 else 65535.0)
+        x = to_float(tile)
         if x.ndim == 2:
             x = np.repeat(x[..., None], 3, axis=2)
         if self.augment:
@@ -214,12 +214,7 @@ class BlurTypeSamples(IterableDataset):
         return x, torch.tensor([s[1] for s in samples])
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        info = get_worker_info()
-        wid, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        b = self.start + wid
-        while True:
-            yield self.batch(b)
-            b += workers
+        return worker_batches(self.batch, self.start)
 
 
 @torch.no_grad()
@@ -267,14 +262,6 @@ def checkpoint_config(config: ClassifierTrainConfig, extra: dict[str, Any]) -> d
     }
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def train_classifier(
     config: ClassifierTrainConfig,
     overwrite: bool = False,
@@ -287,11 +274,8 @@ def train_classifier(
         if not Path(real.path).is_file():
             raise InputError(f"Real image {real.path} does not exist.")
     train_sources, held_sources = split_sources(Path(config.sharp_dir), config.tile)
-    _prepare_run(config, False, overwrite)  # type: ignore[arg-type]
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = _device(config.device)
-    torch.manual_seed(config.seed)
+    prepare_run(config.out, config.model_dump(mode="json"), False, overwrite)
+    device = start_torch(config.threads, config.device, config.seed)
     k = len(BLUR_TYPES)
     n = config.heldout * k
     held = BlurTypeSamples(config, held_sources, augment=False)
@@ -305,17 +289,9 @@ def train_classifier(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
     total = config.epochs * config.steps_per_epoch
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total, config.warmup_steps)
-    )
+    schedule = warmup_cosine(optimizer, total, config.warmup_steps)
     stream = BlurTypeSamples(config, train_sources, augment=True, batch_size=config.batch_size)
-    loader = torch.utils.data.DataLoader(
-        stream,
-        batch_size=None,
-        num_workers=config.workers,
-        prefetch_factor=4 if config.workers else None,
-    )
-    batches = iter(loader)
+    batches = endless(stream, config.workers)
     best, history, step = -math.inf, [], 0
     for epoch in range(1, config.epochs + 1):
         losses, started = [], time.perf_counter()
@@ -359,7 +335,7 @@ def train_classifier(
         save_checkpoint(
             config.out / "last", averaged.state_dict(), checkpoint_config(config, extra)
         )
-        write_text_atomic(config.out / "history.csv", _csv(history))
+        write_text_atomic(config.out / "history.csv", history_csv(history))
     chosen, saved = load_model(config.out / "best")
     temperature = fit_temperature(predict_logits(chosen, images[half_a], device), labels[half_a])
     report = heldout_report(

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 
 from histoblur.errors import InputError
-from histoblur.io.images import list_images, read_image, read_mask
+from histoblur.io.images import list_images, read_image, read_mask, to_float
 from histoblur.synthesis.dataset import DatasetConfig, draw_sample, usable_sources
 from histoblur.training.augment import AugmentConfig, augment_pair
+from histoblur.training.runs import worker_batches
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,39 @@ def random_crop(
         h, w = mask.shape
     y, x = int(rng.integers(0, h - tile + 1)), int(rng.integers(0, w - tile + 1))
     return image[y : y + tile, x : x + tile], mask[y : y + tile, x : x + tile]
+
+
+HOLDOUT_EVERY = 6  # every sixth sharp source image (sorted) is held out for validation
+
+
+def holdout_split(sources: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(training, held-out) source images: every sixth of the sorted list is held out."""
+    ordered = sorted(sources)
+    held = ordered[::HOLDOUT_EVERY]
+    return [s for s in ordered if s not in held], held
+
+
+def window_in_box(
+    size: tuple[int, int],
+    box: tuple[float, float, float, float],
+    tile: int,
+    rng: np.random.Generator,
+) -> tuple[int, int, int]:
+    """A random square window ``(y, x, side)`` inside a box given as fractions of an image.
+
+    Args:
+        size: the image's (height, width).
+        box: (x0, y0, x1, y1) as fractions of the image.
+        tile: wanted side; the window is smaller when the box is (the caller resizes).
+        rng: draws y, then x.
+    """
+    h, w = size
+    x0, y0, x1, y1 = box
+    bx0, by0, bx1, by1 = int(x0 * w), int(y0 * h), int(x1 * w), int(y1 * h)
+    t = min(tile, bx1 - bx0, by1 - by0)
+    y = int(rng.integers(by0, by1 - t + 1))
+    x = int(rng.integers(bx0, bx1 - t + 1))
+    return y, x, t
 
 
 class SegmentationBatches(IterableDataset):
@@ -113,7 +147,7 @@ class SegmentationBatches(IterableDataset):
         else:
             assert self.sharp_dir is not None
             _, tile, mask = draw_sample(index, self.sources, self.sharp_dir, self.synthesis)
-        x = tile.astype(np.float32) / (255.0 if tile.dtype == np.uint8 else 65535.0)
+        x = to_float(tile)
         if x.ndim == 2:
             x = np.repeat(x[..., None], 3, axis=2)
         x, m = augment_pair(x, mask, self.augment, np.random.default_rng([self.seed, index, 2]))
@@ -129,9 +163,4 @@ class SegmentationBatches(IterableDataset):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches ``start, start + 1, ...``; worker ``w`` of ``W`` makes every W-th batch."""
-        info = get_worker_info()
-        wid, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        b = self.start + wid
-        while True:
-            yield self.batch(b)
-            b += workers
+        return worker_batches(self.batch, self.start)

@@ -11,12 +11,9 @@ from held-out source images.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
 from collections.abc import Callable, Iterator
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,21 +21,29 @@ import cv2
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 
 from histoblur.errors import InputError
 from histoblur.io.atomic import write_text_atomic
 from histoblur.io.checkpoints import provenance, save_checkpoint
-from histoblur.io.images import read_image, to_rgb
+from histoblur.io.images import to_float
 from histoblur.metrics.full_reference import psnr
 from histoblur.models.rednet import RedNetConfig
 from histoblur.models.registry import build_model
 from histoblur.synthesis.blur import apply_blur
-from histoblur.synthesis.dataset import usable_sources
+from histoblur.synthesis.dataset import load_rgb, usable_sources
 from histoblur.synthesis.degrade import DegradeSpec, degrade
 from histoblur.synthesis.registry import get_kind
-from histoblur.training.classifier import HOLDOUT_EVERY, VAL_OFFSET, VISIBLE_RANGES
-from histoblur.training.segmenter import _device, _prepare_run, lr_factor
+from histoblur.training.classifier import VAL_OFFSET, VISIBLE_RANGES
+from histoblur.training.data import holdout_split, window_in_box
+from histoblur.training.runs import (
+    endless,
+    history_csv,
+    prepare_run,
+    start_torch,
+    warmup_cosine,
+    worker_batches,
+)
 
 FAMILY_KINDS = {
     "defocus": ("gaussian", "lens", "aperture"),
@@ -110,20 +115,11 @@ class DeblurTrainConfig(BaseModel):
         return self.kinds or FAMILY_KINDS[self.family]
 
 
-@lru_cache(maxsize=128)
-def _rgb(path: str) -> np.ndarray:
-    return to_rgb(read_image(Path(path)))[..., :3]
-
-
-def _to_float(image: np.ndarray) -> np.ndarray:
-    return image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 65535.0)
-
-
 def synthetic_pair(
     sources: list[Path], config: DeblurTrainConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """(blurred, sharp) float32 (t, t, 3) crops: a source region blurred, then resized and cut."""
-    image = _rgb(str(sources[int(rng.integers(len(sources)))]))
+    image = load_rgb(str(sources[int(rng.integers(len(sources)))]))
     s = float(rng.uniform(*config.scale))
     t = config.tile
     side = math.ceil(t / s) + 2 * CONTEXT
@@ -147,22 +143,17 @@ def synthetic_pair(
     size = max(t, round(side * s))
     pair = [cv2.resize(a, (size, size), interpolation=cv2.INTER_AREA) for a in (blurred, region)]
     c = (size - t) // 2
-    return tuple(_to_float(a[c : c + t, c : c + t]) for a in pair)  # type: ignore[return-value]
+    return tuple(to_float(a[c : c + t, c : c + t]) for a in pair)  # type: ignore[return-value]
 
 
 def real_pair_crop(
     pair: RealPair, tile: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """(blurred, sharp) float32 crops from the training region of a real aligned pair."""
-    sharp, blurred = _rgb(str(pair.sharp)), _rgb(str(pair.blurred))
-    h = min(sharp.shape[0], blurred.shape[0])
-    w = min(sharp.shape[1], blurred.shape[1])
-    x0, y0, x1, y1 = pair.train_box
-    bx0, by0, bx1, by1 = int(x0 * w), int(y0 * h), int(x1 * w), int(y1 * h)
-    t = min(tile, bx1 - bx0, by1 - by0)
-    y = int(rng.integers(by0, by1 - t + 1))
-    x = int(rng.integers(bx0, bx1 - t + 1))
-    crops = [_to_float(a[y : y + t, x : x + t]) for a in (blurred, sharp)]
+    sharp, blurred = load_rgb(str(pair.sharp)), load_rgb(str(pair.blurred))
+    size = (min(sharp.shape[0], blurred.shape[0]), min(sharp.shape[1], blurred.shape[1]))
+    y, x, t = window_in_box(size, pair.train_box, tile, rng)
+    crops = [to_float(a[y : y + t, x : x + t]) for a in (blurred, sharp)]
     if t < tile:
         crops = [cv2.resize(a, (tile, tile), interpolation=cv2.INTER_LINEAR) for a in crops]
     k = int(rng.integers(4))
@@ -196,12 +187,7 @@ class DeblurPairs(IterableDataset):
         return blurred, torch.from_numpy(np.stack([p[1] for p in pairs]))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        info = get_worker_info()
-        wid, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        b = wid
-        while True:
-            yield self.batch(b)
-            b += workers
+        return worker_batches(self.batch)
 
 
 def checkpoint_config(config: DeblurTrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
@@ -216,14 +202,6 @@ def checkpoint_config(config: DeblurTrainConfig, extra: dict[str, Any]) -> dict[
     }
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def train_deblur(
     config: DeblurTrainConfig,
     overwrite: bool = False,
@@ -236,31 +214,20 @@ def train_deblur(
         for path in (pair.sharp, pair.blurred):
             if not Path(path).is_file():
                 raise InputError(f"Real pair image {path} does not exist.")
-    sources = sorted(usable_sources(Path(config.sharp_dir), 64))
-    held_sources = sources[::HOLDOUT_EVERY]
-    train_sources = [s for s in sources if s not in held_sources] or sources
-    _prepare_run(config, False, overwrite)  # type: ignore[arg-type]
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = _device(config.device)
-    torch.manual_seed(config.seed)
-    held = DeblurPairs(config, held_sources or sources, 1, real=False)
+    sources = usable_sources(Path(config.sharp_dir), 64)
+    train_sources, held_sources = holdout_split(sources)
+    train_sources = train_sources or sorted(sources)
+    prepare_run(config.out, config.model_dump(mode="json"), False, overwrite)
+    device = start_torch(config.threads, config.device, config.seed)
+    held = DeblurPairs(config, held_sources, 1, real=False)
     val = [held.sample(VAL_OFFSET + i) for i in range(config.heldout)]
     val_blurred = torch.from_numpy(np.stack([v[0] for v in val]))
     val_sharp = np.stack([v[1] for v in val])
     model = build_model(config.model).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     total = config.epochs * config.steps_per_epoch
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total, config.warmup_steps)
-    )
-    loader = torch.utils.data.DataLoader(
-        DeblurPairs(config, train_sources, config.batch_size),
-        batch_size=None,
-        num_workers=config.workers,
-        prefetch_factor=4 if config.workers else None,
-    )
-    batches = iter(loader)
+    schedule = warmup_cosine(optimizer, total, config.warmup_steps)
+    batches = endless(DeblurPairs(config, train_sources, config.batch_size), config.workers)
     base = float(np.mean([psnr(s, b) for s, b in zip(val_sharp, val_blurred.numpy(), strict=True)]))
     best, history, step = -math.inf, [], 0
     for epoch in range(1, config.epochs + 1):
@@ -300,5 +267,5 @@ def train_deblur(
                 config.out / "best", model.state_dict(), checkpoint_config(config, extra)
             )
         save_checkpoint(config.out / "last", model.state_dict(), checkpoint_config(config, extra))
-        write_text_atomic(config.out / "history.csv", _csv(history))
+        write_text_atomic(config.out / "history.csv", history_csv(history))
     return {"out": str(config.out), "history": history, "best_psnr": best}

@@ -12,11 +12,8 @@ YAML file (every field has a default) and calls :func:`train_segmenter`. The run
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,10 +23,10 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from histoblur.errors import InputError, OutputError
+from histoblur.errors import InputError
 from histoblur.inference.benchmark import evaluate_benchmark
 from histoblur.inference.segment import Segmenter
-from histoblur.io.atomic import atomic_path, ensure_writable_dir, write_text_atomic
+from histoblur.io.atomic import atomic_path, write_text_atomic
 from histoblur.io.checkpoints import provenance, save_checkpoint
 from histoblur.models.registry import build_model, load_model
 from histoblur.models.unet import UNetConfig
@@ -37,6 +34,15 @@ from histoblur.synthesis.dataset import DatasetConfig, DegradeSampler
 from histoblur.training.augment import AugmentConfig
 from histoblur.training.data import BuiltDataset, SegmentationBatches
 from histoblur.training.losses import bce_dice_loss
+from histoblur.training.runs import (
+    TRAINER_STATE,
+    ema_update,
+    endless,
+    history_csv,
+    prepare_run,
+    start_torch,
+    warmup_cosine,
+)
 
 STATISTICAL_KINDS = (
     "gaussian",
@@ -47,7 +53,6 @@ STATISTICAL_KINDS = (
     "mixed",
     "variable-defocus",
 )
-TRAINER_STATE = "trainer.pt"
 
 
 def _default_synthesis() -> DatasetConfig:
@@ -121,24 +126,6 @@ class SegmenterTrainConfig(BaseModel):
     seed: int = Field(0, ge=0)
 
 
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up to 1, then cosine decay to 0.01."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-@torch.no_grad()
-def ema_update(averaged: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """Move ``averaged``'s weights and float buffers towards ``model``'s; copy integer buffers."""
-    for avg, cur in zip(averaged.state_dict().values(), model.state_dict().values(), strict=True):
-        if avg.dtype.is_floating_point:
-            avg.lerp_(cur, 1 - decay)
-        else:
-            avg.copy_(cur)
-
-
 def checkpoint_config(config: SegmenterTrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
     """The ``config.json`` stored beside a segmenter's weights."""
     return {
@@ -149,14 +136,6 @@ def checkpoint_config(config: SegmenterTrainConfig, extra: dict[str, Any]) -> di
         **provenance(),
         **extra,
     }
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("device 'cuda' was asked for but no CUDA device is available.")
-    return torch.device(name)
 
 
 def validate(
@@ -173,15 +152,6 @@ def validate(
         scores[f"dice/{result.name}"] = result.overall.micro.dice
         scores[f"sharp_flagged/{result.name}"] = result.sharp_flagged
     return scores
-
-
-def _history_csv(rows: list[dict[str, Any]]) -> str:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, keys, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def _plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
@@ -201,33 +171,6 @@ def _plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
-
-
-def _prepare_run(config: SegmenterTrainConfig, resume: bool, overwrite: bool) -> None:
-    out = config.out
-    if resume:
-        if not (out / "last" / TRAINER_STATE).is_file():
-            raise InputError(f"Cannot resume: {out / 'last'} holds no {TRAINER_STATE}.")
-        saved = json.loads((out / "config.json").read_text())["training"]
-        now = config.model_dump(mode="json")
-        changed = sorted(k for k in now if k != "epochs" and saved.get(k) != now[k])
-        if changed:
-            raise InputError(
-                f"Cannot resume {out}: {', '.join(changed)} differ(s) from the run's config "
-                "(only epochs may change, to train longer)."
-            )
-    elif out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise OutputError(
-                f"Run folder {out} already exists and is not empty; pass --resume to continue "
-                "it or --overwrite to start again."
-            )
-        shutil.rmtree(out)
-    ensure_writable_dir(out)
-    write_text_atomic(
-        out / "config.json",
-        json.dumps({"training": config.model_dump(mode="json"), **provenance()}, indent=2) + "\n",
-    )
 
 
 def train_segmenter(
@@ -251,11 +194,8 @@ def train_segmenter(
     for bench in config.val:
         if not (Path(bench) / "manifest.jsonl").is_file():
             raise InputError(f"Validation benchmark {bench} has no manifest.jsonl.")
-    _prepare_run(config, resume, overwrite)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = _device(config.device)
-    torch.manual_seed(config.seed)
+    prepare_run(config.out, config.model_dump(mode="json"), resume, overwrite)
+    device = start_torch(config.threads, config.device, config.seed)
     model = build_model(config.model).to(device).train()
     if config.init is not None:
         start, start_config = load_model(config.init)
@@ -267,9 +207,7 @@ def train_segmenter(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
     total = config.epochs * config.steps_per_epoch
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total, config.warmup_steps)
-    )
+    schedule = warmup_cosine(optimizer, total, config.warmup_steps)
     step, best, history = 0, -math.inf, []
     out = config.out
     if resume:
@@ -292,14 +230,7 @@ def train_segmenter(
         built_share=config.dataset_share,
         start=step,
     )
-    loader = torch.utils.data.DataLoader(
-        stream,
-        batch_size=None,
-        num_workers=config.workers,
-        persistent_workers=False,
-        prefetch_factor=4 if config.workers else None,
-    )
-    batches = iter(loader)
+    batches = endless(stream, config.workers)
     while step < total:
         epoch = step // config.steps_per_epoch + 1
         losses, started = [], time.perf_counter()
@@ -346,7 +277,7 @@ def train_segmenter(
         }
         with atomic_path(out / "last" / TRAINER_STATE) as tmp:
             torch.save(trainer_state, tmp)
-        write_text_atomic(out / "history.csv", _history_csv(history))
+        write_text_atomic(out / "history.csv", history_csv(history))
         _plot_curves(history, out / "curves.png")
         model.train()
     return {"out": str(out), "steps": step, "best_score": best, "history": history}

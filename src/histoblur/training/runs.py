@@ -1,0 +1,140 @@
+"""What every histoblur trainer shares: run folders, torch set-up, batch streams, schedules.
+
+The segmenter, classifier and deblurring trainers differ in data, loss and validation; the
+pieces here are the same for all three.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from histoblur.errors import InputError, OutputError
+from histoblur.io.atomic import ensure_writable_dir, write_text_atomic
+from histoblur.io.checkpoints import provenance
+
+TRAINER_STATE = "trainer.pt"
+Batch = TypeVar("Batch")
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up to 1, then cosine decay to 0.01."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, total: int, warmup: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The :func:`lr_factor` schedule over ``total`` steps."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
+
+
+@torch.no_grad()
+def ema_update(averaged: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """Move ``averaged``'s weights and float buffers towards ``model``'s; copy integer buffers."""
+    for avg, cur in zip(averaged.state_dict().values(), model.state_dict().values(), strict=True):
+        if avg.dtype.is_floating_point:
+            avg.lerp_(cur, 1 - decay)
+        else:
+            avg.copy_(cur)
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+
+    Raises:
+        InputError: ``cuda`` asked for without a CUDA device.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was asked for but no CUDA device is available.")
+    return torch.device(name)
+
+
+def start_torch(threads: int, device: str, seed: int) -> torch.device:
+    """Set torch's CPU threads (0: leave the default) and seed; return the device."""
+    if threads:
+        torch.set_num_threads(threads)
+    chosen = select_device(device)
+    torch.manual_seed(seed)
+    return chosen
+
+
+def prepare_run(out: Path, training: dict[str, Any], resume: bool, overwrite: bool) -> None:
+    """Create (or check, to resume) the run folder and write its ``config.json``.
+
+    Args:
+        out: the run folder.
+        training: the run's config as JSON data.
+        resume: continue the run in ``out`` (only ``epochs`` may differ from the saved config).
+        overwrite: replace a non-empty ``out``.
+
+    Raises:
+        InputError: cannot resume (no trainer state, or a changed config).
+        OutputError: ``out`` is not empty and neither ``resume`` nor ``overwrite`` is set.
+    """
+    if resume:
+        if not (out / "last" / TRAINER_STATE).is_file():
+            raise InputError(f"Cannot resume: {out / 'last'} holds no {TRAINER_STATE}.")
+        saved = json.loads((out / "config.json").read_text())["training"]
+        changed = sorted(k for k in training if k != "epochs" and saved.get(k) != training[k])
+        if changed:
+            raise InputError(
+                f"Cannot resume {out}: {', '.join(changed)} differ(s) from the run's config "
+                "(only epochs may change, to train longer)."
+            )
+    elif out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise OutputError(
+                f"Run folder {out} already exists and is not empty; pass --resume to continue "
+                "it or --overwrite to start again."
+            )
+        shutil.rmtree(out)
+    ensure_writable_dir(out)
+    write_text_atomic(
+        out / "config.json", json.dumps({"training": training, **provenance()}, indent=2) + "\n"
+    )
+
+
+def history_csv(rows: list[dict[str, Any]]) -> str:
+    """Per-epoch rows as CSV (columns: every key seen, in first-seen order)."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, keys, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def worker_batches(batch: Callable[[int], Batch], start: int = 0) -> Iterator[Batch]:
+    """Batches ``start, start + 1, ...``; data-loader worker ``w`` of ``W`` makes every W-th."""
+    info = get_worker_info()
+    wid, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+    b = start + wid
+    while True:
+        yield batch(b)
+        b += workers
+
+
+def endless(stream: IterableDataset, workers: int) -> Iterator[Any]:
+    """Iterate an endless batch stream through a data loader with ``workers`` processes."""
+    loader = torch.utils.data.DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=4 if workers else None,
+    )
+    return iter(loader)
