@@ -1,9 +1,11 @@
-"""``histoblur train``: train networks from a YAML config (``segmenter``, ``classifier``)."""
+"""``histoblur train``: train networks from a YAML config (segmenter, classifier, deblur)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,58 +22,93 @@ from histoblur.training.segmenter import SegmenterTrainConfig, train_segmenter
 console = Console(stderr=True)
 
 
+@dataclass(frozen=True)
+class Trainer:
+    """One ``train`` sub-command: its config schema, how to run it, what to print after."""
+
+    help: str
+    description: str
+    schema: type[BaseModel]
+    run: Callable[[Any, argparse.Namespace, Callable[..., None]], dict[str, Any]]
+    report: Callable[[dict[str, Any]], list[str]]
+    resumable: bool = False
+    loss_digits: int = 4
+
+
+def _segmenter_report(summary: dict[str, Any]) -> list[str]:
+    return [
+        "last epoch: " + ", ".join(f"{k} {v}" for k, v in row.items())
+        for row in summary["history"][-1:]
+    ]
+
+
+def _classifier_report(summary: dict[str, Any]) -> list[str]:
+    r = summary["heldout"]
+    return [
+        f"held-out accuracy {r['accuracy']:.2%}, ECE {r['ece']:.3f} "
+        f"(raw {r['ece_raw']:.3f}, temperature {r['temperature']})"
+    ]
+
+
+def _deblur_report(summary: dict[str, Any]) -> list[str]:
+    last = summary["history"][-1]
+    return [
+        f"held-out PSNR {last['heldout_psnr_blurred']} dB blurred -> best "
+        f"{summary['best_psnr']:.3f} dB deblurred"
+    ]
+
+
+TRAINERS: dict[str, Trainer] = {
+    "segmenter": Trainer(
+        "blur segmentation U-Net on synthetic blur, validated on real blur",
+        "Train a blur segmentation network. Every config field has a default; print them "
+        "with --print-config. Training samples are synthesized on the fly from sharp_dir.",
+        SegmenterTrainConfig,
+        lambda c, a, p: train_segmenter(c, a.resume, a.overwrite, p),
+        _segmenter_report,
+        resumable=True,
+    ),
+    "classifier": Trainer(
+        "blur-type classifier (in focus / defocus / motion / mixed) on synthetic blur",
+        "Train the blur-type classifier on tiles synthesized on the fly from sharp_dir; "
+        "a sixth of the source images is held out to select, calibrate and report.",
+        ClassifierTrainConfig,
+        lambda c, a, p: train_classifier(c, a.overwrite, p),
+        _classifier_report,
+    ),
+    "deblur": Trainer(
+        "DL_defocus or DL_motion deblurring network on synthetic and real aligned pairs",
+        "Train a RED-Net-style deblurring network (family: defocus or motion).",
+        DeblurTrainConfig,
+        lambda c, a, p: train_deblur(c, a.overwrite, p),
+        _deblur_report,
+        loss_digits=5,
+    ),
+}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``train segmenter`` and ``train classifier``."""
+    """Add ``train segmenter``, ``train classifier`` and ``train deblur``."""
     train = sub.add_parser("train", help="train a network from a YAML config")
     verbs = train.add_subparsers(dest="train_command", metavar="WHAT", required=True)
-    seg = verbs.add_parser(
-        "segmenter",
-        help="blur segmentation U-Net on synthetic blur, validated on real blur",
-        description=(
-            "Train a blur segmentation network. Every config field has a default; print them "
-            "with --print-config. Training samples are synthesized on the fly from sharp_dir."
-        ),
-    )
-    seg.add_argument("--config", type=Path, metavar="FILE.yaml", help="training config (YAML)")
-    seg.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a config field, dotted for nested ones (epochs=5, model.width=8)",
-    )
-    seg.add_argument("--resume", action="store_true", help="continue the run in its out folder")
-    seg.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    seg.add_argument(
-        "--print-config", action="store_true", help="print the resolved config and exit"
-    )
-    seg.set_defaults(func=run_segmenter)
-    clf = verbs.add_parser(
-        "classifier",
-        help="blur-type classifier (in focus / defocus / motion / mixed) on synthetic blur",
-        description=(
-            "Train the blur-type classifier on tiles synthesized on the fly from sharp_dir; "
-            "a sixth of the source images is held out to select, calibrate and report."
-        ),
-    )
-    clf.add_argument("--config", type=Path, metavar="FILE.yaml", help="training config (YAML)")
-    clf.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field")
-    clf.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    clf.add_argument(
-        "--print-config", action="store_true", help="print the resolved config and exit"
-    )
-    clf.set_defaults(func=run_classifier)
-    deb = verbs.add_parser(
-        "deblur",
-        help="DL_defocus or DL_motion deblurring network on synthetic and real aligned pairs",
-        description="Train a RED-Net-style deblurring network (family: defocus or motion).",
-    )
-    deb.add_argument("--config", type=Path, metavar="FILE.yaml", help="training config (YAML)")
-    deb.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field")
-    deb.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    deb.add_argument(
-        "--print-config", action="store_true", help="print the resolved config and exit"
-    )
-    deb.set_defaults(func=run_deblur)
+    for name, trainer in TRAINERS.items():
+        cmd = verbs.add_parser(name, help=trainer.help, description=trainer.description)
+        cmd.add_argument("--config", type=Path, metavar="FILE.yaml", help="training config (YAML)")
+        cmd.add_argument(
+            "--set",
+            action="append",
+            metavar="KEY=VALUE",
+            help="override a config field, dotted for nested ones (epochs=5, model.width=8)",
+        )
+        if trainer.resumable:
+            cmd.add_argument(
+                "--resume", action="store_true", help="continue the run in its out folder"
+            )
+        cmd.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+        cmd.add_argument(
+            "--print-config", action="store_true", help="print the resolved config and exit"
+        )
+        cmd.set_defaults(func=run, trainer=trainer)
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -117,74 +154,28 @@ def load_config(
         raise ParameterError(f"Invalid training config field {where}: {first['msg']}.") from exc
 
 
-def _columns() -> tuple[Any, ...]:
-    return (
+def run(args: argparse.Namespace) -> int:
+    """Train with the chosen trainer, then print its summary and where the checkpoints went."""
+    trainer: Trainer = args.trainer
+    config = load_config(args.config, args.set, trainer.schema)
+    if args.print_config:
+        print(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False))
+        return 0
+    columns = (
         "[progress.description]{task.description}",
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         "{task.fields[loss]}",
     )
-
-
-def run_segmenter(args: argparse.Namespace) -> int:
-    """Train and print where the checkpoints went."""
-    config = load_config(args.config, args.set)
-    if args.print_config:
-        print(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False))
-        return 0
-    with Progress(*_columns(), console=console, disable=not console.is_terminal) as bar:
+    with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
         task = bar.add_task("training", total=config.epochs * config.steps_per_epoch, loss="")
 
         def progress(step: int, total: int, info: dict[str, float]) -> None:
-            bar.update(task, completed=step, loss=f"loss {info['loss']:.4f}")
+            bar.update(task, completed=step, loss=f"loss {info['loss']:.{trainer.loss_digits}f}")
 
-        summary = train_segmenter(config, args.resume, args.overwrite, progress)
-    for row in summary["history"][-1:]:
-        console.print("last epoch: " + ", ".join(f"{k} {v}" for k, v in row.items()))
-    console.print(f"Checkpoints in {config.out}/best and {config.out}/last.")
-    return 0
-
-
-def run_classifier(args: argparse.Namespace) -> int:
-    """Train the classifier and print its held-out report."""
-    config = load_config(args.config, args.set, ClassifierTrainConfig)
-    if args.print_config:
-        print(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False))
-        return 0
-    with Progress(*_columns(), console=console, disable=not console.is_terminal) as bar:
-        task = bar.add_task("training", total=config.epochs * config.steps_per_epoch, loss="")
-
-        def progress(step: int, total: int, info: dict[str, float]) -> None:
-            bar.update(task, completed=step, loss=f"loss {info['loss']:.4f}")
-
-        summary = train_classifier(config, args.overwrite, progress)
-    report = summary["heldout"]
-    console.print(
-        f"held-out accuracy {report['accuracy']:.2%}, ECE {report['ece']:.3f} "
-        f"(raw {report['ece_raw']:.3f}, temperature {report['temperature']})"
-    )
-    console.print(f"Checkpoints in {config.out}/best and {config.out}/last.")
-    return 0
-
-
-def run_deblur(args: argparse.Namespace) -> int:
-    """Train a deblurring network and print its held-out PSNR."""
-    config = load_config(args.config, args.set, DeblurTrainConfig)
-    if args.print_config:
-        print(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False))
-        return 0
-    with Progress(*_columns(), console=console, disable=not console.is_terminal) as bar:
-        task = bar.add_task("training", total=config.epochs * config.steps_per_epoch, loss="")
-
-        def progress(step: int, total: int, info: dict[str, float]) -> None:
-            bar.update(task, completed=step, loss=f"loss {info['loss']:.5f}")
-
-        summary = train_deblur(config, args.overwrite, progress)
-    last = summary["history"][-1]
-    console.print(
-        f"held-out PSNR {last['heldout_psnr_blurred']} dB blurred -> best "
-        f"{summary['best_psnr']:.3f} dB deblurred"
-    )
+        summary = trainer.run(config, args, progress)
+    for line in trainer.report(summary):
+        console.print(line)
     console.print(f"Checkpoints in {config.out}/best and {config.out}/last.")
     return 0
