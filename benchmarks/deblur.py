@@ -26,7 +26,7 @@ import numpy as np
 from histoblur.calibration.config import CalibrationConfig
 from histoblur.calibration.fit import calibrate
 from histoblur.inference.deblur import Deblurrer, Family, richardson_lucy
-from histoblur.io.images import read_image, to_rgb, write_image
+from histoblur.io.images import from_float, read_image, to_float, to_rgb, write_image
 from histoblur.kernels import motion_kernel
 from histoblur.metrics.full_reference import psnr, ssim
 from histoblur.metrics.fwhm import dark_objects, mean_fwhm
@@ -39,13 +39,11 @@ FAMILIES: tuple[Family, ...] = ("defocus", "motion")
 
 
 def rgb_float(image: np.ndarray) -> np.ndarray:
-    return to_rgb(image)[..., :3].astype(np.float32) / (
-        255.0 if image.dtype == np.uint8 else 65535.0
-    )
+    return to_float(to_rgb(image))
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
+    return from_float(x, np.uint8)
 
 
 def panel(*images: np.ndarray, side: int = 256) -> np.ndarray:

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from segmentation import in_child  # benchmarks/segmentation.py: a fresh process per run
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REAL = [("cmu-1-small-region.svs", None), ("tcga-cr-7395-01a-01-ts1.svs", 0.5)]
 # The 256 px HistoQC thumbnail states no resolution; its glands suggest about 4 um/px (only
@@ -162,16 +164,6 @@ def histoqc_reference(pictures: Path | None) -> str | None:
         f"holding {rim.sum() / max(1, tissue.sum()):.0%} of the tissue), "
         f"{(blurry & tissue & ~rim).sum() / n:.0%} deeper inside the tissue."
     )
-
-
-def in_child(target, *args):
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(*args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
 
 
 def main() -> None:

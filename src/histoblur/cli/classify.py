@@ -9,11 +9,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from histoblur.cli.common import progress_bar
+from histoblur.cli.common import expand_images, progress_bar
 from histoblur.errors import InputError
 from histoblur.inference.classify import BlurClassifier
 from histoblur.io.atomic import write_text_atomic
-from histoblur.io.images import list_images, read_image
+from histoblur.io.images import read_image
 from histoblur.models.classifier import BLUR_TYPES
 
 console = Console(stderr=True)
@@ -37,25 +37,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--model", default="default", help="shipped model (default) or checkpoint folder"
     )
     cmd.set_defaults(func=run)
-
-
-def expand_images(paths: list[Path]) -> list[Path]:
-    """Image files from files and folders, in the order given.
-
-    Raises:
-        InputError: no input, or a missing path.
-    """
-    if not paths:
-        raise InputError("No input image given; pass one or more image paths.")
-    images: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            images.extend(list_images(path))
-        elif path.is_file():
-            images.append(path)
-        else:
-            raise InputError(f"Image {path} does not exist.")
-    return images
 
 
 def run(args: argparse.Namespace) -> int:

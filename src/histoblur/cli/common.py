@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from histoblur.errors import ParameterError
+from histoblur.errors import InputError, ParameterError
+from histoblur.io.images import list_images
 
 
 def parse_params(pairs: Sequence[str] | None) -> dict[str, Any]:
@@ -55,3 +57,22 @@ def progress_bar(console: Console) -> Progress:
         transient=True,
         disable=not console.is_terminal,
     )
+
+
+def expand_images(paths: list[Path]) -> list[Path]:
+    """Image files from files and folders, in the order given.
+
+    Raises:
+        InputError: no input, or a missing path.
+    """
+    if not paths:
+        raise InputError("No input image given; pass one or more image paths.")
+    images: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            images.extend(list_images(path))
+        elif path.is_file():
+            images.append(path)
+        else:
+            raise InputError(f"Image {path} does not exist.")
+    return images

@@ -7,13 +7,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from histoblur.cli.classify import expand_images
-from histoblur.cli.common import progress_bar
+from histoblur.cli.common import expand_images, progress_bar
 from histoblur.errors import InputError
 from histoblur.inference.classify import BlurClassifier
 from histoblur.inference.deblur import Deblurrer, Family, deblur_image
 from histoblur.io.atomic import ensure_writable_dir
-from histoblur.io.images import read_image, write_image
+from histoblur.io.images import check_unique_stems, read_image, write_image
 
 console = Console(stderr=True)
 
@@ -60,9 +59,7 @@ def load_networks(model: str, kind: str) -> dict[Family, Deblurrer]:
 def run(args: argparse.Namespace) -> int:
     """Deblur every image; each output file appears complete or not at all."""
     images = expand_images(args.images)
-    stems = [p.stem for p in images]
-    if len(set(stems)) != len(stems):
-        raise InputError("Two input images share a file name; their outputs would collide.")
+    check_unique_stems(images, "Deblur them into different --out folders.")
     networks = load_networks(args.model, args.kind)
     classifier = BlurClassifier.load(args.classifier) if args.kind == "auto" else None
     ensure_writable_dir(args.out)

@@ -8,17 +8,16 @@ from pathlib import Path
 
 from rich.console import Console
 
-from histoblur.cli.common import progress_bar
-from histoblur.errors import InputError, ParameterError
+from histoblur.cli.common import expand_images, progress_bar
+from histoblur.errors import ParameterError
 from histoblur.inference.segment import (
     DEFAULT_MODEL,
     SHIPPED,
     Segmenter,
-    check_unique_stems,
     segment_file,
 )
 from histoblur.io.atomic import ensure_writable_dir, write_text_atomic
-from histoblur.io.images import list_images, read_image
+from histoblur.io.images import check_unique_stems, read_image
 
 console = Console(stderr=True)
 
@@ -61,19 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Segment every image; outputs appear complete or not at all."""
-    if not args.images:
-        raise InputError("No input image given; pass one or more image paths.")
+    images = expand_images(args.images)
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         raise ParameterError(f"--threshold must be in (0, 1), got {args.threshold}.")
-    images: list[Path] = []
-    for path in args.images:
-        if path.is_dir():
-            images.extend(list_images(path))
-        elif path.is_file():
-            images.append(path)
-        else:
-            raise InputError(f"Image {path} does not exist.")
-    check_unique_stems(images)
+    check_unique_stems(images, "Segment them into different --out folders.")
     segmenter = Segmenter.load(
         args.model,
         tile=args.tile,

@@ -20,6 +20,7 @@ from histoblur.errors import HistoblurError, InputError
 from histoblur.inference.qc import SUMMARY, QCConfig, qc_slide
 from histoblur.inference.segment import Segmenter
 from histoblur.io.atomic import write_text_atomic
+from histoblur.io.images import check_unique_stems
 from histoblur.io.qc_report import cohort_index_html
 
 SLIDE_SUFFIXES = (
@@ -55,14 +56,7 @@ def find_slides(inputs: Sequence[str | Path]) -> list[Path]:
             found.append(item)
         else:
             raise InputError(f"Slide {item} does not exist.")
-    seen: dict[str, Path] = {}
-    for p in found:
-        if p.stem in seen:
-            raise InputError(
-                f"Slides {seen[p.stem]} and {p} share the name {p.stem!r}; their outputs would "
-                "collide. QC them into different --out folders."
-            )
-        seen[p.stem] = p
+    check_unique_stems(found, "QC them into different --out folders.")
     return found
 
 

@@ -23,7 +23,7 @@ from histoblur.errors import InputError
 from histoblur.inference.classify import BlurClassifier
 from histoblur.inference.segment import resolve_model
 from histoblur.inference.tiling import predict_tiled
-from histoblur.io.images import check_image, dtype_max, from_float, merge_alpha, split_alpha
+from histoblur.io.images import check_image, from_float, merge_alpha, split_alpha, to_float
 from histoblur.models.registry import load_model
 
 Family = Literal["defocus", "motion"]
@@ -93,7 +93,7 @@ def _as_rgb_float(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, boo
     rgb = colour.reshape(colour.shape[0], colour.shape[1], -1)
     if grey:
         rgb = np.repeat(rgb[..., :1], 3, axis=2)
-    return rgb.astype(np.float32) / dtype_max(image.dtype), alpha, grey
+    return to_float(rgb), alpha, grey
 
 
 def _back(rgb: np.ndarray, like: np.ndarray, alpha: np.ndarray | None, grey: bool) -> np.ndarray:

@@ -7,7 +7,7 @@ and blended) and returns a float32 probability map of the same height and width.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -183,22 +183,6 @@ def output_paths(out_dir: Path, image_path: Path) -> dict[str, Path]:
         "prob": out_dir / f"{stem}_prob.png",
         "overlay": out_dir / f"{stem}_overlay.png",
     }
-
-
-def check_unique_stems(paths: Sequence[Path]) -> None:
-    """Two inputs with the same stem would overwrite each other's outputs.
-
-    Raises:
-        InputError: naming the first clash.
-    """
-    seen: dict[str, Path] = {}
-    for p in paths:
-        if p.stem in seen:
-            raise InputError(
-                f"Inputs {seen[p.stem]} and {p} share the name {p.stem!r}; their outputs would "
-                "overwrite each other. Segment them into different --out folders."
-            )
-        seen[p.stem] = p
 
 
 def segment_file(

@@ -7,6 +7,7 @@ PNG atomically.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -173,3 +174,23 @@ def list_images(folder: str | Path) -> list[Path]:
     if not files:
         raise InputError(f"Folder {folder} holds no image ({', '.join(IMAGE_SUFFIXES)}).")
     return files
+
+
+def check_unique_stems(paths: Sequence[Path], advice: str) -> None:
+    """Inputs are written to ``<out>/<stem>...``: two with the same stem would overwrite each other.
+
+    Args:
+        paths: the inputs.
+        advice: the sentence that ends the error (what to do instead).
+
+    Raises:
+        InputError: naming the first clash.
+    """
+    seen: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in seen:
+            raise InputError(
+                f"Inputs {seen[p.stem]} and {p} share the name {p.stem!r}; their outputs would "
+                f"overwrite each other. {advice}"
+            )
+        seen[p.stem] = p
