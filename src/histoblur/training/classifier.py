@@ -42,11 +42,11 @@ from histoblur.synthesis.dataset import (
 from histoblur.training.augment import AugmentConfig, augment_pair
 from histoblur.training.data import holdout_split, window_in_box
 from histoblur.training.runs import (
-    ema_update,
     endless,
     history_csv,
     prepare_run,
     start_torch,
+    train_steps,
     warmup_cosine,
     worker_batches,
 )
@@ -294,21 +294,15 @@ def train_classifier(
     batches = endless(stream, config.workers)
     best, history, step = -math.inf, [], 0
     for epoch in range(1, config.epochs + 1):
-        losses, started = [], time.perf_counter()
+        started = time.perf_counter()
         model.train()
-        for _ in range(config.steps_per_epoch):
-            x, y = next(batches)
-            loss = torch.nn.functional.cross_entropy(model(x.to(device)), y.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            if config.ema:
-                ema_update(averaged, model, config.ema)
-            step += 1
-            losses.append(float(loss.detach()))
-            if progress is not None:
-                progress(step, total, {"loss": losses[-1]})
+        losses = train_steps(
+            model,
+            lambda b: torch.nn.functional.cross_entropy(model(b[0].to(device)), b[1].to(device)),
+            batches, optimizer, schedule, config.steps_per_epoch, step, total, progress,
+            averaged, config.ema,
+        )  # fmt: skip
+        step += config.steps_per_epoch
         logits = predict_logits(averaged, images[half_a], device)
         accuracy = float((logits.argmax(axis=1) == labels[half_a]).mean())
         nll = float(

@@ -41,6 +41,7 @@ from histoblur.training.runs import (
     history_csv,
     prepare_run,
     start_torch,
+    train_steps,
     warmup_cosine,
     worker_batches,
 )
@@ -231,19 +232,14 @@ def train_deblur(
     base = float(np.mean([psnr(s, b) for s, b in zip(val_sharp, val_blurred.numpy(), strict=True)]))
     best, history, step = -math.inf, [], 0
     for epoch in range(1, config.epochs + 1):
-        losses, started = [], time.perf_counter()
+        started = time.perf_counter()
         model.train()
-        for _ in range(config.steps_per_epoch):
-            blurred, sharp = next(batches)
-            loss = torch.nn.functional.mse_loss(model(blurred.to(device)), sharp.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            losses.append(float(loss.detach()))
-            if progress is not None:
-                progress(step, total, {"loss": losses[-1]})
+        losses = train_steps(
+            model,
+            lambda b: torch.nn.functional.mse_loss(model(b[0].to(device)), b[1].to(device)),
+            batches, optimizer, schedule, config.steps_per_epoch, step, total, progress,
+        )  # fmt: skip
+        step += config.steps_per_epoch
         model.eval()
         with torch.no_grad():
             restored = torch.cat(

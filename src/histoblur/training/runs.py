@@ -51,6 +51,49 @@ def ema_update(averaged: torch.nn.Module, model: torch.nn.Module, decay: float) 
             avg.copy_(cur)
 
 
+def train_steps(
+    model: torch.nn.Module,
+    loss_of: Callable[[Any], torch.Tensor],
+    batches: Iterator[Any],
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    steps: int,
+    first: int,
+    total: int,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    averaged: torch.nn.Module | None = None,
+    ema: float = 0.0,
+) -> list[float]:
+    """``steps`` optimisation steps on the next batches; returns their losses.
+
+    Args:
+        model: the network being trained (``loss_of`` calls it).
+        loss_of: batch -> scalar loss.
+        batches: the batch stream.
+        optimizer: stepped once per batch.
+        schedule: stepped once per batch.
+        steps: how many steps to take now.
+        first: steps taken before (for progress).
+        total: steps of the whole run (for progress).
+        progress: called after each step with ``(step, total, {"loss": ...})``.
+        averaged: the weight average, updated after each step when ``ema`` > 0.
+        ema: decay of the average (:func:`ema_update`); 0 leaves ``averaged`` alone.
+    """
+    losses: list[float] = []
+    for i in range(steps):
+        loss = loss_of(next(batches))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if ema and averaged is not None:
+            ema_update(averaged, model, ema)
+        losses.append(float(loss.detach()))
+        if progress is not None:
+            progress(first + i + 1, total, {"loss": losses[-1]})
+    return losses
+
+
 def select_device(name: str) -> torch.device:
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``.
 

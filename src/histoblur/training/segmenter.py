@@ -36,11 +36,11 @@ from histoblur.training.data import BuiltDataset, SegmentationBatches
 from histoblur.training.losses import bce_dice_loss
 from histoblur.training.runs import (
     TRAINER_STATE,
-    ema_update,
     endless,
     history_csv,
     prepare_run,
     start_torch,
+    train_steps,
     warmup_cosine,
 )
 
@@ -233,21 +233,18 @@ def train_segmenter(
     batches = endless(stream, config.workers)
     while step < total:
         epoch = step // config.steps_per_epoch + 1
-        losses, started = [], time.perf_counter()
-        for _ in range(config.steps_per_epoch - step % config.steps_per_epoch):
-            images, masks = next(batches)
-            images, masks = images.to(device), masks.to(device)
-            loss = bce_dice_loss(model(images), masks, config.bce_weight, config.dice_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            if config.ema:
-                ema_update(averaged, model, config.ema)
-            step += 1
-            losses.append(float(loss.detach()))
-            if progress is not None:
-                progress(step, total, {"loss": losses[-1]})
+        started = time.perf_counter()
+
+        def loss_of(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+            images, masks = (t.to(device) for t in batch)
+            return bce_dice_loss(model(images), masks, config.bce_weight, config.dice_weight)
+
+        steps = config.steps_per_epoch - step % config.steps_per_epoch
+        losses = train_steps(
+            model, loss_of, batches, optimizer, schedule, steps, step, total, progress,
+            averaged, config.ema,
+        )  # fmt: skip
+        step += steps
         averaged.eval()
         scores = validate(averaged, config, device)
         row = {
