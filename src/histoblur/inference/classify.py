@@ -19,6 +19,7 @@ from torch import nn
 
 from histoblur.errors import InputError
 from histoblur.inference.segment import resolve_model, to_network_input
+from histoblur.io.images import to_gray_float
 from histoblur.metrics.calibration import softmax
 from histoblur.models.classifier import BLUR_TYPES
 from histoblur.models.registry import load_model
@@ -65,8 +66,7 @@ def select_windows(x: np.ndarray, tile: int, limit: int = MAX_WINDOWS) -> np.nda
         for y in window_starts(h, tile)
         for c in window_starts(w, tile)
     ]
-    luma = [0.299 * v[..., 0] + 0.587 * v[..., 1] + 0.114 * v[..., 2] for v in windows]
-    spread = np.array([float(v.std()) for v in luma])
+    spread = np.array([float(to_gray_float(v).std()) for v in windows])
     order = np.argsort(-spread, kind="stable")
     keep = [i for i in order if spread[i] >= 0.5 * spread[order[0]]][:limit]
     return np.stack([windows[i].transpose(2, 0, 1) for i in keep]).astype(np.float32)
