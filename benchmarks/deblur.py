@@ -1,13 +1,14 @@
 """Deblurring, side by side: DL_defocus / DL_motion (DBMID) against Richardson-Lucy.
 
-    .venv/bin/python benchmarks/deblur.py [--pictures docs/images] [--skip-speed]
+    .venv/bin/python benchmarks/deblur.py [--pictures docs/images] [--parts speed,real,motion]
 
 1. Speed: one 1920 x 1920 RGB image on this machine's CPU: DL_defocus, DL_motion, the mixed
    chain, and Richardson-Lucy (30 iterations, 15 px PSF); ratios.
 2. Real defocus, on the halves the networks never trained on (rows below the middle): the
    FQPath pair and every focal-stack plane against its in-focus plane (smear: planes -9..+9;
    unstained cells: -24.65..+24.55 um). SSIM / PSNR of the blurred image, of DL_defocus and of
-   Richardson-Lucy with the PSF that ``histoblur calibrate``'s fit finds on the training halves.
+   Richardson-Lucy with the PSF that ``histoblur calibrate``'s fit finds on the training halves;
+   with ``--pictures``, SSIM against the focal distance as a curve (DBMID's Fig. 4).
 3. Motion: held-out sharp images blurred horizontally and vertically by 5..40 px: SSIM / PSNR
    and the FWHM of 60 small dark objects along the motion, for the blurred image, DL_motion and
    Richardson-Lucy with the true kernel.
@@ -126,9 +127,37 @@ def real_defocus(net: Deblurrer, pictures: Path | None) -> None:
         if pictures is not None and (stack == "fqpath" or label in ("+5", "+9.75 um")):
             write_image(pictures / f"deblur_{stack}.png", panel(test, restored, rl, ref))
     g = np.array(gains)
+    if pictures is not None:
+        focal_curve([c[:2] for c in cases], g, pictures / "deblur_focal_curve.png")
     print(f"\nmean over {len(g)} real pairs: SSIM {g[:, 0].mean():.3f} blurred -> "
           f"{g[:, 1].mean():.3f} DL_defocus, {g[:, 2].mean():.3f} Richardson-Lucy; PSNR "
           f"{g[:, 3].mean():.2f} -> {g[:, 4].mean():.2f} dB, {g[:, 5].mean():.2f} dB")  # fmt: skip
+
+
+def focal_curve(cases: list[tuple[str, str]], gains: np.ndarray, out: Path) -> None:
+    """SSIM of blurred / DL_defocus / Richardson-Lucy against the focal distance, per stack."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stacks = [("smear", "smear: focal plane"), ("sephace", "unstained cells: dz (um)")]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for ax, (stack, xlabel) in zip(axes, stacks, strict=True):
+        pairs = zip(cases, gains, strict=True)
+        rows = [(float(label.split()[0]), g) for (s, label), g in pairs if s == stack]
+        rows.sort(key=lambda r: r[0])
+        x = [r[0] for r in rows]
+        for column, name, style in ((0, "blurred", "k--"), (1, "DL_defocus", "C0-o"),
+                                    (2, "Richardson-Lucy", "C3-s")):  # fmt: skip
+            ax.plot(x, [r[1][column] for r in rows], style, label=name, markersize=4)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("SSIM to the in-focus plane")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
 
 
 def motion(net: Deblurrer, pictures: Path | None) -> None:
@@ -166,7 +195,9 @@ def motion(net: Deblurrer, pictures: Path | None) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pictures", type=Path, default=None)
-    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument(
+        "--parts", default="speed,real,motion", help="comma-separated: speed, real, motion"
+    )
     parser.add_argument(
         "--model", default="default", help="default or a folder with defocus/, motion/"
     )
@@ -177,10 +208,13 @@ def main() -> None:
         f: Deblurrer.load(f) if args.model == "default" else Deblurrer.load(f, Path(args.model) / f)
         for f in FAMILIES
     }
-    if not args.skip_speed:
+    parts = set(args.parts.split(","))
+    if "speed" in parts:
         speed(nets)
-    real_defocus(nets["defocus"], args.pictures)
-    motion(nets["motion"], args.pictures)
+    if "real" in parts:
+        real_defocus(nets["defocus"], args.pictures)
+    if "motion" in parts:
+        motion(nets["motion"], args.pictures)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,15 +35,15 @@ from histoblur.synthesis.dataset import (
     DatasetConfig,
     DegradeSampler,
     draw_sample,
-    load_rgb,
     usable_sources,
 )
 from histoblur.training.augment import AugmentConfig, augment_pair
-from histoblur.training.data import holdout_split, window_in_box
+from histoblur.training.data import crop_in_box, holdout_split
 from histoblur.training.runs import (
     endless,
     history_csv,
     prepare_run,
+    start_from,
     start_torch,
     train_steps,
     warmup_cosine,
@@ -57,7 +56,7 @@ VISIBLE_RANGES: dict[str, dict[str, Any]] = {
     "gaussian": {"sigma": (1.5, 5.0)},
     "lens": {"radius": (2.5, 10.0)},
     "aperture": {"radius": (2.5, 10.0)},
-    "mixed": {"size": (1.5, 6.0), "length": (6.0, 30.0)},
+    "mixed": {"size": (1.5, 4.0), "length": (12.0, 36.0)},
 }
 VAL_OFFSET = 1_000_000_000  # sample indices of held-out samples start here
 
@@ -85,6 +84,7 @@ class ClassifierTrainConfig(BaseModel):
         out: run folder.
         sharp_dir: sharp images to synthesize from (searched recursively).
         model: network architecture.
+        init: checkpoint whose weights start the run (fine-tuning); same architecture only.
         kinds: blur kinds (registry names) drawn for each blurred class.
         ranges: per-kind sampler overrides.
         tile: training tile side.
@@ -105,6 +105,7 @@ class ClassifierTrainConfig(BaseModel):
     out: Path = Path("runs/classifier")
     sharp_dir: Path | None = None
     model: BlurTypeConfig = BlurTypeConfig()
+    init: Path | None = None
     kinds: dict[str, tuple[str, ...]] = {
         "defocus": ("gaussian", "lens", "aperture"),
         "motion": ("motion", "motion-h", "motion-v"),
@@ -158,16 +159,6 @@ def split_sources(sharp_dir: Path, tile: int) -> tuple[list[Path], list[Path]]:
     return train, held
 
 
-def real_crop(image: RealImage, tile: int, rng: np.random.Generator) -> np.ndarray:
-    """A random ``tile`` crop (RGB, the image's dtype) inside the image's training box."""
-    rgb = load_rgb(str(image.path))
-    y, x, t = window_in_box(rgb.shape[:2], image.train_box, tile, rng)
-    crop = rgb[y : y + t, x : x + t]
-    if t < tile:
-        crop = cv2.resize(crop, (tile, tile), interpolation=cv2.INTER_LINEAR)
-    return crop
-
-
 class BlurTypeSamples(IterableDataset):
     """Labelled tiles ``(x (3, t, t) float32 in [0, 1], class index)``; sample i has class i % 4.
 
@@ -196,7 +187,8 @@ class BlurTypeSamples(IterableDataset):
         real = [r for r in self.config.real if r.label == BLUR_TYPES[label]] if self.augment else []
         pick = np.random.default_rng([self.config.seed, index, 5])
         if real and pick.random() < self.config.real_share:
-            tile = real_crop(real[int(pick.integers(len(real)))], self.config.tile, pick)
+            image = real[int(pick.integers(len(real)))]
+            tile = crop_in_box(image.path, image.train_box, self.config.tile, pick)
         else:
             _, tile, _ = draw_sample(index, self.sources, self.root, self.synthesis[label])
         x = to_float(tile)
@@ -284,6 +276,7 @@ def train_classifier(
     labels = np.array([s[1] for s in samples])
     half_a, half_b = slice(0, n), slice(n, 2 * n)
     model = build_model(config.model).to(device).train()
+    start_from(model, config.init, config.model.model_dump(mode="json"))
     averaged = copy.deepcopy(model).eval() if config.ema else model
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay

@@ -13,13 +13,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
 from histoblur.errors import InputError
 from histoblur.io.images import list_images, read_image, read_mask, to_float
-from histoblur.synthesis.dataset import DatasetConfig, draw_sample, usable_sources
+from histoblur.synthesis.dataset import DatasetConfig, draw_sample, load_rgb, usable_sources
 from histoblur.training.augment import AugmentConfig, augment_pair
 from histoblur.training.runs import worker_batches
 
@@ -93,6 +94,21 @@ def window_in_box(
     y = int(rng.integers(by0, by1 - t + 1))
     x = int(rng.integers(bx0, bx1 - t + 1))
     return y, x, t
+
+
+def crop_in_box(
+    path: Path, box: tuple[float, float, float, float], tile: int, rng: np.random.Generator
+) -> np.ndarray:
+    """A random ``tile`` crop (RGB, the file's dtype) of an image inside ``box`` (fractions).
+
+    A box smaller than ``tile`` gives its largest square, resized up to ``tile``.
+    """
+    rgb = load_rgb(str(path))
+    y, x, t = window_in_box(rgb.shape[:2], box, tile, rng)
+    crop = rgb[y : y + t, x : x + t]
+    if t < tile:
+        crop = cv2.resize(crop, (tile, tile), interpolation=cv2.INTER_LINEAR)
+    return crop
 
 
 class SegmentationBatches(IterableDataset):

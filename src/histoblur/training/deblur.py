@@ -40,6 +40,7 @@ from histoblur.training.runs import (
     endless,
     history_csv,
     prepare_run,
+    start_from,
     start_torch,
     train_steps,
     warmup_cosine,
@@ -79,6 +80,8 @@ class DeblurTrainConfig(BaseModel):
         real: real aligned pairs (defocus only in practice).
         real_share: probability that a sample is a real-pair crop when ``real`` is given.
         model: network architecture.
+        init: checkpoint whose weights start the run (fine-tuning, e.g. on a scanner's own
+            focal stacks); its architecture must match ``model``.
         kinds: blur kinds of the family (default: the family's kinds).
         ranges: per-kind sampler overrides.
         tile: training crop side; scale: source magnification range.
@@ -95,6 +98,7 @@ class DeblurTrainConfig(BaseModel):
     real: tuple[RealPair, ...] = ()
     real_share: float = Field(0.25, ge=0, le=1)
     model: RedNetConfig = RedNetConfig()
+    init: Path | None = None
     kinds: tuple[str, ...] = ()
     ranges: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(VISIBLE_RANGES))
     tile: int = Field(96, ge=16, le=1024)
@@ -225,6 +229,7 @@ def train_deblur(
     val_blurred = torch.from_numpy(np.stack([v[0] for v in val]))
     val_sharp = np.stack([v[1] for v in val])
     model = build_model(config.model).to(device).train()
+    start_from(model, config.init, config.model.model_dump(mode="json"))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     total = config.epochs * config.steps_per_epoch
     schedule = warmup_cosine(optimizer, total, config.warmup_steps)

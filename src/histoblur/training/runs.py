@@ -21,6 +21,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from histoblur.errors import InputError, OutputError
 from histoblur.io.atomic import ensure_writable_dir, write_text_atomic
 from histoblur.io.checkpoints import provenance
+from histoblur.models.registry import load_model
 
 TRAINER_STATE = "trainer.pt"
 Batch = TypeVar("Batch")
@@ -114,6 +115,20 @@ def start_torch(threads: int, device: str, seed: int) -> torch.device:
     chosen = select_device(device)
     torch.manual_seed(seed)
     return chosen
+
+
+def start_from(model: torch.nn.Module, init: Path | None, architecture: dict[str, Any]) -> None:
+    """Load checkpoint ``init``'s weights into ``model`` (fine-tuning); no-op when ``None``.
+
+    Raises:
+        InputError: the checkpoint is missing, corrupt or of another architecture.
+    """
+    if init is None:
+        return
+    start, start_config = load_model(init)
+    if start_config["model"] != architecture:
+        raise InputError(f"init checkpoint {init} has a different architecture.")
+    model.load_state_dict(start.state_dict())
 
 
 def prepare_run(out: Path, training: dict[str, Any], resume: bool, overwrite: bool) -> None:

@@ -39,6 +39,7 @@ from histoblur.training.runs import (
     endless,
     history_csv,
     prepare_run,
+    start_from,
     start_torch,
     train_steps,
     warmup_cosine,
@@ -197,11 +198,7 @@ def train_segmenter(
     prepare_run(config.out, config.model_dump(mode="json"), resume, overwrite)
     device = start_torch(config.threads, config.device, config.seed)
     model = build_model(config.model).to(device).train()
-    if config.init is not None:
-        start, start_config = load_model(config.init)
-        if start_config["model"] != config.model.model_dump(mode="json"):
-            raise InputError(f"init checkpoint {config.init} has a different architecture.")
-        model.load_state_dict(start.state_dict())
+    start_from(model, config.init, config.model.model_dump(mode="json"))
     averaged = copy.deepcopy(model).eval() if config.ema else model
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
