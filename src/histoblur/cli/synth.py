@@ -13,9 +13,10 @@ from histoblur.cli.common import add_seed, parse_params, progress_bar
 from histoblur.errors import ParameterError
 from histoblur.io.atomic import ensure_writable_dir, write_text_atomic
 from histoblur.io.images import read_image, write_image
-from histoblur.synthesis import BLUR_KINDS, DegradeSpec, apply_blur, get_kind
+from histoblur.synthesis import BLUR_KINDS, DegradeSpec, apply_blur
 from histoblur.synthesis.dataset import DatasetConfig, DegradeSampler, build_dataset
 from histoblur.synthesis.masks import PolygonMaskSampler
+from histoblur.synthesis.registry import LEARNED_KINDS, parse_method
 
 console = Console(stderr=True)
 
@@ -24,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``synth blur`` and ``synth dataset``."""
     synth = sub.add_parser("synth", help="synthesize blur: whole images or labelled datasets")
     verbs = synth.add_subparsers(dest="synth_command", metavar="WHAT", required=True)
-    kinds = "; ".join(f"{k.name}: {k.summary}" for k in BLUR_KINDS.values())
+    kinds = "; ".join(
+        f"{k.name}: {k.summary}" for k in (*BLUR_KINDS.values(), *LEARNED_KINDS.values())
+    )
 
     blur = verbs.add_parser(
         "blur",
@@ -32,7 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=f"Blur whole images. Kinds: {kinds}.",
     )
     blur.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    blur.add_argument("--method", required=True, choices=list(BLUR_KINDS), metavar="KIND")
+    blur.add_argument(
+        "--method",
+        required=True,
+        metavar="KIND",
+        help="a blur kind, or a learned one: gan:default, gan:PATH, unit-ddpm:PATH",
+    )
     blur.add_argument(
         "--param",
         action="append",
@@ -54,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="gaussian,lens,motion",
         help="comma-separated kinds (default gaussian,lens,motion; any of "
         + ", ".join(BLUR_KINDS)
-        + ")",
+        + ", or gan:PATH / unit-ddpm:PATH)",
     )
     ds.add_argument("--n", type=int, default=100, help="number of samples (default 100)")
     ds.add_argument("--tile", type=int, default=256, help="tile side in px (default 256)")
@@ -100,8 +108,8 @@ def run_dataset(args: argparse.Namespace) -> int:
 
 def run_blur(args: argparse.Namespace) -> int:
     """Blur each image with a spec drawn from the (possibly fixed) parameters."""
-    kind = get_kind(args.method)
-    sampler = kind.sampler.build(**parse_params(args.param))
+    kind, fixed = parse_method(args.method)
+    sampler = kind.sampler.build(**{**parse_params(args.param), **fixed})
     post = DegradeSpec(
         photons=args.photons,
         read_noise=args.read_noise,

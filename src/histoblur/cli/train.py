@@ -1,4 +1,4 @@
-"""``histoblur train``: train networks from a YAML config (segmenter, classifier, deblur)."""
+"""``histoblur train``: train networks from a YAML config (see :data:`TRAINERS`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from histoblur.errors import InputError, ParameterError
 from histoblur.training.classifier import ClassifierTrainConfig, train_classifier
 from histoblur.training.deblur import DeblurTrainConfig, train_deblur
+from histoblur.training.gan import GanTrainConfig, train_gan
 from histoblur.training.segmenter import SegmenterTrainConfig, train_segmenter
+from histoblur.training.unit_ddpm import UnitDDPMTrainConfig, train_unit_ddpm
 
 console = Console(stderr=True)
 
@@ -58,6 +60,16 @@ def _deblur_report(summary: dict[str, Any]) -> list[str]:
     ]
 
 
+def _synthesis_report(summary: dict[str, Any]) -> list[str]:
+    last = summary["history"][-1]
+    if "val_ssim" not in last:
+        return _segmenter_report(summary)
+    return [
+        f"validation SSIM to the real blurred side: sharp input {last['val_ssim_sharp']}, "
+        f"best synthesized {summary['best_val_ssim']:.4f}"
+    ]
+
+
 TRAINERS: dict[str, Trainer] = {
     "segmenter": Trainer(
         "blur segmentation U-Net on synthetic blur, validated on real blur",
@@ -84,11 +96,27 @@ TRAINERS: dict[str, Trainer] = {
         _deblur_report,
         loss_digits=5,
     ),
+    "gan": Trainer(
+        "conditional WGAN-GP blur generator on unpaired sharp and real blurred tissue",
+        "Train the learned blur generator (U-Net with noise, PatchGAN critic, gradient "
+        "penalty, identity loss, L1 pre-training); the aligned pairs validate it.",
+        GanTrainConfig,
+        lambda c, a, p: train_gan(c, a.overwrite, p),
+        _synthesis_report,
+    ),
+    "unit-ddpm": Trainer(
+        "UNIT-DDPM sharp <-> blurred translation on unpaired tissue",
+        "Train two domain diffusion models, each conditioned on the other domain, and two "
+        "translators; the aligned pairs validate the release-time translation.",
+        UnitDDPMTrainConfig,
+        lambda c, a, p: train_unit_ddpm(c, a.overwrite, p),
+        _synthesis_report,
+    ),
 }
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``train segmenter``, ``train classifier`` and ``train deblur``."""
+    """Add one ``train`` sub-command per entry of :data:`TRAINERS`."""
     train = sub.add_parser("train", help="train a network from a YAML config")
     verbs = train.add_subparsers(dest="train_command", metavar="WHAT", required=True)
     for name, trainer in TRAINERS.items():

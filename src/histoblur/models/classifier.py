@@ -103,9 +103,16 @@ class BlurTypeNet(nn.Module):
             nn.Linear(channels, config.classes),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits; the input is centred on 0.5 inside."""
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
         features = self.features(x - 0.5).mean(dim=(2, 3))
         if self.config.spectrum:
             features = torch.cat([features, self.spectral(log_spectrum(x))], dim=1)
-        return self.head(features)
+        return features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits; the input is centred on 0.5 inside."""
+        return self.head(self._pooled(x))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features (N, width * 8 or fewer): what the last layer classifies."""
+        return self.head[:2](self._pooled(x))

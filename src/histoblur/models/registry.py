@@ -16,8 +16,10 @@ from torch import nn
 from histoblur.errors import InputError
 from histoblur.io.checkpoints import load_state, read_config
 from histoblur.models.classifier import BlurTypeConfig, BlurTypeNet
+from histoblur.models.gan import BlurGenerator, BlurGeneratorConfig, PatchCritic, PatchCriticConfig
 from histoblur.models.rednet import RedNet, RedNetConfig
 from histoblur.models.unet import UNet, UNetConfig
+from histoblur.models.unit_ddpm import UnitDDPM, UnitDDPMConfig
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,9 @@ ARCHITECTURES: dict[str, Architecture] = {
     "unet": Architecture(UNetConfig, UNet),
     "vgg": Architecture(BlurTypeConfig, BlurTypeNet),
     "rednet": Architecture(RedNetConfig, RedNet),
+    "blur-gan": Architecture(BlurGeneratorConfig, BlurGenerator),
+    "patch-critic": Architecture(PatchCriticConfig, PatchCritic),
+    "unit-ddpm": Architecture(UnitDDPMConfig, UnitDDPM),
 }
 
 

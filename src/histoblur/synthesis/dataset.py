@@ -32,7 +32,7 @@ from histoblur.synthesis.masks import (
     rasterize,
     soft_alpha,
 )
-from histoblur.synthesis.registry import get_kind, spec_from_dict
+from histoblur.synthesis.registry import parse_method, spec_from_dict
 from histoblur.synthesis.spec import SEED_RANGE, Range
 from histoblur.wsi.tissue import tissue_fraction
 
@@ -125,7 +125,7 @@ class DatasetConfig(BaseModel):
         if not methods:
             raise ValueError("at least one blur method is needed")
         for name in methods:
-            get_kind(name)
+            parse_method(name)
         return methods
 
     @model_validator(mode="after")
@@ -248,7 +248,8 @@ def draw_sample(
     image = load_rgb(str(path))
     h, w = image.shape[:2]
     method = config.methods[int(rng.integers(len(config.methods)))]
-    spec = get_kind(method).sampler.build(**config.ranges.get(method, {})).sample(rng)
+    kind, fixed = parse_method(method)
+    spec = kind.sampler.build(**{**config.ranges.get(method, {}), **fixed}).sample(rng)
     polygons = _draw_polygons(index, config, rng)
     post = config.degrade.sample(rng)
     record = {

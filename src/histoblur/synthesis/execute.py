@@ -33,7 +33,14 @@ import cv2
 import numpy as np
 
 from histoblur.kernels.core import separable_factors, trim_zeros_1d
-from histoblur.synthesis.plans import BlurPlan, KernelPlan, LevelsPlan, WarpPlan, level_weights
+from histoblur.synthesis.plans import (
+    BlurPlan,
+    KernelPlan,
+    LevelsPlan,
+    NetworkPlan,
+    WarpPlan,
+    level_weights,
+)
 
 BORDER = cv2.BORDER_REFLECT_101
 # Largest 2-D kernel side that runs as a direct filter, by input dtype (uint8 | float32); larger
@@ -124,6 +131,12 @@ def _run(plan: BlurPlan, image: np.ndarray, out_dtype: type) -> np.ndarray:
         return _blend_levels(image, plan, out_dtype)
     if isinstance(plan, WarpPlan):
         return _finish(_average_warps(image.astype(np.float32, copy=False), plan), out_dtype)
+    if isinstance(plan, NetworkPlan):
+        from histoblur.synthesis.learned import run_network  # torch networks: imported on use
+
+        scale = 255.0 if image.dtype == np.uint8 else 1.0
+        result = run_network(plan, image.astype(np.float32) / np.float32(scale))
+        return _finish(result * np.float32(scale), out_dtype)
     raise TypeError(f"Unknown plan type {type(plan).__name__}.")
 
 

@@ -1,7 +1,9 @@
 """Execution plans: what a blur kind asks the numpy or torch executor to do.
 
-Every blur kind reduces to one of three plans, so each executor implements three operations and
-every kind runs on both CPU arrays and (GPU) tensors.
+Every statistical blur kind reduces to one of three plans, so each executor implements three
+operations and every kind runs on both CPU arrays and (GPU) tensors. Learned kinds (a trained
+generator) reduce to a :class:`NetworkPlan`, which the numpy executor hands to
+:func:`histoblur.synthesis.learned.run_network`.
 """
 
 from __future__ import annotations
@@ -49,7 +51,24 @@ class WarpPlan:
     grids: tuple[tuple[np.ndarray, np.ndarray], ...]
 
 
-BlurPlan = KernelPlan | LevelsPlan | WarpPlan
+@dataclass(frozen=True)
+class NetworkPlan:
+    """Run a trained blur network.
+
+    Attributes:
+        runner: which learned kind runs it (``gan``, ``unit-ddpm``).
+        model: ``default`` or a checkpoint folder.
+        seed: seed of the network's noise (the same seed replays the same blur).
+        options: the kind's other settings as (name, value) pairs.
+    """
+
+    runner: str
+    model: str
+    seed: int
+    options: tuple[tuple[str, float], ...] = ()
+
+
+BlurPlan = KernelPlan | LevelsPlan | WarpPlan | NetworkPlan
 
 
 def level_weights(index: np.ndarray, levels: int) -> list[np.ndarray]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from histoblur.errors import ParameterError
-from histoblur.synthesis import lens, motion, variant
+from histoblur.synthesis import learned, lens, motion, variant
 from histoblur.synthesis.plans import BlurPlan
 from histoblur.synthesis.spec import BlurSpec, Sampler, validate_spec
 
@@ -69,6 +69,20 @@ BLUR_KINDS: dict[str, BlurKind] = {
     )
 }  # fmt: skip
 
+# Learned kinds run a trained network; ``--method gan:PATH`` names the checkpoint (see
+# :func:`parse_method`). They are kept apart from the statistical kinds above, which need no
+# weights and run on the torch executor too.
+LEARNED_KINDS: dict[str, BlurKind] = {
+    kind.name: kind
+    for kind in (
+        BlurKind("gan", "defocus", learned.GanSpec, learned.GanSampler, learned.gan_plan,
+                 "seed", "a trained blur generator (gan:default or gan:PATH)"),
+        BlurKind("unit-ddpm", "defocus", learned.UnitDDPMSpec, learned.UnitDDPMSampler,
+                 learned.unit_ddpm_plan, "release",
+                 "UNIT-DDPM translation, sharp to blurred (unit-ddpm:default or unit-ddpm:PATH)"),
+    )
+}  # fmt: skip
+
 
 def get_kind(name: str) -> BlurKind:
     """Registry entry by name.
@@ -76,11 +90,28 @@ def get_kind(name: str) -> BlurKind:
     Raises:
         ParameterError: for an unknown name, listing the known ones.
     """
-    try:
-        return BLUR_KINDS[name]
-    except KeyError:
-        known = ", ".join(BLUR_KINDS)
-        raise ParameterError(f"Unknown blur kind {name!r}; choose one of: {known}.") from None
+    kind = BLUR_KINDS.get(name) or LEARNED_KINDS.get(name)
+    if kind is None:
+        known = ", ".join([*BLUR_KINDS, *(f"{k}:PATH" for k in LEARNED_KINDS)])
+        raise ParameterError(f"Unknown blur kind {name!r}; choose one of: {known}.")
+    return kind
+
+
+def parse_method(method: str) -> tuple[BlurKind, dict[str, Any]]:
+    """A ``--method`` value as (kind, sampler overrides): ``gan:PATH`` fixes the model.
+
+    Raises:
+        ParameterError: unknown kind, or a learned kind without its model.
+    """
+    name, _, model = method.partition(":")
+    kind = get_kind(name)
+    if name in LEARNED_KINDS:
+        if not model:
+            raise ParameterError(f"Name the model: {name}:default or {name}:PATH.")
+        return kind, {"model": model}
+    if model:
+        raise ParameterError(f"Blur kind {name!r} takes no model ({method!r}).")
+    return kind, {}
 
 
 def kind_names() -> list[str]:

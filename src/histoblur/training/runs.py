@@ -20,7 +20,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from histoblur.errors import InputError, OutputError
 from histoblur.io.atomic import ensure_writable_dir, write_text_atomic
-from histoblur.io.checkpoints import provenance
+from histoblur.io.checkpoints import provenance, save_checkpoint
 from histoblur.models.registry import load_model
 
 TRAINER_STATE = "trainer.pt"
@@ -131,6 +131,11 @@ def start_from(model: torch.nn.Module, init: Path | None, architecture: dict[str
     model.load_state_dict(start.state_dict())
 
 
+def mixed_precision(device: torch.device, enabled: bool) -> torch.autocast:
+    """bfloat16 autocast on CUDA when ``enabled`` (no gradient scaler needed); off on CPU."""
+    return torch.autocast(device.type, torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
 def prepare_run(out: Path, training: dict[str, Any], resume: bool, overwrite: bool) -> None:
     """Create (or check, to resume) the run folder and write its ``config.json``.
 
@@ -165,6 +170,27 @@ def prepare_run(out: Path, training: dict[str, Any], resume: bool, overwrite: bo
     write_text_atomic(
         out / "config.json", json.dumps({"training": training, **provenance()}, indent=2) + "\n"
     )
+
+
+def save_epoch(
+    out: Path,
+    history: list[dict[str, Any]],
+    state: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    score: float,
+    best: float,
+) -> float:
+    """Write ``history.csv`` and ``last/``, and ``best/`` when ``score`` beats ``best``.
+
+    Returns:
+        The new best score.
+    """
+    if score > best:
+        best = score
+        save_checkpoint(out / "best", state, config)
+    save_checkpoint(out / "last", state, config)
+    write_text_atomic(out / "history.csv", history_csv(history))
+    return best
 
 
 def history_csv(rows: list[dict[str, Any]]) -> str:

@@ -1,0 +1,129 @@
+"""Learned blur kinds: a trained network used like any statistical blur kind.
+
+``--method gan:PATH`` (or ``gan:default``) draws a :class:`GanSpec`, ``--method unit-ddpm:PATH``
+a :class:`UnitDDPMSpec`; their plans are :class:`~histoblur.synthesis.plans.NetworkPlan`s, which
+the executor hands to :func:`run_network`. It runs the network over the image in blended windows
+with noise drawn from the spec's seed, so a spec replays the same blur (datasets regenerate from
+their manifests like any other kind).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from histoblur.errors import InputError
+from histoblur.inference.tiling import predict_tiled
+from histoblur.synthesis.plans import NetworkPlan
+from histoblur.synthesis.spec import SEED_RANGE, BlurSpec, IntRange, Sampler
+
+# shipped weights per learned kind, and the checkpoint task each kind accepts
+LEARNED_MODELS = {"gan": {"default": "gan-default"}, "unit-ddpm": {"default": "unit-ddpm-default"}}
+TASKS = {"gan": "blur-gan", "unit-ddpm": "unit-ddpm"}
+WINDOW, OVERLAP = 512, 32
+
+
+class GanSpec(BlurSpec):
+    """Blur drawn by a trained generator (``model``: ``default`` or a checkpoint folder)."""
+
+    kind: Literal["gan"] = "gan"
+    model: str = "default"
+    seed: int = Field(0, ge=SEED_RANGE[0], le=SEED_RANGE[1])
+
+
+class GanSampler(Sampler):
+    """Ranges for :class:`GanSpec`: a fixed model, a random noise seed."""
+
+    spec_cls = GanSpec
+    model: str = "default"
+    seed: int | IntRange = SEED_RANGE
+
+
+def gan_plan(spec: GanSpec, height: int, width: int) -> NetworkPlan:
+    """The generator's plan (the image size does not change it)."""
+    return NetworkPlan(runner="gan", model=spec.model, seed=spec.seed)
+
+
+class UnitDDPMSpec(BlurSpec):
+    """Blur by UNIT-DDPM translation: release time ``t_r / T`` and sampling steps."""
+
+    kind: Literal["unit-ddpm"] = "unit-ddpm"
+    model: str = "default"
+    seed: int = Field(0, ge=SEED_RANGE[0], le=SEED_RANGE[1])
+    release: float = Field(0.5, gt=0, le=1)
+    steps: int = Field(50, ge=2, le=4000)
+
+
+class UnitDDPMSampler(Sampler):
+    """Ranges for :class:`UnitDDPMSpec`."""
+
+    spec_cls = UnitDDPMSpec
+    model: str = "default"
+    seed: int | IntRange = SEED_RANGE
+    release: float | tuple[float, float] = 0.5
+    steps: int | IntRange = 50
+
+
+def unit_ddpm_plan(spec: UnitDDPMSpec, height: int, width: int) -> NetworkPlan:
+    """The translator's plan."""
+    options = (("release", spec.release), ("steps", float(spec.steps)))
+    return NetworkPlan(runner="unit-ddpm", model=spec.model, seed=spec.seed, options=options)
+
+
+@lru_cache(maxsize=4)
+def load_network(runner: str, model: str) -> torch.nn.Module:
+    """The network of a learned kind (``default``: the shipped one), cached.
+
+    Raises:
+        InputError: missing, corrupt or untrusted checkpoint, or one of another task.
+    """
+    from histoblur.inference.segment import resolve_model
+    from histoblur.models.registry import load_model
+
+    if runner not in TASKS:
+        raise InputError(f"Unknown learned blur kind {runner!r}.")
+    network, config = load_model(resolve_model(model, LEARNED_MODELS[runner]))
+    if config.get("task") != TASKS[runner]:
+        raise InputError(
+            f"{model} is not a {runner} checkpoint (its task is {config.get('task')!r})."
+        )
+    return network.eval()
+
+
+def run_network(plan: NetworkPlan, image: np.ndarray) -> np.ndarray:
+    """Apply a learned blur to a float32 (H, W, C) image in [0, 1]; grey runs as RGB."""
+    network = load_network(plan.runner, plan.model)
+    h, w, c = image.shape
+    rgb = np.repeat(image[..., :1], 3, axis=2) if c == 1 else image[..., :3]
+    generator = torch.Generator().manual_seed(plan.seed)
+    if plan.runner == "gan":
+        with torch.no_grad():
+            z = network.noise(torch.zeros(1, 3, h, w), generator)[0].permute(1, 2, 0).numpy()
+        stacked = np.concatenate([rgb, z], axis=2).astype(np.float32)
+
+        def predict(batch: np.ndarray) -> np.ndarray:
+            x = torch.from_numpy(batch)
+            return network(x[:, :3], x[:, 3:]).numpy()
+
+    else:
+        from histoblur.models.unit_ddpm import translate
+
+        options = dict(plan.options)
+        stacked = np.ascontiguousarray(rgb, np.float32)
+
+        def predict(batch: np.ndarray) -> np.ndarray:
+            x = torch.from_numpy(batch)
+            return translate(
+                network, x, options["release"], int(options["steps"]), generator
+            ).numpy()
+
+    out = np.empty((h, w, 3), np.float32)
+    with torch.no_grad():
+        for row, block in predict_tiled(stacked, predict, WINDOW, OVERLAP, 1, channels=3):
+            out[row : row + block.shape[0]] = block
+    out = np.clip(out, 0.0, 1.0)
+    return out.mean(axis=2, keepdims=True) if c == 1 else out
