@@ -13,6 +13,10 @@ method (4 draws, seeds 0-3):
 - the variance of the Laplacian per crop, median and inter-quartile range, beside the real
   blurred image's (sharpness distribution).
 
+With ``--pictures DIR``: ``learned_synthesis_fqpath.png`` (sharp, real blurred, Gaussian,
+calibrated, each GAN; not for the repository: FQPath is GPL-3) and ``learned_synthesis_he.png``
+(a sharp H&E tile, then the calibrated kind and each GAN with seeds 0 and 1).
+
 The calibrated kind is the best parametric PSF ``histoblur calibrate`` fits on the TOP half of
 the same pair (so it has seen this microscope, as a GAN trained on the pair has).
 """
@@ -28,7 +32,7 @@ import torch
 from histoblur.calibration.config import CalibrationConfig
 from histoblur.calibration.fit import calibrate
 from histoblur.inference.classify import BlurClassifier
-from histoblur.io.images import read_image, to_float, write_image
+from histoblur.io.images import from_float, read_image, to_float, write_image
 from histoblur.metrics.frechet import frechet_distance
 from histoblur.metrics.full_reference import focal_frequency_loss, psnr, ssim
 from histoblur.metrics.sharpness import variance_of_laplacian
@@ -74,6 +78,11 @@ def methods(gans: list[str], top_sharp: np.ndarray, top_blurred: np.ndarray):
     return rows
 
 
+def strip(images: list[np.ndarray], side: int = 256) -> np.ndarray:
+    """The top-left ``side`` px of each float image, side by side, as uint8."""
+    return from_float(np.hstack([im[:side, :side] for im in images]), np.uint8)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gan", action="append", default=[], help="default or a checkpoint")
@@ -116,10 +125,13 @@ def main() -> None:
         )
     if args.pictures is not None:
         args.pictures.mkdir(parents=True, exist_ok=True)
-        s = 256
-        panel = np.hstack([im[:s, :s] for im in shown])
+        write_image(args.pictures / "learned_synthesis_fqpath.png", strip(shown))
+        he = read_image(sorted((DATA / "sharp" / "he").glob("*.png"))[0])[:256, :256, :3]
+        picks = [spec for name, draw in rows[1:] if name.startswith(("calibrated", "GAN"))
+                 for spec in (draw(0), draw(1))]  # fmt: skip
         write_image(
-            args.pictures / "learned_synthesis_fqpath.png", (panel * 255 + 0.5).astype(np.uint8)
+            args.pictures / "learned_synthesis_he.png",
+            strip([to_float(he)] + [to_float(apply_blur(he, spec)) for spec in picks]),
         )
 
 

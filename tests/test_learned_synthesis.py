@@ -11,6 +11,7 @@ from histoblur.cli.main import main
 from histoblur.errors import InputError, ParameterError
 from histoblur.io.checkpoints import save_checkpoint
 from histoblur.io.images import read_image, write_image
+from histoblur.metrics.frechet import frechet_distance
 from histoblur.metrics.full_reference import focal_frequency_loss
 from histoblur.models.gan import BlurGenerator, BlurGeneratorConfig, PatchCritic, critic_condition
 from histoblur.models.unit_ddpm import UnitDDPM, UnitDDPMConfig, q_sample, respaced, translate
@@ -270,3 +271,13 @@ def test_unit_ddpm_blur_kind_replays_per_seed(tmp_path, tile):
     first, again = apply_blur(tile, spec), apply_blur(tile, spec)
     assert first.shape == tile.shape and first.dtype == tile.dtype
     assert np.array_equal(first, again)
+
+
+def test_frechet_distance_of_shifted_sets_is_the_squared_shift():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(400, 6))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-4)
+    shift = np.array([1.0, -2.0, 0.0, 0.5, 0.0, 0.0])
+    assert frechet_distance(a, a + shift) == pytest.approx(float(shift @ shift), rel=1e-3)
+    with pytest.raises(InputError, match="same D"):
+        frechet_distance(a, a[:, :5])

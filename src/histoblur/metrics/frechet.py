@@ -8,6 +8,8 @@ Inception weights are not used.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.linalg
 
@@ -27,8 +29,8 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
         raise InputError("Each feature set needs at least two vectors.")
     mu = a.mean(0) - b.mean(0)
     ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root, _ = scipy.linalg.sqrtm(ca @ cb, disp=False)
-    if not np.isfinite(root).all():  # nearly singular product: regularise both covariances
-        eps = np.eye(len(ca)) * 1e-6
+    eps = np.eye(len(ca)) * 1e-6  # fewer vectors than features leaves C singular: regularise
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
         root = scipy.linalg.sqrtm((ca + eps) @ (cb + eps))
     return float(max(0.0, mu @ mu + np.trace(ca + cb - 2 * np.real(root))))
