@@ -79,9 +79,9 @@ class Deblurrer:
         """Deblur a (H, W, 3) float32 image in [0, 1]; returns the same shape, clipped to [0, 1]."""
         h, w = rgb.shape[:2]
         out = np.empty((h, w, 3), np.float32)
-        for row, block in predict_tiled(
-            rgb, self._predict, self.tile, self.overlap, batch_size=1, channels=3
-        ):
+        tile = min(self.tile, max(8, h, w))  # a small image runs as one window, not padded
+        overlap = min(self.overlap, tile // 4)
+        for row, block in predict_tiled(rgb, self._predict, tile, overlap, 1, channels=3):
             out[row : row + block.shape[0]] = block
         return np.clip(out, 0.0, 1.0)
 

@@ -121,9 +121,11 @@ def run_network(plan: NetworkPlan, image: np.ndarray) -> np.ndarray:
                 network, x, options["release"], int(options["steps"]), generator
             ).numpy()
 
+    window = min(WINDOW, max(8, h, w))  # a small image runs as one window, not padded to 512
+    overlap = min(OVERLAP, window // 4)
     out = np.empty((h, w, 3), np.float32)
     with torch.no_grad():
-        for row, block in predict_tiled(stacked, predict, WINDOW, OVERLAP, 1, channels=3):
+        for row, block in predict_tiled(stacked, predict, window, overlap, 1, channels=3):
             out[row : row + block.shape[0]] = block
     out = np.clip(out, 0.0, 1.0)
     return out.mean(axis=2, keepdims=True) if c == 1 else out
