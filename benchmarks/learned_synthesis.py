@@ -1,6 +1,7 @@
 """How real is synthesized blur? Every statistical kind, the calibrated kind and learned generators.
 
-    .venv/bin/python benchmarks/learned_synthesis.py [--gan default|PATH ...] [--pictures DIR]
+    .venv/bin/python benchmarks/learned_synthesis.py [--gan default|PATH ...]
+        [--unit-ddpm default|PATH ...] [--pictures DIR]
 
 The reference is the real aligned FQPath pair, in the rows its learned generators never trained
 on (the bottom half): the sharp side goes in, the real out-of-focus side is the target. For each
@@ -43,6 +44,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PAIR = DATA / "real_pairs" / "fqpath_left"
 DRAWS = 4
 CROP, STRIDE = 128, 64
+UNIT_STEPS = 25  # UNIT-DDPM sampling steps (of 1000)
 
 
 def crops(image: np.ndarray) -> np.ndarray:
@@ -61,7 +63,9 @@ def embed(net: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
         return net.embed(torch.from_numpy(batch)).numpy()
 
 
-def methods(gans: list[str], top_sharp: np.ndarray, top_blurred: np.ndarray):
+def methods(
+    gans: list[str], translators: list[str], top_sharp: np.ndarray, top_blurred: np.ndarray
+):
     """(name, draw(seed) -> spec) for every method."""
     rows = []
     for name, kind in BLUR_KINDS.items():
@@ -75,6 +79,12 @@ def methods(gans: list[str], top_sharp: np.ndarray, top_blurred: np.ndarray):
         kind, fixed = parse_method(f"gan:{gan}")
         sampler = kind.sampler.build(**fixed)
         rows.append((f"GAN ({gan})", lambda seed, s=sampler: s.sample(np.random.default_rng(seed))))
+    for model in translators:
+        kind, fixed = parse_method(f"unit-ddpm:{model}")
+        sampler = kind.sampler.build(**fixed, steps=UNIT_STEPS)
+        rows.append(
+            (f"UNIT-DDPM ({model})", lambda seed, s=sampler: s.sample(np.random.default_rng(seed)))
+        )
     return rows
 
 
@@ -86,6 +96,7 @@ def strip(images: list[np.ndarray], side: int = 256) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gan", action="append", default=[], help="default or a checkpoint")
+    parser.add_argument("--unit-ddpm", action="append", default=[], help="default or a checkpoint")
     parser.add_argument("--pictures", type=Path, default=None)
     args = parser.parse_args()
     sharp, blurred = read_image(PAIR / "sharp.png"), read_image(PAIR / "blurred.png")
@@ -102,7 +113,7 @@ def main() -> None:
     print("\n| method | PSNR | SSIM | FFL (x1e3) | FD | var. of Laplacian median (IQR) |")
     print("|---|---|---|---|---|---|")
     rows = [("sharp (no blur)", lambda seed: None)]
-    rows += methods(args.gan, sharp[:h], blurred[:h])
+    rows += methods(args.gan, args.unit_ddpm, sharp[:h], blurred[:h])
     shown = [to_float(test_sharp), real]
     for name, draw in rows:
         scores, features, laps = [], [], []
@@ -114,7 +125,7 @@ def main() -> None:
             batch = crops(x)
             features.append(embed(net, batch))
             laps += [variance_of_laplacian(c.transpose(1, 2, 0)) for c in batch]
-            if seed == 0 and (name.startswith(("calibrated", "GAN")) or name == "gaussian"):
+            if seed == 0 and (name.startswith(("calibrated", "GAN", "UNIT")) or name == "gaussian"):
                 shown.append(x)
         m = np.mean(scores, axis=0)
         fd = frechet_distance(np.concatenate(features), real_features)
@@ -127,7 +138,7 @@ def main() -> None:
         args.pictures.mkdir(parents=True, exist_ok=True)
         write_image(args.pictures / "learned_synthesis_fqpath.png", strip(shown))
         he = read_image(sorted((DATA / "sharp" / "he").glob("*.png"))[0])[:256, :256, :3]
-        picks = [spec for name, draw in rows[1:] if name.startswith(("calibrated", "GAN"))
+        picks = [spec for name, draw in rows[1:] if name.startswith(("calibrated", "GAN", "UNIT"))
                  for spec in (draw(0), draw(1))]  # fmt: skip
         write_image(
             args.pictures / "learned_synthesis_he.png",

@@ -281,3 +281,21 @@ def test_frechet_distance_of_shifted_sets_is_the_squared_shift():
     assert frechet_distance(a, a + shift) == pytest.approx(float(shift @ shift), rel=1e-3)
     with pytest.raises(InputError, match="same D"):
         frechet_distance(a, a[:, :5])
+
+
+def test_shipped_generator_blurs_a_tile_and_lowers_its_sharpness(tile):
+    from histoblur.metrics.sharpness import variance_of_laplacian
+
+    blurred = apply_blur(tile, GanSpec(model="default", seed=0))
+    assert blurred.shape == tile.shape and blurred.dtype == tile.dtype
+    assert variance_of_laplacian(blurred) < 0.8 * variance_of_laplacian(tile)
+
+
+def test_unshipped_default_translator_gives_a_clear_error(tile):
+    from histoblur.inference.segment import shipped_model_path
+    from histoblur.synthesis.learned import LEARNED_MODELS, UnitDDPMSpec
+
+    if shipped_model_path("default", LEARNED_MODELS["unit-ddpm"]).is_dir():
+        pytest.skip("a default UNIT-DDPM is shipped")
+    with pytest.raises(InputError, match="missing from this installation"):
+        apply_blur(tile, UnitDDPMSpec(model="default", seed=0))
