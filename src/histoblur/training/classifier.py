@@ -26,11 +26,11 @@ from torch.utils.data import IterableDataset
 
 from histoblur.errors import InputError
 from histoblur.io.atomic import write_text_atomic
-from histoblur.io.checkpoints import provenance, save_checkpoint
+from histoblur.io.checkpoints import save_checkpoint
 from histoblur.io.images import to_float
 from histoblur.metrics.calibration import expected_calibration_error, fit_temperature, softmax
 from histoblur.models.classifier import BLUR_TYPES, BlurTypeConfig
-from histoblur.models.registry import build_model, load_model
+from histoblur.models.registry import load_model
 from histoblur.synthesis.dataset import (
     DatasetConfig,
     DegradeSampler,
@@ -40,10 +40,11 @@ from histoblur.synthesis.dataset import (
 from histoblur.training.augment import AugmentConfig, augment_pair
 from histoblur.training.data import crop_in_box, holdout_split
 from histoblur.training.runs import (
+    checkpoint_meta,
     endless,
     history_csv,
+    new_network,
     prepare_run,
-    start_from,
     start_torch,
     train_steps,
     warmup_cosine,
@@ -243,15 +244,9 @@ def heldout_report(logits: np.ndarray, labels: np.ndarray, temperature: float) -
 
 def checkpoint_config(config: ClassifierTrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
     """The ``config.json`` stored beside a classifier's weights."""
-    return {
-        "task": "blur-type-classification",
-        "classes": list(BLUR_TYPES),
-        "model": config.model.model_dump(mode="json"),
-        "inference": {"tile": config.tile, "input": "RGB float in [0, 1]"},
-        "training": config.model_dump(mode="json"),
-        **provenance(),
-        **extra,
-    }
+    inference = {"tile": config.tile, "input": "RGB float in [0, 1]"}
+    meta = checkpoint_meta("blur-type-classification", config.model, config, inference, extra)
+    return {"classes": list(BLUR_TYPES), **meta}
 
 
 def train_classifier(
@@ -275,8 +270,7 @@ def train_classifier(
     images = np.stack([s[0] for s in samples])
     labels = np.array([s[1] for s in samples])
     half_a, half_b = slice(0, n), slice(n, 2 * n)
-    model = build_model(config.model).to(device).train()
-    start_from(model, config.init, config.model.model_dump(mode="json"))
+    model = new_network(config.model, config.init, device).train()
     averaged = copy.deepcopy(model).eval() if config.ema else model
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay

@@ -25,11 +25,10 @@ from torch.utils.data import IterableDataset
 
 from histoblur.errors import InputError
 from histoblur.io.atomic import write_text_atomic
-from histoblur.io.checkpoints import provenance, save_checkpoint
+from histoblur.io.checkpoints import save_checkpoint
 from histoblur.io.images import to_float
 from histoblur.metrics.full_reference import psnr
 from histoblur.models.rednet import RedNetConfig
-from histoblur.models.registry import build_model
 from histoblur.synthesis.blur import apply_blur
 from histoblur.synthesis.dataset import load_rgb, usable_sources
 from histoblur.synthesis.degrade import DegradeSpec, degrade
@@ -37,10 +36,11 @@ from histoblur.synthesis.registry import get_kind
 from histoblur.training.classifier import VAL_OFFSET, VISIBLE_RANGES
 from histoblur.training.data import holdout_split, window_in_box
 from histoblur.training.runs import (
+    checkpoint_meta,
     endless,
     history_csv,
+    new_network,
     prepare_run,
-    start_from,
     start_torch,
     train_steps,
     warmup_cosine,
@@ -197,14 +197,8 @@ class DeblurPairs(IterableDataset):
 
 def checkpoint_config(config: DeblurTrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
     """The ``config.json`` stored beside a deblurring network's weights."""
-    return {
-        "task": f"deblur-{config.family}",
-        "model": config.model.model_dump(mode="json"),
-        "inference": {"input": "RGB float in [0, 1]", "tile": 512, "overlap": 32},
-        "training": config.model_dump(mode="json"),
-        **provenance(),
-        **extra,
-    }
+    inference = {"input": "RGB float in [0, 1]", "tile": 512, "overlap": 32}
+    return checkpoint_meta(f"deblur-{config.family}", config.model, config, inference, extra)
 
 
 def train_deblur(
@@ -228,8 +222,7 @@ def train_deblur(
     val = [held.sample(VAL_OFFSET + i) for i in range(config.heldout)]
     val_blurred = torch.from_numpy(np.stack([v[0] for v in val]))
     val_sharp = np.stack([v[1] for v in val])
-    model = build_model(config.model).to(device).train()
-    start_from(model, config.init, config.model.model_dump(mode="json"))
+    model = new_network(config.model, config.init, device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     total = config.epochs * config.steps_per_epoch
     schedule = warmup_cosine(optimizer, total, config.warmup_steps)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from histoblur.io.checkpoints import provenance, save_checkpoint
+from histoblur.io.checkpoints import save_checkpoint
 from histoblur.io.images import to_float
 from histoblur.models.gan import (
     BlurGenerator,
@@ -50,11 +50,12 @@ from histoblur.training.domains import (
     validation_pairs,
 )
 from histoblur.training.runs import (
+    checkpoint_meta,
     endless,
     mixed_precision,
+    new_network,
     prepare_run,
     save_epoch,
-    start_from,
     start_torch,
 )
 
@@ -148,14 +149,8 @@ def pretrain(
 
 def checkpoint_config(config: GanTrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
     """The ``config.json`` stored beside the generator's weights."""
-    return {
-        "task": "blur-gan",
-        "model": config.generator.model_dump(mode="json"),
-        "inference": {"input": "RGB float in [0, 1]", "tile": 512, "overlap": 32},
-        "training": config.model_dump(mode="json"),
-        **provenance(),
-        **extra,
-    }
+    inference = {"input": "RGB float in [0, 1]", "tile": 512, "overlap": 32}
+    return checkpoint_meta("blur-gan", config.generator, config, inference, extra)
 
 
 def train_gan(
@@ -167,8 +162,7 @@ def train_gan(
     sources = domain_sources(config)
     prepare_run(config.out, config.model_dump(mode="json"), False, overwrite)
     device = start_torch(config.threads, config.device, config.seed)
-    generator = build_model(config.generator).to(device)
-    start_from(generator, config.init, config.generator.model_dump(mode="json"))
+    generator = new_network(config.generator, config.init, device)
     critic = build_model(config.critic).to(device)
     opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=config.betas)
     opt_d = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=config.betas)

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from pydantic import BaseModel
 from torch.utils.data import IterableDataset, get_worker_info
 
 from histoblur.errors import InputError, OutputError
 from histoblur.io.atomic import ensure_writable_dir, write_text_atomic
 from histoblur.io.checkpoints import provenance, save_checkpoint
-from histoblur.models.registry import load_model
+from histoblur.models.registry import build_model, load_model
 
 TRAINER_STATE = "trainer.pt"
 Batch = TypeVar("Batch")
@@ -134,6 +135,37 @@ def start_from(model: torch.nn.Module, init: Path | None, architecture: dict[str
 def mixed_precision(device: torch.device, enabled: bool) -> torch.autocast:
     """bfloat16 autocast on CUDA when ``enabled`` (no gradient scaler needed); off on CPU."""
     return torch.autocast(device.type, torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+def checkpoint_meta(
+    task: str,
+    architecture: BaseModel,
+    training: BaseModel,
+    inference: dict[str, Any],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``config.json`` stored beside a trained network.
+
+    Task, architecture, how to run it, the full training config, provenance (version, git
+    revision) and ``extra`` (epoch, metrics...).
+    """
+    return {
+        "task": task,
+        "model": architecture.model_dump(mode="json"),
+        "inference": inference,
+        "training": training.model_dump(mode="json"),
+        **provenance(),
+        **extra,
+    }
+
+
+def new_network(
+    architecture: BaseModel, init: Path | None, device: torch.device
+) -> torch.nn.Module:
+    """Build a network on ``device``, starting from checkpoint ``init`` when given."""
+    model = build_model(architecture).to(device)
+    start_from(model, init, architecture.model_dump(mode="json"))
+    return model
 
 
 def prepare_run(out: Path, training: dict[str, Any], resume: bool, overwrite: bool) -> None:

@@ -27,8 +27,8 @@ from histoblur.errors import InputError
 from histoblur.inference.benchmark import evaluate_benchmark
 from histoblur.inference.segment import Segmenter
 from histoblur.io.atomic import atomic_path, write_text_atomic
-from histoblur.io.checkpoints import provenance, save_checkpoint
-from histoblur.models.registry import build_model, load_model
+from histoblur.io.checkpoints import save_checkpoint
+from histoblur.models.registry import load_model
 from histoblur.models.unet import UNetConfig
 from histoblur.synthesis.dataset import DatasetConfig, DegradeSampler
 from histoblur.training.augment import AugmentConfig
@@ -36,10 +36,11 @@ from histoblur.training.data import BuiltDataset, SegmentationBatches
 from histoblur.training.losses import bce_dice_loss
 from histoblur.training.runs import (
     TRAINER_STATE,
+    checkpoint_meta,
     endless,
     history_csv,
+    new_network,
     prepare_run,
-    start_from,
     start_torch,
     train_steps,
     warmup_cosine,
@@ -129,14 +130,8 @@ class SegmenterTrainConfig(BaseModel):
 
 def checkpoint_config(config: SegmenterTrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
     """The ``config.json`` stored beside a segmenter's weights."""
-    return {
-        "task": "blur-segmentation",
-        "model": config.model.model_dump(mode="json"),
-        "inference": {"threshold": config.threshold, "tile": 256, "input": "RGB float in [0, 1]"},
-        "training": config.model_dump(mode="json"),
-        **provenance(),
-        **extra,
-    }
+    inference = {"threshold": config.threshold, "tile": 256, "input": "RGB float in [0, 1]"}
+    return checkpoint_meta("blur-segmentation", config.model, config, inference, extra)
 
 
 def validate(
@@ -197,8 +192,7 @@ def train_segmenter(
             raise InputError(f"Validation benchmark {bench} has no manifest.jsonl.")
     prepare_run(config.out, config.model_dump(mode="json"), resume, overwrite)
     device = start_torch(config.threads, config.device, config.seed)
-    model = build_model(config.model).to(device).train()
-    start_from(model, config.init, config.model.model_dump(mode="json"))
+    model = new_network(config.model, config.init, device).train()
     averaged = copy.deepcopy(model).eval() if config.ema else model
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay

@@ -27,8 +27,6 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from histoblur.io.checkpoints import provenance
-from histoblur.models.registry import build_model
 from histoblur.models.unit_ddpm import UnitDDPM, UnitDDPMConfig, denoising_loss, translate
 from histoblur.training.domains import (
     DomainBatches,
@@ -38,11 +36,12 @@ from histoblur.training.domains import (
     validation_pairs,
 )
 from histoblur.training.runs import (
+    checkpoint_meta,
     endless,
     mixed_precision,
+    new_network,
     prepare_run,
     save_epoch,
-    start_from,
     start_torch,
     warmup_cosine,
 )
@@ -129,14 +128,8 @@ def translate_image(
 
 def checkpoint_config(config: UnitDDPMTrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
     """The ``config.json`` stored beside the model."""
-    return {
-        "task": "unit-ddpm",
-        "model": config.model.model_dump(mode="json"),
-        "inference": {"release": config.release, "steps": config.sample_steps},
-        "training": config.model_dump(mode="json"),
-        **provenance(),
-        **extra,
-    }
+    inference = {"release": config.release, "steps": config.sample_steps}
+    return checkpoint_meta("unit-ddpm", config.model, config, inference, extra)
 
 
 def train_unit_ddpm(
@@ -148,8 +141,7 @@ def train_unit_ddpm(
     sources = domain_sources(config)
     prepare_run(config.out, config.model_dump(mode="json"), False, overwrite)
     device = start_torch(config.threads, config.device, config.seed)
-    model = build_model(config.model).to(device)
-    start_from(model, config.init, config.model.model_dump(mode="json"))
+    model = new_network(config.model, config.init, device)
     denoisers = [*model.eps_a.parameters(), *model.eps_b.parameters()]
     translators = [*model.a_to_b.parameters(), *model.b_to_a.parameters()]
     optimizers = (
