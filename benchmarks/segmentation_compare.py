@@ -8,7 +8,9 @@ docs/segmentation.md), every ``best`` checkpoint under ``--runs`` (one per synth
 the shipped default model, and the classical baselines: HistoQC-style smoothed-Laplacian
 threshold at its fixed threshold (chosen on synthetic blur) and at the best threshold for each
 benchmark (an oracle: it sees the test labels), and the relative Laplacian-energy rule. It also
-reports the fraction of pixels each detector flags on images with no blur. Prints a Markdown
+reports the fraction of pixels each detector flags on images with no blur. ``fqpath_bottom`` is
+built from the bottom half of the FQPath pair only, the half no learned generator trained on
+(docs/learned-synthesis.md gives the command). Prints a Markdown
 table and writes ``scores.json`` and prediction pictures into ``--out``.
 """
 
@@ -29,7 +31,7 @@ from histoblur.io.report import outline
 from histoblur.synthesis.real_pairs import iter_benchmark
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-TEST_SETS = ("fqpath", "smear_p03")
+TEST_SETS = ("fqpath", "fqpath_bottom", "smear_p03")
 NEGATIVES = ("sharp/he", "artifacts")
 THRESHOLDS = np.round(np.arange(0.004, 0.061, 0.002), 3)
 
