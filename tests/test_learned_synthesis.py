@@ -299,3 +299,31 @@ def test_unshipped_default_translator_gives_a_clear_error(tile):
         pytest.skip("a default UNIT-DDPM is shipped")
     with pytest.raises(InputError, match="missing from this installation"):
         apply_blur(tile, UnitDDPMSpec(model="default", seed=0))
+
+
+def test_cli_trains_a_tiny_gan_and_refuses_a_bad_config(domains, capsys):
+    import yaml
+
+    config = tiny_config(domains, epochs=1, steps_per_epoch=1, pretrain_steps=1)
+    path = domains / "gan.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    assert main(["train", "gan", "--config", str(path)]) == 0
+    assert (domains / "run" / "best" / "config.json").is_file()
+    bad = config.model_dump(mode="json") | {"out": str(domains / "bad"), "critic_steps": 0}
+    path.write_text(yaml.safe_dump(bad))
+    assert main(["train", "gan", "--config", str(path)]) != 0
+    assert "critic_steps" in capsys.readouterr().err
+    assert not (domains / "bad").exists()
+
+
+def test_cli_dataset_with_a_generator(generator_dir, tmp_path, ihc):
+    sharp = tmp_path / "src"
+    sharp.mkdir()
+    write_image(sharp / "ihc.png", ihc)
+    out = str(tmp_path / "ds")
+    method = f"gaussian,gan:{generator_dir}"
+    code = main(["synth", "dataset", "--sharp", str(sharp), "--out", out,
+                 "--method", method, "--n", "4", "--tile", "64"])  # fmt: skip
+    assert code == 0
+    kinds = {r["blur"]["kind"] for r in iter_manifest(tmp_path / "ds")}
+    assert kinds <= {"gaussian", "gan"} and len(list((tmp_path / "ds" / "images").iterdir())) == 4
