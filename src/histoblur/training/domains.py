@@ -8,8 +8,10 @@ rows (below the training box) measure how close a generator's blur is to the rea
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -172,3 +174,23 @@ def realism(
         rows.append((psnr(blurred, fake), ssim(blurred, fake), focal_frequency_loss(blurred, fake)))
     m = np.mean(rows, axis=0)
     return {"val_psnr": float(m[0]), "val_ssim": float(m[1]), "val_ffl": float(m[2])}
+
+
+def history_row(
+    epoch: int,
+    step: int,
+    sums: dict[str, float],
+    steps: int,
+    base: dict[str, float],
+    scores: dict[str, float],
+    started: float,
+) -> dict[str, Any]:
+    """One ``history.csv`` row: the epoch's mean losses, validation scores (sharp input, model)."""
+    return {
+        "epoch": epoch,
+        "step": step,
+        **{k: round(v / steps, 5) for k, v in sums.items()},
+        **{f"{k}_sharp": round(v, 4) for k, v in base.items()},
+        **{k: round(v, 4) for k, v in scores.items()},
+        "seconds": round(time.perf_counter() - started, 1),
+    }

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +44,7 @@ from histoblur.training.domains import (
     DomainBatches,
     DomainConfig,
     domain_sources,
+    history_row,
     realism,
     sharp_crop,
     stack,
@@ -153,6 +154,47 @@ def checkpoint_config(config: GanTrainConfig, extra: dict[str, Any]) -> dict[str
     return checkpoint_meta("blur-gan", config.generator, config, inference, extra)
 
 
+def gan_step(
+    generator: BlurGenerator,
+    critic: torch.nn.Module,
+    batches: Iterator[tuple[torch.Tensor, ...]],
+    optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
+    config: GanTrainConfig,
+    noise: torch.Generator,
+    device: torch.device,
+) -> dict[str, float]:
+    """``critic_steps`` critic updates, then one generator update; returns the losses."""
+    opt_g, opt_d = optimizers
+    autocast = mixed_precision(device, config.amp)
+    for _ in range(config.critic_steps):
+        sharp, blurred, _, _ = (t.to(device) for t in next(batches))
+        with autocast:
+            fake = generator(sharp, generator.noise(sharp, noise))
+        loss_d, distance = critic_loss(
+            critic, critic_condition(blurred), blurred, critic_condition(sharp), fake.float(),
+            config.lambda_gp, noise,
+        )  # fmt: skip
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+    sharp, blurred, pair_sharp, pair_blurred = (t.to(device) for t in next(batches))
+    with autocast:
+        fake = generator(sharp, generator.noise(sharp, noise))
+        adversarial = -critic(critic_condition(sharp), fake.float()).mean()
+        same = identity_loss(generator(blurred, generator.noise(blurred, noise)), blurred)
+        loss_g = adversarial + config.lambda_identity * same
+        paired = torch.zeros((), device=device)
+        if len(pair_sharp):
+            made = generator(pair_sharp, generator.noise(pair_sharp, noise))
+            paired = (made - pair_blurred).abs().mean()
+            loss_g = loss_g + config.paired_l1 * paired
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    losses = {"critic": loss_d, "adversarial": adversarial, "identity": same, "paired": paired}
+    return {"wasserstein": distance, **{k: float(v.detach()) for k, v in losses.items()}}
+
+
 def train_gan(
     config: GanTrainConfig,
     overwrite: bool = False,
@@ -164,88 +206,44 @@ def train_gan(
     device = start_torch(config.threads, config.device, config.seed)
     generator = new_network(config.generator, config.init, device)
     critic = build_model(config.critic).to(device)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=config.betas)
-    opt_d = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=config.betas)
+    optimizers = tuple(
+        torch.optim.Adam(net.parameters(), lr=config.lr, betas=config.betas)
+        for net in (generator, critic)
+    )
     batches = endless(DomainBatches(config, sources, paired=config.paired_l1 > 0), config.workers)
     held = validation_pairs(config.pairs)
-    autocast = mixed_precision(device, config.amp)
     noise = torch.Generator().manual_seed(config.seed)
-    history: list[dict[str, Any]] = []
-
-    pre_losses = pretrain(generator, opt_g, config, sources, device)
+    pre_losses = pretrain(generator, optimizers[0], config, sources, device)
     pre = {
         "first": round(float(np.mean(pre_losses[:20])), 5) if pre_losses else None,
         "last": round(float(np.mean(pre_losses[-20:])), 5) if pre_losses else None,
     }
     total = config.epochs * config.steps_per_epoch
     schedules = [
-        torch.optim.lr_scheduler.LambdaLR(o, lambda s: lr_factor(s, total)) for o in (opt_g, opt_d)
+        torch.optim.lr_scheduler.LambdaLR(o, lambda s: lr_factor(s, total)) for o in optimizers
     ]
-    best, step = -math.inf, 0
     base = realism(lambda image: image, held) if held else {}
+    best, step, history = -math.inf, 0, []
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         generator.train()
-        sums = {
-            "critic": 0.0,
-            "wasserstein": 0.0,
-            "adversarial": 0.0,
-            "identity": 0.0,
-            "paired": 0.0,
-        }
+        sums: dict[str, float] = {}
         for _ in range(config.steps_per_epoch):
-            for _ in range(config.critic_steps):
-                sharp, blurred, _, _ = (t.to(device) for t in next(batches))
-                with autocast:
-                    fake = generator(sharp, generator.noise(sharp, noise))
-                loss_d, distance = critic_loss(
-                    critic, critic_condition(blurred), blurred, critic_condition(sharp),
-                    fake.float(), config.lambda_gp, noise,
-                )  # fmt: skip
-                opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
-                opt_d.step()
-            sharp, blurred, pair_sharp, pair_blurred = (t.to(device) for t in next(batches))
-            with autocast:
-                fake = generator(sharp, generator.noise(sharp, noise))
-                adversarial = -critic(critic_condition(sharp), fake.float()).mean()
-                same = identity_loss(generator(blurred, generator.noise(blurred, noise)), blurred)
-                loss_g = adversarial + config.lambda_identity * same
-                paired = torch.zeros((), device=device)
-                if len(pair_sharp):
-                    made = generator(pair_sharp, generator.noise(pair_sharp, noise))
-                    paired = (made - pair_blurred).abs().mean()
-                    loss_g = loss_g + config.paired_l1 * paired
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
+            losses = gan_step(generator, critic, batches, optimizers, config, noise, device)
             for schedule in schedules:
                 schedule.step()
             step += 1
-            for key, value in (
-                ("critic", loss_d),
-                ("wasserstein", distance),
-                ("adversarial", adversarial),
-                ("identity", same),
-                ("paired", paired),
-            ):
-                sums[key] += float(value.detach()) if torch.is_tensor(value) else value
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + value
             if progress is not None:
-                progress(step, total, {"loss": float(loss_d.detach())})
+                progress(step, total, {"loss": losses["critic"]})
         generator.eval()
         scores = (
             realism(lambda image: generate(generator, image, VAL_SEED, device), held)
             if held
             else {}
         )
-        row = {
-            "epoch": epoch,
-            "step": step,
-            **{k: round(v / config.steps_per_epoch, 5) for k, v in sums.items()},
-            **{f"{k}_sharp": round(v, 4) for k, v in base.items()},
-            **{k: round(v, 4) for k, v in scores.items()},
-            "seconds": round(time.perf_counter() - started, 1),
-        }
+        row = history_row(epoch, step, sums, config.steps_per_epoch, base, scores, started)
         history.append(row)
         extra = {"epoch": epoch, "metrics": row, "pretrain_l1": pre, "seed": config.seed}
         score = scores.get("val_ssim", float(epoch))

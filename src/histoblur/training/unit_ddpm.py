@@ -32,6 +32,7 @@ from histoblur.training.domains import (
     DomainBatches,
     DomainConfig,
     domain_sources,
+    history_row,
     realism,
     validation_pairs,
 )
@@ -183,14 +184,7 @@ def train_unit_ddpm(
                 ),
                 held,
             )
-        row = {
-            "epoch": epoch,
-            "step": step,
-            **{k: round(v / config.steps_per_epoch, 5) for k, v in sums.items()},
-            **{f"{k}_sharp": round(v, 4) for k, v in base.items()},
-            **{k: round(v, 4) for k, v in scores.items()},
-            "seconds": round(time.perf_counter() - started, 1),
-        }
+        row = history_row(epoch, step, sums, config.steps_per_epoch, base, scores, started)
         history.append(row)
         extra = {"epoch": epoch, "metrics": row, "seed": config.seed}
         score = scores.get("val_ssim", float(epoch))
