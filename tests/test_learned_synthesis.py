@@ -14,7 +14,15 @@ from histoblur.io.images import read_image, write_image
 from histoblur.metrics.frechet import frechet_distance
 from histoblur.metrics.full_reference import focal_frequency_loss
 from histoblur.models.gan import BlurGenerator, BlurGeneratorConfig, PatchCritic, critic_condition
-from histoblur.models.unit_ddpm import UnitDDPM, UnitDDPMConfig, q_sample, respaced, translate
+from histoblur.models.unit_ddpm import (
+    UnitDDPM,
+    UnitDDPMConfig,
+    reverse_step,
+    clean_estimate,
+    q_sample,
+    respaced,
+    translate,
+)
 from histoblur.synthesis.blur import apply_blur
 from histoblur.synthesis.dataset import DatasetConfig, build_dataset, iter_manifest, regenerate
 from histoblur.synthesis.learned import GanSpec, load_network
@@ -243,6 +251,34 @@ def test_release_time_translation_keeps_size_range_and_replays_per_seed():
     assert first.shape == x.shape and first.dtype == x.dtype
     assert float(first.min()) >= 0 and float(first.max()) <= 1
     assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v"])
+def test_clean_estimate_inverts_the_training_target(prediction):
+    ab = 0.3
+    x0, noise = torch.rand(1, 3, 5, 5) * 2 - 1, torch.randn(1, 3, 5, 5)
+    x_t = ab**0.5 * x0 + (1 - ab) ** 0.5 * noise
+    target = noise if prediction == "epsilon" else ab**0.5 * noise - (1 - ab) ** 0.5 * x0
+    assert torch.allclose(clean_estimate(prediction, x_t, target, ab), x0, atol=1e-5)
+
+
+def test_ddim_step_with_the_true_image_lands_on_the_forward_process():
+    ab_t, ab_prev = 0.2, 0.7
+    x0, noise = torch.rand(1, 3, 5, 5) * 2 - 1, torch.randn(1, 3, 5, 5)
+    x_t = ab_t**0.5 * x0 + (1 - ab_t) ** 0.5 * noise
+    expected = ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * noise
+    assert torch.allclose(
+        reverse_step(x_t, x0, ab_t, ab_prev, torch.randn(1), 0.0), expected, atol=1e-5
+    )
+
+
+def test_translation_started_late_from_the_source_keeps_its_layout():
+    torch.manual_seed(0)
+    model = UnitDDPM(UNIT_TINY).eval()
+    x = torch.rand(1, 3, 24, 24)
+    out = translate(model, x, 0.5, 5, torch.Generator().manual_seed(0), start=0.05)
+    assert out.shape == x.shape
+    assert float(torch.corrcoef(torch.stack([out.flatten(), x.flatten()]))[0, 1]) > 0.95
 
 
 def test_tiny_unit_ddpm_trains_and_its_translators_move(domains):

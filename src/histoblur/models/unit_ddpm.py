@@ -30,6 +30,9 @@ class UnitDDPMConfig(BaseModel):
         translator_width: first-level channels of the translators (U-Nets of depth 3).
         timesteps: diffusion steps T of training.
         beta_start, beta_end: linear noise schedule.
+        prediction: what the denoisers output: the noise (``epsilon``, as in DDPM) or the
+            velocity ``v = sqrt(ab) eps - sqrt(1 - ab) x0`` (``v``), which stays well conditioned
+            at high noise and gives usable translations after far fewer training steps.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -40,6 +43,7 @@ class UnitDDPMConfig(BaseModel):
     timesteps: int = Field(1000, ge=2, le=4000)
     beta_start: float = Field(1e-4, gt=0, lt=1)
     beta_end: float = Field(0.02, gt=0, lt=1)
+    prediction: Literal["epsilon", "v"] = "v"
 
     def alphas_cumprod(self) -> torch.Tensor:
         """``prod_{s <= t} (1 - beta_s)`` for t = 0..T-1 (float64)."""
@@ -160,18 +164,33 @@ def denoising_loss(
     condition0: torch.Tensor,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """DDPM loss ``|eps - eps_theta(x_t, c_t, t)|^2`` with ``x`` and its condition noised jointly.
+    """DDPM loss ``|target - f_theta(x_t, c_t, t)|^2`` with ``x`` and its condition noised jointly.
 
-    ``x0`` and ``condition0`` are [0, 1] images of the denoiser's domain and of the other one.
+    ``x0`` and ``condition0`` are [0, 1] images of the denoiser's domain and of the other one;
+    the target is the noise or the velocity, as the model's ``prediction`` says.
     """
     n = x0.shape[0]
     device = x0.device
     t = torch.randint(0, model.config.timesteps, (n,), generator=generator).to(device)
     noise = torch.randn(x0.shape, generator=generator).to(device, x0.dtype)
     other = torch.randn(x0.shape, generator=generator).to(device, x0.dtype)
-    x_t = q_sample(model.alpha_bar, to_signed(x0), t, noise)
+    signed = to_signed(x0)
+    x_t = q_sample(model.alpha_bar, signed, t, noise)
     c_t = q_sample(model.alpha_bar, to_signed(condition0), t, other)
-    return F.mse_loss(denoiser(x_t, c_t, t), noise)
+    target = noise
+    if model.config.prediction == "v":
+        ab = model.alpha_bar[t].to(x0.dtype)[:, None, None, None]
+        target = ab.sqrt() * noise - (1 - ab).sqrt() * signed
+    return F.mse_loss(denoiser(x_t, c_t, t), target)
+
+
+def clean_estimate(
+    prediction: str, x_t: torch.Tensor, output: torch.Tensor, ab_t: float
+) -> torch.Tensor:
+    """The denoiser's estimate of ``x0`` from its ``output`` at ``alpha_bar = ab_t``."""
+    if prediction == "v":
+        return math.sqrt(ab_t) * x_t - math.sqrt(1 - ab_t) * output
+    return (x_t - math.sqrt(1 - ab_t) * output) / math.sqrt(ab_t)
 
 
 def respaced(alpha_bar: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,18 +200,26 @@ def respaced(alpha_bar: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.T
     return ts, alpha_bar[ts].double()
 
 
-def _reverse(
-    x_t: torch.Tensor, eps: torch.Tensor, ab_t: float, ab_prev: float, z: torch.Tensor | None
+def reverse_step(
+    x_t: torch.Tensor,
+    x0: torch.Tensor,
+    ab_t: float,
+    ab_prev: float,
+    z: torch.Tensor | None,
+    eta: float = 1.0,
 ) -> torch.Tensor:
-    """One ancestral DDPM step from ``ab_t`` to ``ab_prev`` (respaced betas)."""
-    beta = 1 - ab_t / ab_prev
-    x0 = ((x_t - math.sqrt(1 - ab_t) * eps) / math.sqrt(ab_t)).clamp(-1, 1)
-    mean = (math.sqrt(ab_prev) * beta / (1 - ab_t)) * x0 + (
-        math.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab_t)
-    ) * x_t
-    if z is None:
-        return mean
-    return mean + math.sqrt(beta * (1 - ab_prev) / (1 - ab_t)) * z
+    """One step from ``ab_t`` to ``ab_prev``: ancestral DDPM at ``eta = 1``, DDIM at ``eta = 0``.
+
+    The clean estimate ``x0`` is clamped to [-1, 1] and the noise estimate recomputed from it,
+    so an imperfect denoiser cannot push the chain out of the image range.
+    """
+    x0 = x0.clamp(-1, 1)
+    eps = (x_t - math.sqrt(ab_t) * x0) / math.sqrt(1 - ab_t)
+    sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))
+    x_prev = math.sqrt(ab_prev) * x0 + math.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * eps
+    if z is None or sigma == 0:
+        return x_prev
+    return x_prev + sigma * z
 
 
 @torch.no_grad()
@@ -202,36 +229,53 @@ def translate(
     release: float = 0.5,
     steps: int = 50,
     generator: torch.Generator | None = None,
+    eta: float = 0.0,
+    start: float = 1.0,
 ) -> torch.Tensor:
     """Translate sharp images ``x_a`` (N, 3, H, W) in [0, 1] to the blurred domain.
 
     The release-time procedure: ``x_B`` starts from noise at ``T``; while ``t > t_r`` the source
     is re-noised from ``x_A`` by the forward process, from ``t_r`` on both chains run the reverse
     process jointly, each denoiser conditioned on the other chain. ``release`` is ``t_r / T``;
-    ``steps`` respaces the ``T`` training steps for sampling.
+    ``steps`` respaces the ``T`` training steps for sampling; ``eta`` is the share of fresh
+    noise per reverse step (0: deterministic DDIM updates, 1: ancestral DDPM).
+
+    ``start < 1`` is histoblur's shortcut for under-trained models: ``x_B`` starts at
+    ``t_s = start * T`` from the source noised by the forward process instead of from pure noise
+    at ``T`` (as SDEdit does), so the tissue layout comes from ``x_A`` and the denoisers only add
+    the blurred domain's appearance.
     """
     device, dtype = x_a.device, x_a.dtype
     ts, abs_ = respaced(model.alpha_bar.cpu(), steps)
+    if start < 1:
+        keep = ts <= start * (model.config.timesteps - 1)
+        keep[0] = True
+        ts, abs_ = ts[keep], abs_[keep]
     source = to_signed(x_a)
     t_r = release * (model.config.timesteps - 1)
+    prediction = model.config.prediction
 
     def noise() -> torch.Tensor:
         return torch.randn(x_a.shape, generator=generator).to(device, dtype)
 
-    x_b = noise()
     x_a_t = q_sample(model.alpha_bar, source, ts[-1:].expand(len(x_a)).to(device), noise())
+    x_b = (
+        noise()
+        if start >= 1
+        else q_sample(model.alpha_bar, source, ts[-1:].expand(len(x_a)).to(device), noise())
+    )
     for i in reversed(range(len(ts))):
         t, ab_t = ts[i], float(abs_[i])
         ab_prev = float(abs_[i - 1]) if i > 0 else 1.0
         tt = t.expand(len(x_a)).to(device)
         if t > t_r:  # source chain is the forward process of x_A
             x_a_t = q_sample(model.alpha_bar, source, tt, noise())
-        eps_b = model.eps_b(x_b, x_a_t, tt)
+        x0_b = clean_estimate(prediction, x_b, model.eps_b(x_b, x_a_t, tt), ab_t)
         next_a = None
         if t <= t_r:
-            eps_a = model.eps_a(x_a_t, x_b, tt)
-            next_a = _reverse(x_a_t, eps_a, ab_t, ab_prev, noise() if i > 0 else None)
-        x_b = _reverse(x_b, eps_b, ab_t, ab_prev, noise() if i > 0 else None)
+            x0_a = clean_estimate(prediction, x_a_t, model.eps_a(x_a_t, x_b, tt), ab_t)
+            next_a = reverse_step(x_a_t, x0_a, ab_t, ab_prev, noise() if i > 0 else None, eta)
+        x_b = reverse_step(x_b, x0_b, ab_t, ab_prev, noise() if i > 0 else None, eta)
         if next_a is not None:
             x_a_t = next_a
     return ((x_b + 1) / 2).clamp(0, 1)

@@ -49,13 +49,18 @@ def gan_plan(spec: GanSpec, height: int, width: int) -> NetworkPlan:
 
 
 class UnitDDPMSpec(BlurSpec):
-    """Blur by UNIT-DDPM translation: release time ``t_r / T`` and sampling steps."""
+    """Blur by UNIT-DDPM translation: release time ``t_r / T``, sampling steps, start ``t_s / T``.
+
+    ``start`` 1 is the paper's translation from pure noise; below 1 the blurred chain starts
+    from the noised sharp tile (see :func:`histoblur.models.unit_ddpm.translate`).
+    """
 
     kind: Literal["unit-ddpm"] = "unit-ddpm"
     model: str = "default"
     seed: int = Field(0, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     release: float = Field(0.5, gt=0, le=1)
     steps: int = Field(50, ge=2, le=4000)
+    start: float = Field(1.0, gt=0, le=1)
 
 
 class UnitDDPMSampler(Sampler):
@@ -66,11 +71,12 @@ class UnitDDPMSampler(Sampler):
     seed: int | IntRange = SEED_RANGE
     release: float | tuple[float, float] = 0.5
     steps: int | IntRange = 50
+    start: float | tuple[float, float] = 1.0
 
 
 def unit_ddpm_plan(spec: UnitDDPMSpec, height: int, width: int) -> NetworkPlan:
     """The translator's plan."""
-    options = (("release", spec.release), ("steps", float(spec.steps)))
+    options = (("release", spec.release), ("steps", float(spec.steps)), ("start", spec.start))
     return NetworkPlan(runner="unit-ddpm", model=spec.model, seed=spec.seed, options=options)
 
 
@@ -117,8 +123,9 @@ def run_network(plan: NetworkPlan, image: np.ndarray) -> np.ndarray:
 
         def predict(batch: np.ndarray) -> np.ndarray:
             x = torch.from_numpy(batch)
+            steps = int(options["steps"])
             return translate(
-                network, x, options["release"], int(options["steps"]), generator
+                network, x, options["release"], steps, generator, start=options["start"]
             ).numpy()
 
     window = min(WINDOW, max(8, h, w))  # a small image runs as one window, not padded to 512

@@ -60,8 +60,8 @@ class UnitDDPMTrainConfig(DomainConfig):
         model: architecture and noise schedule; init: checkpoint to start from.
         lambda_cycle: weight of the translators' cycle loss.
         epochs, steps_per_epoch, lr, warmup_steps: optimisation (Adam, cosine decay).
-        release, sample_steps: release time ``t_r / T`` and sampling steps of the validation
-            translation.
+        release, sample_steps, sample_start: release time ``t_r / T``, sampling steps and start
+            ``t_s / T`` of the validation translation (1: from pure noise, as in the paper).
         amp: bfloat16 autocast on CUDA (ignored on CPU).
         workers, threads, device: as for the other trainers.
     """
@@ -76,6 +76,7 @@ class UnitDDPMTrainConfig(DomainConfig):
     warmup_steps: int = Field(100, ge=0)
     release: float = Field(0.5, gt=0, le=1)
     sample_steps: int = Field(50, ge=2)
+    sample_start: float = Field(1.0, gt=0, le=1)
     amp: bool = False
     workers: int = Field(0, ge=0, le=64)
     threads: int = Field(0, ge=0)
@@ -119,17 +120,24 @@ def train_step(
 
 
 def translate_image(
-    model: UnitDDPM, image: np.ndarray, release: float, steps: int, seed: int, device: torch.device
+    model: UnitDDPM, image: np.ndarray, config: UnitDDPMTrainConfig, device: torch.device
 ) -> np.ndarray:
     """Release-time translation of one float (H, W, 3) image (float (H, W, 3))."""
     x = torch.from_numpy(image.transpose(2, 0, 1)[None].copy()).to(device)
-    out = translate(model, x, release, steps, torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(config.seed)
+    out = translate(
+        model, x, config.release, config.sample_steps, generator, start=config.sample_start
+    )
     return out[0].permute(1, 2, 0).float().cpu().numpy()
 
 
 def checkpoint_config(config: UnitDDPMTrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
     """The ``config.json`` stored beside the model."""
-    inference = {"release": config.release, "steps": config.sample_steps}
+    inference = {
+        "release": config.release,
+        "steps": config.sample_steps,
+        "start": config.sample_start,
+    }
     return checkpoint_meta("unit-ddpm", config.model, config, inference, extra)
 
 
@@ -179,9 +187,7 @@ def train_unit_ddpm(
         scores = {}
         if held:
             scores = realism(
-                lambda image: translate_image(
-                    model, image, config.release, config.sample_steps, config.seed, device
-                ),
+                lambda image: translate_image(model, image, config, device),
                 held,
             )
         row = history_row(epoch, step, sums, config.steps_per_epoch, base, scores, started)
