@@ -17,10 +17,10 @@ from histoblur.models.gan import BlurGenerator, BlurGeneratorConfig, PatchCritic
 from histoblur.models.unit_ddpm import (
     UnitDDPM,
     UnitDDPMConfig,
-    reverse_step,
     clean_estimate,
     q_sample,
     respaced,
+    reverse_step,
     translate,
 )
 from histoblur.synthesis.blur import apply_blur
