@@ -309,6 +309,22 @@ def test_unit_ddpm_blur_kind_replays_per_seed(tmp_path, tile):
     assert np.array_equal(first, again)
 
 
+def test_unit_ddpm_kind_takes_its_checkpoints_settings_unless_given(tmp_path, tile):
+    torch.manual_seed(0)
+    folder = save_checkpoint(
+        tmp_path / "unit",
+        UnitDDPM(UNIT_TINY).state_dict(),
+        {"task": "unit-ddpm", "model": UNIT_TINY.model_dump(),
+         "inference": {"release": 0.5, "steps": 5, "start": 0.05}},
+    )  # fmt: skip
+    kind, fixed = parse_method(f"unit-ddpm:{folder}")
+    stored = apply_blur(tile, kind.sampler.build(**fixed).sample(np.random.default_rng(0)))
+    spec = kind.sampler.build(**fixed, start=1.0).sample(np.random.default_rng(0))
+    from_noise = apply_blur(tile, spec)
+    assert np.corrcoef(stored.ravel(), tile.ravel())[0, 1] > 0.95
+    assert np.corrcoef(from_noise.ravel(), tile.ravel())[0, 1] < 0.5
+
+
 def test_frechet_distance_of_shifted_sets_is_the_squared_shift():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(400, 6))

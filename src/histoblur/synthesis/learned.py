@@ -52,15 +52,16 @@ class UnitDDPMSpec(BlurSpec):
     """Blur by UNIT-DDPM translation: release time ``t_r / T``, sampling steps, start ``t_s / T``.
 
     ``start`` 1 is the paper's translation from pure noise; below 1 the blurred chain starts
-    from the noised sharp tile (see :func:`histoblur.models.unit_ddpm.translate`).
+    from the noised sharp tile (see :func:`histoblur.models.unit_ddpm.translate`). A setting
+    left at None takes the value the checkpoint was validated with (its ``inference``).
     """
 
     kind: Literal["unit-ddpm"] = "unit-ddpm"
     model: str = "default"
     seed: int = Field(0, ge=SEED_RANGE[0], le=SEED_RANGE[1])
-    release: float = Field(0.5, gt=0, le=1)
-    steps: int = Field(50, ge=2, le=4000)
-    start: float = Field(1.0, gt=0, le=1)
+    release: float | None = Field(None, gt=0, le=1)
+    steps: int | None = Field(None, ge=2, le=4000)
+    start: float | None = Field(None, gt=0, le=1)
 
 
 class UnitDDPMSampler(Sampler):
@@ -69,20 +70,34 @@ class UnitDDPMSampler(Sampler):
     spec_cls = UnitDDPMSpec
     model: str = "default"
     seed: int | IntRange = SEED_RANGE
-    release: float | tuple[float, float] = 0.5
-    steps: int | IntRange = 50
-    start: float | tuple[float, float] = 1.0
+    release: float | tuple[float, float] | None = None
+    steps: int | IntRange | None = None
+    start: float | tuple[float, float] | None = None
 
 
 def unit_ddpm_plan(spec: UnitDDPMSpec, height: int, width: int) -> NetworkPlan:
     """The translator's plan."""
-    options = (("release", spec.release), ("steps", float(spec.steps)), ("start", spec.start))
+    settings = {"release": spec.release, "steps": spec.steps, "start": spec.start}
+    options = tuple((k, float(v)) for k, v in settings.items() if v is not None)
     return NetworkPlan(runner="unit-ddpm", model=spec.model, seed=spec.seed, options=options)
 
 
-@lru_cache(maxsize=4)
+# translation settings of a UNIT-DDPM checkpoint that stores none
+UNIT_DDPM_SETTINGS = {"release": 0.5, "steps": 50.0, "start": 1.0}
+
+
 def load_network(runner: str, model: str) -> torch.nn.Module:
     """The network of a learned kind (``default``: the shipped one), cached.
+
+    Raises:
+        InputError: missing, corrupt or untrusted checkpoint, or one of another task.
+    """
+    return load_learned(runner, model)[0]
+
+
+@lru_cache(maxsize=4)
+def load_learned(runner: str, model: str) -> tuple[torch.nn.Module, dict[str, float]]:
+    """(network, the inference settings stored with it), cached.
 
     Raises:
         InputError: missing, corrupt or untrusted checkpoint, or one of another task.
@@ -97,12 +112,12 @@ def load_network(runner: str, model: str) -> torch.nn.Module:
         raise InputError(
             f"{model} is not a {runner} checkpoint (its task is {config.get('task')!r})."
         )
-    return network.eval()
+    return network.eval(), dict(config.get("inference", {}))
 
 
 def run_network(plan: NetworkPlan, image: np.ndarray) -> np.ndarray:
     """Apply a learned blur to a float32 (H, W, C) image in [0, 1]; grey runs as RGB."""
-    network = load_network(plan.runner, plan.model)
+    network, stored = load_learned(plan.runner, plan.model)
     h, w, c = image.shape
     rgb = np.repeat(image[..., :1], 3, axis=2) if c == 1 else image[..., :3]
     generator = torch.Generator().manual_seed(plan.seed)
@@ -118,7 +133,7 @@ def run_network(plan: NetworkPlan, image: np.ndarray) -> np.ndarray:
     else:
         from histoblur.models.unit_ddpm import translate
 
-        options = dict(plan.options)
+        options = {**UNIT_DDPM_SETTINGS, **stored, **dict(plan.options)}
         stacked = np.ascontiguousarray(rgb, np.float32)
 
         def predict(batch: np.ndarray) -> np.ndarray:
