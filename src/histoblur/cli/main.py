@@ -14,6 +14,7 @@ from histoblur.cli import (
     deblur,
     demo,
     evaluate,
+    latent,
     qc,
     segment,
     synth,
@@ -22,7 +23,7 @@ from histoblur.cli import (
 from histoblur.errors import HistoblurError
 
 # Each module exposes ``register(subparsers)`` and sets ``func`` on its parsers.
-COMMANDS = (synth, bench, calibrate, train, segment, classify, deblur, evaluate, qc, demo)
+COMMANDS = (synth, bench, calibrate, train, segment, classify, deblur, latent, evaluate, qc, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

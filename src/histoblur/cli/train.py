@@ -18,6 +18,7 @@ from histoblur.errors import InputError, ParameterError
 from histoblur.training.classifier import ClassifierTrainConfig, train_classifier
 from histoblur.training.deblur import DeblurTrainConfig, train_deblur
 from histoblur.training.gan import GanTrainConfig, train_gan
+from histoblur.training.latent import LatentTrainConfig, train_latent
 from histoblur.training.segmenter import SegmenterTrainConfig, train_segmenter
 from histoblur.training.unit_ddpm import UnitDDPMTrainConfig, train_unit_ddpm
 
@@ -70,6 +71,12 @@ def _synthesis_report(summary: dict[str, Any]) -> list[str]:
     ]
 
 
+def _latent_report(summary: dict[str, Any]) -> list[str]:
+    last = summary["history"][-1]
+    scores = ", ".join(f"{k} {v}" for k, v in last.items() if k.startswith("psnr"))
+    return [f"best held-out loss {summary['best_val_loss']:.5f}; last epoch: {scores}"]
+
+
 TRAINERS: dict[str, Trainer] = {
     "segmenter": Trainer(
         "blur segmentation U-Net on synthetic blur, validated on real blur",
@@ -111,6 +118,15 @@ TRAINERS: dict[str, Trainer] = {
         UnitDDPMTrainConfig,
         lambda c, a, p: train_unit_ddpm(c, a.overwrite, p),
         _synthesis_report,
+    ),
+    "latent": Trainer(
+        "focal-axis autoencoder (baseline, weak or strong) on real focal stacks",
+        "Train the autoencoder whose latent codes interpolate along the focal axis: variant "
+        "baseline (reconstruction), weak (eq. 4) or strong (eq. 5, init from a weak model).",
+        LatentTrainConfig,
+        lambda c, a, p: train_latent(c, a.overwrite, p),
+        _latent_report,
+        loss_digits=5,
     ),
 }
 

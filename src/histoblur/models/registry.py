@@ -15,6 +15,7 @@ from torch import nn
 
 from histoblur.errors import InputError
 from histoblur.io.checkpoints import load_state, read_config
+from histoblur.models.autoencoder import AutoencoderConfig, FocalAutoencoder
 from histoblur.models.classifier import BlurTypeConfig, BlurTypeNet
 from histoblur.models.gan import BlurGenerator, BlurGeneratorConfig, PatchCritic, PatchCriticConfig
 from histoblur.models.rednet import RedNet, RedNetConfig
@@ -37,6 +38,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "blur-gan": Architecture(BlurGeneratorConfig, BlurGenerator),
     "patch-critic": Architecture(PatchCriticConfig, PatchCritic),
     "unit-ddpm": Architecture(UnitDDPMConfig, UnitDDPM),
+    "focal-ae": Architecture(AutoencoderConfig, FocalAutoencoder),
 }
 
 

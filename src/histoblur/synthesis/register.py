@@ -281,3 +281,23 @@ def align_pair(
 def _offset(box: Box, origin: Box) -> Box:
     y0, x0, y1, x1 = box
     return y0 + origin[0], x0 + origin[1], y1 + origin[0], x1 + origin[1]
+
+
+def register_planes(planes: list[np.ndarray], reference: int) -> list[np.ndarray]:
+    """Centre-crop to the common size, shift each plane onto ``reference``, crop the overlap."""
+    h = min(p.shape[0] for p in planes)
+    w = min(p.shape[1] for p in planes)
+    planes = [crop(p, centre_box(p.shape, h, w)) for p in planes]
+    ref = to_gray_float(planes[reference])
+    shifts = [
+        (0, 0) if i == reference else estimate_shift(ref, to_gray_float(p)).shift
+        for i, p in enumerate(planes)
+    ]
+    dy = [s[0] for s in shifts]
+    dx = [s[1] for s in shifts]
+    y0, x0 = -min(dy), -min(dx)
+    hh, ww = h - (max(dy) - min(dy)), w - (max(dx) - min(dx))
+    return [
+        np.ascontiguousarray(p[y0 + sy : y0 + sy + hh, x0 + sx : x0 + sx + ww])
+        for p, (sy, sx) in zip(planes, shifts, strict=True)
+    ]

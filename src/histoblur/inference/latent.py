@@ -1,0 +1,130 @@
+"""Blur synthesis and deblurring by latent arithmetic on two focal planes of one field.
+
+:class:`FocalCodec` wraps a trained focal autoencoder. ``interpolate(sharper, blurrier, alphas)``
+decodes ``alpha * z_blurrier + (1 - alpha) * z_sharper`` (eq. 1-2: alpha 0 gives the sharper
+plane, 1 the blurrier one); ``deblur(near, far, alphas)`` decodes the extrapolated sharp code
+``(z_near - alpha * z_far) / (1 - alpha)`` (eq. 3), with ``alpha`` where the near plane lies
+between focus and the far plane (for planes 4 and 8 steps from focus, 0.5).
+
+Two planes of slightly different sizes or offsets are registered first (whole-pixel shifts,
+cropped to the shared region). Images of any size run in blended 512 px windows; all alphas of
+a sweep come from one encoding of each window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from histoblur.errors import InputError, ParameterError
+from histoblur.inference.segment import resolve_model
+from histoblur.inference.tiling import predict_tiled
+from histoblur.io.images import check_image, from_float, to_float, to_rgb
+from histoblur.models.autoencoder import Code, FocalAutoencoder, extrapolate, mix
+from histoblur.models.registry import load_model
+from histoblur.synthesis.register import register_planes
+
+SHIPPED = {"default": "latent-default"}
+WINDOW, OVERLAP = 512, 64
+
+
+@dataclass
+class FocalCodec:
+    """A loaded focal autoencoder and what it was trained as."""
+
+    model: FocalAutoencoder
+    path: Path
+
+    @classmethod
+    def load(cls, model: str | Path = "default") -> FocalCodec:
+        """The shipped model (``default``) or a checkpoint folder.
+
+        Raises:
+            InputError: missing, corrupt or untrusted checkpoint, or one of another task.
+        """
+        path = resolve_model(model, SHIPPED)
+        network, config = load_model(path)
+        if config.get("task") != "focal-ae":
+            raise InputError(
+                f"{model} is not a focal autoencoder checkpoint (its task is "
+                f"{config.get('task')!r})."
+            )
+        return cls(network.eval(), path)
+
+    def interpolate(
+        self, sharper: np.ndarray, blurrier: np.ndarray, alphas: Sequence[float]
+    ) -> list[np.ndarray]:
+        """Images at ``alphas`` (0: sharper, 1: blurrier), in the inputs' dtype and channels."""
+        if any(not 0 <= a <= 1 for a in alphas):
+            raise ParameterError(f"Interpolation alphas must be in [0, 1], got {list(alphas)}.")
+        return self._combine(sharper, blurrier, alphas, mix)
+
+    def deblur(
+        self, near: np.ndarray, far: np.ndarray, alphas: Sequence[float]
+    ) -> list[np.ndarray]:
+        """Sharp estimates for each ``alpha`` in [0, 1) (see the module docstring)."""
+        if any(not 0 <= a < 1 for a in alphas):
+            raise ParameterError(f"Deblurring alphas must be in [0, 1), got {list(alphas)}.")
+        return self._combine(near, far, alphas, extrapolate)
+
+    def _combine(
+        self,
+        first: np.ndarray,
+        second: np.ndarray,
+        alphas: Sequence[float],
+        combine: Callable[[Code, Code, float], Code],
+    ) -> list[np.ndarray]:
+        if not alphas:
+            raise ParameterError("Give at least one alpha.")
+        for image, name in ((first, "first image"), (second, "second image")):
+            check_image(image, name)
+        if first.dtype != second.dtype:
+            raise InputError(f"The two planes differ in type ({first.dtype}, {second.dtype}).")
+        grey = first.ndim == 2 or first.shape[2] == 1
+        a, b = register_planes([to_rgb(first), to_rgb(second)], reference=0)
+        h, w = a.shape[:2]
+        if min(h, w) < 8:
+            raise InputError(f"The planes share only {h} x {w} px after registration.")
+        stacked = np.concatenate([to_float(a), to_float(b)], axis=2)
+        m = self.model.multiple
+        window = min(WINDOW, -(-max(h, w) // m) * m)
+        overlap = min(OVERLAP, window // 4)
+
+        def predict(batch: np.ndarray) -> np.ndarray:
+            x = torch.from_numpy(batch)
+            with torch.no_grad():
+                za: Code = self.model.encode(x[:, :3])
+                zb: Code = self.model.encode(x[:, 3:])
+                outs = [self.model.decode(combine(za, zb, float(t))) for t in alphas]
+            return torch.cat(outs, dim=1).numpy()
+
+        out = np.empty((h, w, 3 * len(alphas)), np.float32)
+        for row, block in predict_tiled(stacked, predict, window, overlap, 4, 3 * len(alphas)):
+            out[row : row + len(block)] = block
+        images = [np.clip(out[..., 3 * k : 3 * k + 3], 0, 1) for k in range(len(alphas))]
+        if grey:
+            images = [i.mean(axis=2) for i in images]
+        return [from_float(i, first.dtype) for i in images]
+
+
+def sweep_strip(images: Sequence[np.ndarray], labels: Sequence[str]) -> np.ndarray:
+    """Images side by side (8 px white gaps) with a label band above each; uint8 RGB."""
+    tiles = [
+        to_rgb(i) if i.dtype == np.uint8 else to_rgb((i // 257).astype(np.uint8)) for i in images
+    ]
+    h, w = tiles[0].shape[:2]
+    band = max(18, h // 12)
+    gap = 8
+    strip = np.full((h + band, len(tiles) * (w + gap) - gap, 3), 255, np.uint8)
+    scale = band / 30
+    for k, (tile, label) in enumerate(zip(tiles, labels, strict=True)):
+        x = k * (w + gap)
+        strip[band:, x : x + w] = tile
+        cv2.putText(strip, label, (x + 4, int(band * 0.75)), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (0, 0, 0), max(1, int(scale * 2)), cv2.LINE_AA)  # fmt: skip
+    return strip
