@@ -92,8 +92,6 @@ class FocalCodec:
             raise InputError(f"The planes share only {h} x {w} px after registration.")
         stacked = np.concatenate([to_float(a), to_float(b)], axis=2)
         m = self.model.multiple
-        window = min(WINDOW, -(-max(h, w) // m) * m)
-        overlap = min(OVERLAP, window // 4)
 
         def predict(batch: np.ndarray) -> np.ndarray:
             x = torch.from_numpy(batch)
@@ -103,9 +101,16 @@ class FocalCodec:
                 outs = [self.model.decode(combine(za, zb, float(t))) for t in alphas]
             return torch.cat(outs, dim=1).numpy()
 
-        out = np.empty((h, w, 3 * len(alphas)), np.float32)
-        for row, block in predict_tiled(stacked, predict, window, overlap, 4, 3 * len(alphas)):
-            out[row : row + len(block)] = block
+        if max(h, w) <= WINDOW:  # one pass, padded only to the network's multiple
+            ph, pw = -h % m, -w % m
+            mode = "reflect" if ph < h and pw < w else "edge"
+            padded = np.pad(stacked, ((0, ph), (0, pw), (0, 0)), mode=mode)
+            out = predict(padded.transpose(2, 0, 1)[None].copy())[0].transpose(1, 2, 0)[:h, :w]
+        else:
+            out = np.empty((h, w, 3 * len(alphas)), np.float32)
+            channels = 3 * len(alphas)
+            for row, block in predict_tiled(stacked, predict, WINDOW, OVERLAP, 4, channels):
+                out[row : row + len(block)] = block
         images = [np.clip(out[..., 3 * k : 3 * k + 3], 0, 1) for k in range(len(alphas))]
         if grey:
             images = [i.mean(axis=2) for i in images]
