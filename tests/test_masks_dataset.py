@@ -364,3 +364,27 @@ def test_visible_labels_leave_out_featureless_regions():
     visible = visible_change(sharp, blurred, 0.015)
     assert not visible[:, :20].any()  # blurring flat glass changes nothing
     assert visible[:, 40:].all()
+
+
+def test_cli_dataset_params_reach_the_methods_that_have_them(tmp_path, sharp_dir):
+    out = tmp_path / "ds"
+    args = ["synth", "dataset", "--sharp", str(sharp_dir), "--out", str(out), "--method",
+            "gaussian,motion", "--param", "sigma=2.5", "--n", "4", "--tile", "64"]  # fmt: skip
+    assert main(args) == 0
+    specs = [r["blur"] for r in iter_manifest(out)]
+    assert all(s["sigma"] == 2.5 for s in specs if s["kind"] == "gaussian")
+    args[args.index("sigma=2.5")] = "blades=6"  # neither kind has it
+    assert main([*args, "--overwrite"]) == 1
+
+
+def test_cli_dataset_from_a_config_file(tmp_path, sharp_dir):
+    config = tmp_path / "ds.yaml"
+    config.write_text("methods: [lens]\nn: 3\ntile: 48\nranges: {lens: {radius: 4}}\n")
+    out = tmp_path / "ds"
+    args = ["synth", "dataset", "--sharp", str(sharp_dir), "--out", str(out), "--config",
+            str(config)]  # fmt: skip
+    assert main(args) == 0
+    specs = [r["blur"] for r in iter_manifest(out)]
+    assert len(specs) == 3 and all(s["radius"] == 4 for s in specs)
+    config.write_text("methods: [lens]\nn: 0\n")
+    assert main([*args[:-2], "--config", str(config), "--out", str(tmp_path / "bad")]) == 1

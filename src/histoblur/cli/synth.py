@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import yaml
 from rich.console import Console
 
 from histoblur.cli.common import add_seed, parse_params, progress_bar
-from histoblur.errors import ParameterError
+from histoblur.errors import InputError, ParameterError
 from histoblur.io.atomic import ensure_writable_dir, write_text_atomic
 from histoblur.io.images import read_image, write_image
 from histoblur.synthesis import BLUR_KINDS, DegradeSpec, apply_blur
@@ -64,12 +66,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         + ", ".join(BLUR_KINDS)
         + ", or gan:PATH / unit-ddpm:PATH)",
     )
+    ds.add_argument(
+        "--param",
+        action="append",
+        metavar="K=V",
+        help="fix or range a parameter of every --method that has it (unit-ddpm start=0.3)",
+    )
     ds.add_argument("--n", type=int, default=100, help="number of samples (default 100)")
     ds.add_argument("--tile", type=int, default=256, help="tile side in px (default 256)")
     ds.add_argument("--min-tissue", type=float, default=0.5, help="min tissue fraction (0.5)")
     ds.add_argument("--feather", type=float, default=0.0, help="mask edge softness, px (0)")
     ds.add_argument("--noise-p", type=float, default=0.0, help="probability of sensor noise (0)")
     ds.add_argument("--jpeg-p", type=float, default=0.0, help="probability of JPEG (0)")
+    ds.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE.yaml",
+        help="every synthesis option as a YAML DatasetConfig (the options above are then ignored)",
+    )
     ds.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     add_seed(ds)
     ds.set_defaults(func=run_dataset)
@@ -81,18 +95,51 @@ def _config_error(exc: Exception) -> ParameterError:
     return ParameterError(f"Invalid dataset option {where}: {first['msg']}.")
 
 
+def method_ranges(methods: tuple[str, ...], params: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``--param`` values for every method whose sampler has that field.
+
+    Raises:
+        ParameterError: a parameter no method has.
+    """
+    ranges: dict[str, dict[str, Any]] = {}
+    used: set[str] = set()
+    for method in methods:
+        kind, _ = parse_method(method)
+        own = {k: v for k, v in params.items() if k in kind.sampler.model_fields}
+        used |= set(own)
+        if own:
+            ranges[method] = own
+    unused = sorted(set(params) - used)
+    if unused:
+        raise ParameterError(f"No --method has the parameter(s) {', '.join(unused)}.")
+    return ranges
+
+
+def dataset_config(args: argparse.Namespace, methods: tuple[str, ...]) -> DatasetConfig:
+    """The dataset's config: the ``--config`` file, or the command-line options."""
+    if args.config is not None:
+        try:
+            data = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(f"Cannot read dataset config {args.config}: {exc}.") from exc
+        return DatasetConfig.model_validate(data)
+    return DatasetConfig(
+        methods=methods,
+        ranges=method_ranges(methods, parse_params(args.param)),
+        n=args.n,
+        tile=args.tile,
+        seed=args.seed,
+        min_tissue=args.min_tissue,
+        masks=PolygonMaskSampler(feather=args.feather),
+        degrade=DegradeSampler(noise_p=args.noise_p, jpeg_p=args.jpeg_p),
+    )
+
+
 def run_dataset(args: argparse.Namespace) -> int:
     """Build the dataset and print where it went."""
+    methods = tuple(m.strip() for m in args.method.split(",") if m.strip())
     try:
-        config = DatasetConfig(
-            methods=tuple(m.strip() for m in args.method.split(",") if m.strip()),
-            n=args.n,
-            tile=args.tile,
-            seed=args.seed,
-            min_tissue=args.min_tissue,
-            masks=PolygonMaskSampler(feather=args.feather),
-            degrade=DegradeSampler(noise_p=args.noise_p, jpeg_p=args.jpeg_p),
-        )
+        config = dataset_config(args, methods)
     except ParameterError:
         raise
     except ValueError as exc:

@@ -229,7 +229,7 @@ def translate(
     release: float = 0.5,
     steps: int = 50,
     generator: torch.Generator | None = None,
-    eta: float = 0.0,
+    eta: float = 1.0,
     start: float = 1.0,
 ) -> torch.Tensor:
     """Translate sharp images ``x_a`` (N, 3, H, W) in [0, 1] to the blurred domain.
