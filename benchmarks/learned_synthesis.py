@@ -44,7 +44,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PAIR = DATA / "real_pairs" / "fqpath_left"
 DRAWS = 4
 CROP, STRIDE = 128, 64
-UNIT_STEPS = 25  # UNIT-DDPM sampling steps (of 1000)
+UNIT_STEPS = 50  # UNIT-DDPM sampling steps (of 1000)
 
 
 def crops(image: np.ndarray) -> np.ndarray:
@@ -64,7 +64,11 @@ def embed(net: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
 
 
 def methods(
-    gans: list[str], translators: list[str], top_sharp: np.ndarray, top_blurred: np.ndarray
+    gans: list[str],
+    translators: list[str],
+    starts: list[float],
+    top_sharp: np.ndarray,
+    top_blurred: np.ndarray,
 ):
     """(name, draw(seed) -> spec) for every method."""
     rows = []
@@ -81,10 +85,10 @@ def methods(
         rows.append((f"GAN ({gan})", lambda seed, s=sampler: s.sample(np.random.default_rng(seed))))
     for model in translators:
         kind, fixed = parse_method(f"unit-ddpm:{model}")
-        sampler = kind.sampler.build(**fixed, steps=UNIT_STEPS)
-        rows.append(
-            (f"UNIT-DDPM ({model})", lambda seed, s=sampler: s.sample(np.random.default_rng(seed)))
-        )
+        for start in starts:
+            sampler = kind.sampler.build(**fixed, steps=UNIT_STEPS, start=start)
+            label = f"UNIT-DDPM ({model}, start {start})"
+            rows.append((label, lambda seed, s=sampler: s.sample(np.random.default_rng(seed))))
     return rows
 
 
@@ -97,6 +101,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gan", action="append", default=[], help="default or a checkpoint")
     parser.add_argument("--unit-ddpm", action="append", default=[], help="default or a checkpoint")
+    parser.add_argument(
+        "--unit-start", action="append", type=float, default=None,
+        help="UNIT-DDPM start t_s / T (repeatable; default 1: from pure noise)",
+    )  # fmt: skip
     parser.add_argument("--pictures", type=Path, default=None)
     args = parser.parse_args()
     sharp, blurred = read_image(PAIR / "sharp.png"), read_image(PAIR / "blurred.png")
@@ -113,7 +121,7 @@ def main() -> None:
     print("\n| method | PSNR | SSIM | FFL (x1e3) | FD | var. of Laplacian median (IQR) |")
     print("|---|---|---|---|---|---|")
     rows = [("sharp (no blur)", lambda seed: None)]
-    rows += methods(args.gan, args.unit_ddpm, sharp[:h], blurred[:h])
+    rows += methods(args.gan, args.unit_ddpm, args.unit_start or [1.0], sharp[:h], blurred[:h])
     shown = [to_float(test_sharp), real]
     for name, draw in rows:
         scores, features, laps = [], [], []
