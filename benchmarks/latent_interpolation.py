@@ -44,7 +44,7 @@ from histoblur.inference.classify import BlurClassifier  # noqa: E402
 from histoblur.inference.latent import FocalCodec, sweep_strip  # noqa: E402
 from histoblur.io.images import write_image  # noqa: E402
 from histoblur.metrics.frechet import frechet_distance  # noqa: E402
-from histoblur.metrics.full_reference import focal_frequency_loss, psnr, ssim  # noqa: E402
+from histoblur.metrics.full_reference import focal_frequency_loss, ssim  # noqa: E402
 from histoblur.metrics.latent import (  # noqa: E402
     average_pairwise_distance,
     linear_dependence_score,
@@ -52,7 +52,7 @@ from histoblur.metrics.latent import (  # noqa: E402
 )
 from histoblur.models.autoencoder import extrapolate, flatten, mix  # noqa: E402
 from histoblur.training.focal import FocalStack, load_stack, test_boxes, to_tensor  # noqa: E402
-from histoblur.training.latent import LatentTrainConfig  # noqa: E402
+from histoblur.training.latent import LatentTrainConfig, pooled_psnr  # noqa: E402
 
 TILE, CROPS = 128, 16
 
@@ -67,10 +67,6 @@ def deblur_planes(stack: FocalStack, axis: list[int]) -> tuple[int, int, int, fl
     span = 2 ** int(np.log2(len(axis) - 1))
     focus, near, far = axis[0], axis[span // 2], axis[span]
     return focus, near, far, stack.distance(near, axis) / stack.distance(far, axis)
-
-
-def mean_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(psnr(a, b, data_range=1.0).mean())
 
 
 @torch.no_grad()
@@ -95,8 +91,8 @@ def score_model(codec: FocalCodec, stack: FocalStack, boxes, embedder) -> dict[s
     out = {
         "ffl": float(focal_frequency_loss(target_t, synth_t).mean()) * 1e4,
         "fd": frechet_distance(embedder(synth_t), embedder(target_t)),
-        "psnr_blur": mean_psnr(synth_t, target_t),
-        "psnr_blur_quality": mean_psnr(synth_t, real_t),
+        "psnr_blur": pooled_psnr(synth_t, target_t),
+        "psnr_blur_quality": pooled_psnr(synth_t, real_t),
     }
     deblurred, recon, focus_real, near_real = [], [], [], []
     for axis in stack.axes:
@@ -107,9 +103,9 @@ def score_model(codec: FocalCodec, stack: FocalStack, boxes, embedder) -> dict[s
         near_real.append(images[near])
     d, r, f, n = (torch.cat(v) for v in (deblurred, recon, focus_real, near_real))
     out |= {
-        "psnr_deblur": mean_psnr(d, r),
-        "psnr_deblur_quality": mean_psnr(d, f),
-        "psnr_near_plane": mean_psnr(n, f),
+        "psnr_deblur": pooled_psnr(d, r),
+        "psnr_deblur_quality": pooled_psnr(d, f),
+        "psnr_near_plane": pooled_psnr(n, f),
     }
     lds, apd = [], []
     for axis in stack.axes:
@@ -167,7 +163,7 @@ def compare_synthesis(
         for label, fit in calibrated_kernels(stack, t.sharp, t.middle).items():
             made[label] = apply_fit(x1, fit)
         for label, image in made.items():
-            pair = (mean_psnr(image, x3), float(ssim(image, x3, data_range=1.0).mean()))
+            pair = (pooled_psnr(image, x3), float(ssim(image, x3, data_range=1.0).mean()))
             scores.setdefault(label, []).append(pair)
     return {label: tuple(np.mean(v, axis=0)) for label, v in scores.items()}
 

@@ -237,3 +237,19 @@ def test_cli_trains_a_tiny_model(stack_dir, tmp_path):
     assert main(["train", "latent", "--config", str(config)]) == 0
     assert (tmp_path / "run" / "best" / "config.json").is_file()
     assert main(["train", "latent", "--set", "tile=100"]) == 1
+
+
+def test_shipped_model_synthesizes_the_real_middle_plane_better_than_the_ends(data_dir):
+    smear = data_dir / "focal_stacks" / "smear"
+    planes = [read_image(smear / f"plane_+0{k}.png") for k in (0, 4, 8)]
+    sharp, middle, blurry = register_planes(planes, reference=0)
+    held = slice(int(sharp.shape[1] * 0.6), None)  # the columns the shipped model never saw
+    sharp, middle, blurry = sharp[:, held], middle[:, held], blurry[:, held]
+    at0, made, at1 = FocalCodec.load("default").interpolate(sharp, blurry, [0.0, 0.5, 1.0])
+    h, w = made.shape[:2]
+
+    def error(image: np.ndarray) -> float:
+        return float(np.abs(image[:h, :w].astype(float) - middle[:h, :w]).mean())
+
+    assert error(made) < min(error(at0), error(at1))  # the decoded ends
+    assert error(made) < min(error(sharp), error(blurry))  # the real ends

@@ -33,6 +33,8 @@ from histoblur.errors import InputError
 from histoblur.synthesis.dataset import load_rgb
 from histoblur.synthesis.register import register_planes
 
+MIN_TEST_STD = 4.0  # grey levels (of 255)
+
 
 class FocalStackConfig(BaseModel):
     """One focal stack on disk.
@@ -162,7 +164,11 @@ def paper_boxes(height: int, width: int, tile: int) -> list[tuple[int, int]]:
 
 
 def test_boxes(stack: FocalStack, tile: int, limit: int) -> list[tuple[int, int]]:
-    """Non-overlapping crops of the held-out columns, evenly thinned to at most ``limit``."""
+    """Non-overlapping crops of the held-out columns, evenly thinned to at most ``limit``.
+
+    Featureless crops (grey-level standard deviation under ``MIN_TEST_STD`` in every plane:
+    empty background, saturated glare) are skipped: all planes are equal there.
+    """
     h, w = stack.planes[0].shape[:2]
     if w - stack.test_x < tile or h < tile:
         raise InputError(f"Focal stack {stack.name}: held-out part is narrower than {tile} px.")
@@ -170,7 +176,10 @@ def test_boxes(stack: FocalStack, tile: int, limit: int) -> list[tuple[int, int]
         (y, x)
         for y in range(0, h - tile + 1, tile)
         for x in range(stack.test_x, w - tile + 1, tile)
+        if max(float(p[y : y + tile, x : x + tile].std()) for p in stack.planes) >= MIN_TEST_STD
     ]
+    if not boxes:
+        raise InputError(f"Focal stack {stack.name}: the held-out part has no textured crop.")
     keep = np.linspace(0, len(boxes) - 1, min(limit, len(boxes))).round().astype(int)
     return [boxes[i] for i in sorted(set(keep))]
 

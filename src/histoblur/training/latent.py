@@ -154,9 +154,10 @@ def held_out_batches(stacks: list[FocalStack], tile: int, limit: int) -> list[tu
     return out
 
 
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-10)
-    return float((10 * torch.log10(1 / mse)).mean())
+def pooled_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR (data range 1) of the mean squared error over a whole batch of crops."""
+    mse = float(((a.float() - b.float()) ** 2).mean())
+    return 10 * float(np.log10(1 / max(mse, 1e-12)))
 
 
 @torch.no_grad()
@@ -179,9 +180,9 @@ def evaluate_triplets(
         recon.append(model.decode(z1))
     interp_t, r3_t = torch.cat(interp), torch.cat(r3)
     return {
-        "psnr_recon": (_psnr(torch.cat(recon), x1) + _psnr(r3_t, x3)) / 2,
-        "psnr_blur_quality": _psnr(interp_t, x3),
-        "psnr_blur": _psnr(interp_t, r3_t),
+        "psnr_recon": (pooled_psnr(torch.cat(recon), x1) + pooled_psnr(r3_t, x3)) / 2,
+        "psnr_blur_quality": pooled_psnr(interp_t, x3),
+        "psnr_blur": pooled_psnr(interp_t, r3_t),
     }
 
 
