@@ -31,6 +31,7 @@ from histoblur.synthesis.register import register_planes
 
 SHIPPED = {"default": "latent-default"}
 WINDOW, OVERLAP = 512, 64
+FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 @dataclass
@@ -126,10 +127,12 @@ def sweep_strip(images: Sequence[np.ndarray], labels: Sequence[str]) -> np.ndarr
     band = max(18, h // 12)
     gap = 8
     strip = np.full((h + band, len(tiles) * (w + gap) - gap, 3), 255, np.uint8)
-    scale = band / 30
     for k, (tile, label) in enumerate(zip(tiles, labels, strict=True)):
         x = k * (w + gap)
         strip[band:, x : x + w] = tile
-        cv2.putText(strip, label, (x + 4, int(band * 0.75)), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    (0, 0, 0), max(1, int(scale * 2)), cv2.LINE_AA)  # fmt: skip
+        scale = band / 30
+        while scale > 0.25 and cv2.getTextSize(label, FONT, scale, 1)[0][0] > w - 6:
+            scale *= 0.9  # shrink a long label to its tile's width
+        cv2.putText(strip, label, (x + 3, int(band * 0.75)), FONT, scale, (0, 0, 0),
+                    max(1, int(scale * 2)), cv2.LINE_AA)  # fmt: skip
     return strip
