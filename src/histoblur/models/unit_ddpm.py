@@ -18,6 +18,7 @@ import torch.nn.functional as F  # noqa: N812
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from histoblur.diffusion.schedule import q_sample, to_signed
 from histoblur.models.gan import BlurGenerator, BlurGeneratorConfig
 
 
@@ -142,19 +143,6 @@ class UnitDDPM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The A -> B translator (one pass; the diffusion translation is :func:`translate`)."""
         return self.a_to_b(x)
-
-
-def to_signed(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] images to the diffusion's [-1, 1]."""
-    return x * 2 - 1
-
-
-def q_sample(
-    alpha_bar: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
-) -> torch.Tensor:
-    """Forward process: ``sqrt(ab_t) x0 + sqrt(1 - ab_t) noise`` per sample."""
-    ab = alpha_bar[t].to(x0.dtype)[:, None, None, None]
-    return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
 
 def denoising_loss(

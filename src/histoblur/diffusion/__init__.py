@@ -1,0 +1,1 @@
+"""Diffusion schedules and samplers: the DDPM forward process, and regional restoration loops."""
