@@ -116,3 +116,40 @@ def test_ddim_replays_for_a_seed(scene):
     runs = [restore_region(model, image, mask, SHORT, settings, torch.Generator().manual_seed(s))
             for s in (3, 3, 4)]  # fmt: skip
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+
+
+@pytest.fixture()
+def sharp_dir(tmp_path, ihc):
+    from histoblur.io.images import write_image
+
+    folder = tmp_path / "sharp"
+    folder.mkdir()
+    for k in range(7):  # every sixth image is held out
+        write_image(folder / f"t{k}.png", ihc[k * 40 : k * 40 + 96, k * 30 : k * 30 + 96])
+    return folder
+
+
+@pytest.mark.parametrize("arch", ["swin-denoiser", "conv-denoiser"])
+def test_tiny_denoiser_trains_and_restores_from_its_checkpoint(sharp_dir, tmp_path, arch):
+    from histoblur.models.registry import load_model
+    from histoblur.training.restoration import RestorationTrainConfig, train_restoration
+
+    model = TINY.model_dump() if arch == "swin-denoiser" else {"arch": arch, "width": 4, "depth": 2}
+    config = RestorationTrainConfig.model_validate({
+        "out": tmp_path / "run", "sharp_dir": sharp_dir, "model": model, "schedule": SHORT,
+        "tile": 32, "batch_size": 2, "min_tissue": 0.0, "epochs": 2, "steps_per_epoch": 3,
+        "lr": 1e-3, "val_crops": 2, "val_steps": 3, "threads": 1,
+    })  # fmt: skip
+    summary = train_restoration(config)
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in summary["history"])
+    network, saved = load_model(tmp_path / "run" / "best")
+    assert saved["task"] == "restore-denoiser"
+    assert network(torch.randn(1, 3, 32, 32), torch.tensor([5])).shape == (1, 3, 32, 32)
+
+
+def test_cli_train_restore_refuses_a_missing_folder(tmp_path):
+    from histoblur.cli.main import main
+
+    args = ["train", "restore", "--set", f"sharp_dir={tmp_path / 'none'}", "--set",
+            f"out={tmp_path / 'run'}"]  # fmt: skip
+    assert main(args) == 1 and not (tmp_path / "run").exists()

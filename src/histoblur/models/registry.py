@@ -17,8 +17,10 @@ from histoblur.errors import InputError
 from histoblur.io.checkpoints import load_state, read_config
 from histoblur.models.autoencoder import AutoencoderConfig, FocalAutoencoder
 from histoblur.models.classifier import BlurTypeConfig, BlurTypeNet
+from histoblur.models.conv_denoiser import ConvDenoiser, ConvDenoiserConfig
 from histoblur.models.gan import BlurGenerator, BlurGeneratorConfig, PatchCritic, PatchCriticConfig
 from histoblur.models.rednet import RedNet, RedNetConfig
+from histoblur.models.swin_denoiser import SwinDenoiser, SwinDenoiserConfig
 from histoblur.models.unet import UNet, UNetConfig
 from histoblur.models.unit_ddpm import UnitDDPM, UnitDDPMConfig
 
@@ -39,6 +41,8 @@ ARCHITECTURES: dict[str, Architecture] = {
     "patch-critic": Architecture(PatchCriticConfig, PatchCritic),
     "unit-ddpm": Architecture(UnitDDPMConfig, UnitDDPM),
     "focal-ae": Architecture(AutoencoderConfig, FocalAutoencoder),
+    "swin-denoiser": Architecture(SwinDenoiserConfig, SwinDenoiser),
+    "conv-denoiser": Architecture(ConvDenoiserConfig, ConvDenoiser),
 }
 
 

@@ -83,15 +83,18 @@ class _Block(nn.Module):
 
 
 class Denoiser(nn.Module):
-    """``eps(x_t, c_t, t)``: a timestep-conditioned U-Net on 6 channels, 3 out; any size."""
+    """``eps(x_t, c_t, t)``: a timestep-conditioned U-Net; any image size.
 
-    def __init__(self, width: int, depth: int) -> None:
+    ``inputs`` channels in (image and condition concatenated: 6 by default), ``outputs`` out.
+    """
+
+    def __init__(self, width: int, depth: int, inputs: int = 6, outputs: int = 3) -> None:
         super().__init__()
         self.depth, tdim = depth, 4 * width
         self.tdim = width
         self.time = nn.Sequential(nn.Linear(width, tdim), nn.SiLU(), nn.Linear(tdim, tdim))
         widths = [width * 2 ** min(k, 3) for k in range(depth + 1)]
-        self.stem = nn.Conv2d(6, widths[0], 3, padding=1)
+        self.stem = nn.Conv2d(inputs, widths[0], 3, padding=1)
         self.down = nn.ModuleList(
             _Block(widths[max(k - 1, 0)], widths[k], tdim) for k in range(depth + 1)
         )
@@ -99,14 +102,16 @@ class Denoiser(nn.Module):
             _Block(widths[k + 1] + widths[k], widths[k], tdim) for k in reversed(range(depth))
         )
         self.head = nn.Sequential(nn.GroupNorm(math.gcd(8, widths[0]), widths[0]), nn.SiLU(),
-                                  nn.Conv2d(widths[0], 3, 3, padding=1))  # fmt: skip
+                                  nn.Conv2d(widths[0], outputs, 3, padding=1))  # fmt: skip
 
-    def forward(self, x: torch.Tensor, condition: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Predicted noise of ``x`` (N, 3, H, W) at timesteps ``t`` (N,)."""
+    def forward(
+        self, x: torch.Tensor, condition: torch.Tensor | None, t: torch.Tensor
+    ) -> torch.Tensor:
+        """Predicted noise of ``x`` (N, C, H, W) at timesteps ``t`` (N,); no condition: None."""
         h, w = x.shape[-2:]
         m = 2**self.depth
         ph, pw = -h % m, -w % m
-        y = torch.cat([x, condition], dim=1)
+        y = x if condition is None else torch.cat([x, condition], dim=1)
         if ph or pw:
             y = F.pad(y, (0, pw, 0, ph), mode="reflect" if ph < h and pw < w else "replicate")
         temb = self.time(timestep_embedding(t, self.tdim))
