@@ -153,3 +153,79 @@ def test_cli_train_restore_refuses_a_missing_folder(tmp_path):
     args = ["train", "restore", "--set", f"sharp_dir={tmp_path / 'none'}", "--set",
             f"out={tmp_path / 'run'}"]  # fmt: skip
     assert main(args) == 1 and not (tmp_path / "run").exists()
+
+
+@pytest.fixture()
+def denoiser_dir(tmp_path):
+    from histoblur.io.checkpoints import save_checkpoint
+
+    torch.manual_seed(0)
+    return save_checkpoint(
+        tmp_path / "denoiser",
+        SwinDenoiser(TINY).state_dict(),
+        {"task": "restore-denoiser", "model": TINY.model_dump(),
+         "inference": {"schedule": SHORT.model_dump()}},
+    )  # fmt: skip
+
+
+def two_regions(shape):
+    import numpy as np
+
+    mask = np.zeros(shape, bool)
+    mask[10:30, 20:45] = True
+    mask[60:95, 100:130] = True
+    return mask
+
+
+@pytest.mark.parametrize("grey", [False, True])
+def test_restorer_changes_only_the_masked_pixels_of_any_size(denoiser_dir, ihc, grey):
+    import cv2
+
+    from histoblur.inference.restore import Restorer
+
+    image = ihc[:100, :140].copy()
+    if grey:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    mask = two_regions(image.shape[:2])
+    out = Restorer.load(denoiser_dir).restore(image, mask, RestoreSettings("ddim", 4), seed=0)
+    assert out.shape == image.shape and out.dtype == image.dtype
+    assert (out[~mask] == image[~mask]).all()
+    assert (out[mask] != image[mask]).any()
+
+
+def test_restorer_refuses_a_mask_of_another_size(denoiser_dir, ihc):
+    import numpy as np
+
+    from histoblur.errors import InputError
+    from histoblur.inference.restore import Restorer
+
+    with pytest.raises(InputError, match="mask"):
+        Restorer.load(denoiser_dir).restore(
+            ihc[:64, :64], np.ones((32, 32), bool), RestoreSettings()
+        )
+
+
+def test_cli_restore_file_and_folder_forms(denoiser_dir, ihc, tmp_path):
+    import numpy as np
+
+    from histoblur.cli.main import main
+    from histoblur.io.images import read_image, write_image
+
+    image, mask = ihc[:100, :140], two_regions((100, 140))
+    (tmp_path / "img").mkdir()
+    (tmp_path / "msk").mkdir()
+    write_image(tmp_path / "img" / "a.png", image)
+    write_image(tmp_path / "msk" / "a.png", (mask * 255).astype(np.uint8))
+    out = tmp_path / "a_restored.png"
+    common = ["--model", str(denoiser_dir), "--steps", "3"]
+    assert main(["restore", str(tmp_path / "img" / "a.png"), "--mask",
+                 str(tmp_path / "msk" / "a.png"), "--out", str(out), *common]) == 0  # fmt: skip
+    restored = read_image(out)
+    assert (restored[~mask] == image[~mask]).all()
+    assert main(["restore", str(tmp_path / "img"), "--mask", str(tmp_path / "msk"), "--out",
+                 str(tmp_path / "outdir"), *common]) == 0  # fmt: skip
+    assert (tmp_path / "outdir" / "a.png").is_file()
+    write_image(tmp_path / "img" / "b.png", image)  # no mask for b
+    assert main(["restore", str(tmp_path / "img"), "--mask", str(tmp_path / "msk"), "--out",
+                 str(tmp_path / "out2"), *common]) == 1  # fmt: skip
+    assert not (tmp_path / "out2").exists()

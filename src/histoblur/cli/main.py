@@ -16,6 +16,7 @@ from histoblur.cli import (
     evaluate,
     latent,
     qc,
+    restore,
     segment,
     synth,
     train,
@@ -23,7 +24,20 @@ from histoblur.cli import (
 from histoblur.errors import HistoblurError
 
 # Each module exposes ``register(subparsers)`` and sets ``func`` on its parsers.
-COMMANDS = (synth, bench, calibrate, train, segment, classify, deblur, latent, evaluate, qc, demo)
+COMMANDS = (
+    synth,
+    bench,
+    calibrate,
+    train,
+    segment,
+    classify,
+    deblur,
+    latent,
+    restore,
+    evaluate,
+    qc,
+    demo,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
