@@ -297,3 +297,13 @@ def test_non_array_inputs_are_refused():
     with pytest.raises(InputError, match="numpy array or a torch tensor"):
         tenengrad([[0, 1, 2]] * 3)
     assert psnr(np.zeros((4, 4), np.uint8), np.ones((4, 4), np.uint8), data_range=np.int64(1)) == 0
+
+
+def test_sre_matches_its_definition_by_hand():
+    from histoblur.metrics.full_reference import sre
+
+    a = np.full((8, 8, 3), 100, np.uint8)
+    b = a.copy()
+    b[0, 0] = 110  # one pixel off by 10 in every channel: mse = 10^2 / 64 (grey levels)
+    assert sre(a, b) == pytest.approx(10 * np.log10(100**2 * 64 / 10**2), rel=1e-4)
+    assert sre(a, a) == np.inf

@@ -10,7 +10,7 @@ images are scaled to [0, 1] by their dtype maximum; float images are taken as in
 ``data_range`` is given. Ranges and directions are in each docstring and in ``docs/metrics.md``.
 """
 
-from histoblur.metrics.full_reference import as_image_batch, masked_l2, mse, psnr, ssim
+from histoblur.metrics.full_reference import as_image_batch, masked_l2, mse, psnr, sre, ssim
 from histoblur.metrics.segmentation import (
     MaskPairing,
     SegmentationScores,
@@ -48,6 +48,7 @@ __all__ = [
     "hf_energy_ratio",
     "iou",
     "masked_l2",
+    "sre",
     "mse",
     "pair_mask_files",
     "psnr",

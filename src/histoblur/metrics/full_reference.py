@@ -365,6 +365,31 @@ def masked_l2(a: ImageLike, b: ImageLike, mask: ImageLike) -> Score:
     return _finish(torch.sqrt((((x - y) ** 2) * m).sum(dim=(1, 2, 3)) / count), single)
 
 
+def sre(a: ImageLike, b: ImageLike) -> Score:
+    """Signal to reconstruction error ratio in decibels, per channel then averaged.
+
+    ``SRE = 10 log10(mean(a_c)^2 / mean((a_c - b_c)^2))`` with ``a`` the reference: the error
+    relative to the image's brightness rather than to its data range (as PSNR); higher is
+    better, infinite for identical images.
+
+    Args:
+        a: reference image(s).
+        b: test image(s), same shape and dtype.
+
+    Returns:
+        A float for one numpy image, a tensor ``(N,)`` for a torch batch.
+
+    Raises:
+        InputError: if the inputs cannot be compared.
+    """
+    x, y, _, single = _pair_batches(a, b, None)
+    signal = x.mean(dim=(2, 3)) ** 2
+    error = ((x - y) ** 2).mean(dim=(2, 3))
+    ratio = 10 * torch.log10(signal / error.clamp_min(1e-20))
+    ratio = torch.where(error == 0, torch.full_like(ratio, math.inf), ratio)
+    return _finish(ratio.mean(dim=1), single)
+
+
 def focal_frequency_loss(a: ImageLike, b: ImageLike, alpha: float = 1.0) -> Score:
     """Focal Frequency Loss: spectrum distance weighted towards the hardest frequencies.
 
