@@ -26,7 +26,7 @@ from histoblur.inference.segment import resolve_model
 from histoblur.inference.tiling import predict_tiled
 from histoblur.io.images import check_image, from_float, to_float, to_rgb
 from histoblur.models.autoencoder import Code, FocalAutoencoder, extrapolate, mix
-from histoblur.models.registry import load_model
+from histoblur.models.registry import load_task_model
 from histoblur.synthesis.register import register_planes
 
 SHIPPED = {"default": "latent-default"}
@@ -49,13 +49,8 @@ class FocalCodec:
             InputError: missing, corrupt or untrusted checkpoint, or one of another task.
         """
         path = resolve_model(model, SHIPPED)
-        network, config = load_model(path)
-        if config.get("task") != "focal-ae":
-            raise InputError(
-                f"{model} is not a focal autoencoder checkpoint (its task is "
-                f"{config.get('task')!r})."
-            )
-        return cls(network.eval(), path)
+        network, _ = load_task_model(path, "focal-ae", "a focal autoencoder checkpoint")
+        return cls(network, path)
 
     def interpolate(
         self, sharper: np.ndarray, blurrier: np.ndarray, alphas: Sequence[float]

@@ -21,7 +21,7 @@ from histoblur.diffusion.schedule import ScheduleConfig
 from histoblur.errors import InputError
 from histoblur.inference.segment import resolve_model
 from histoblur.io.images import check_image, from_float, to_float, to_rgb
-from histoblur.models.registry import load_model
+from histoblur.models.registry import load_task_model
 
 SHIPPED = {"default": "restore-default"}
 CONTEXT, MAX_WINDOW = 32, 256
@@ -42,13 +42,10 @@ class Restorer:
         Raises:
             InputError: missing, corrupt or untrusted checkpoint, or one of another task.
         """
-        network, config = load_model(resolve_model(model, SHIPPED))
-        if config.get("task") != "restore-denoiser":
-            raise InputError(
-                f"{model} is not a restoration denoiser (its task is {config.get('task')!r})."
-            )
+        path = resolve_model(model, SHIPPED)
+        network, config = load_task_model(path, "restore-denoiser", "a restoration denoiser")
         schedule = ScheduleConfig.model_validate(config.get("inference", {}).get("schedule", {}))
-        return cls(network.eval(), schedule, int(network.config.multiple))
+        return cls(network, schedule, int(network.config.multiple))
 
     def restore(
         self,

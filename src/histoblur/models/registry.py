@@ -97,3 +97,16 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise InputError(f"Weights in {path} do not fit the architecture in its config ({detail}).")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
     return model.eval(), config
+
+
+def load_task_model(path: str | Path, task: str, what: str) -> tuple[nn.Module, dict[str, Any]]:
+    """:func:`load_model`, refusing a checkpoint trained for another ``task``.
+
+    Raises:
+        InputError: as :func:`load_model`, or ``what`` names the expected kind of network in a
+            one-sentence refusal of another task's checkpoint.
+    """
+    network, config = load_model(path)
+    if config.get("task") != task:
+        raise InputError(f"{path} is not {what} (its task is {config.get('task')!r}).")
+    return network.eval(), config
