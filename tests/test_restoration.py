@@ -229,3 +229,39 @@ def test_cli_restore_file_and_folder_forms(denoiser_dir, ihc, tmp_path):
     assert main(["restore", str(tmp_path / "img"), "--mask", str(tmp_path / "msk"), "--out",
                  str(tmp_path / "out2"), *common]) == 1  # fmt: skip
     assert not (tmp_path / "out2").exists()
+
+
+@pytest.mark.parametrize("kind", ["fold", "bubble"])
+def test_artifacts_change_exactly_their_mask(ihc, kind):
+    import numpy as np
+
+    from histoblur.io.images import to_float
+    from histoblur.synthesis.artifacts import add_artifact
+
+    image = to_float(ihc[:128, :128])
+    out, mask = add_artifact(image, kind, np.random.default_rng(0))
+    assert mask.any() and not mask.all()
+    assert np.array_equal(out[~mask], image[~mask])
+    changed = out[mask].mean() - image[mask].mean()
+    assert changed < 0 if kind == "fold" else changed > 0  # folds darken, bubbles wash out
+
+
+@pytest.mark.parametrize("method", ["telea", "ns"])
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "grey"])
+def test_classical_inpainting_changes_only_the_mask(ihc, method, dtype):
+    import cv2
+    import numpy as np
+
+    from histoblur.inference.inpaint import inpaint
+
+    image = ihc[:64, :80].copy()
+    if dtype == "uint16":
+        image = image.astype(np.uint16) * 257
+    elif dtype == "grey":
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    mask = np.zeros(image.shape[:2], bool)
+    mask[20:40, 30:50] = True
+    out = inpaint(image, mask, method)
+    assert out.dtype == image.dtype and out.shape == image.shape
+    assert np.array_equal(out[~mask], image[~mask])
+    assert not np.array_equal(out[mask], image[mask])

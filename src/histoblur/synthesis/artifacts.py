@@ -1,0 +1,65 @@
+"""Artifacts to restore, for evaluating restoration: tissue folds and air bubbles.
+
+Each function takes a float (H, W, 3) image in [0, 1] and a ``numpy.random.Generator`` and
+returns ``(image with the artifact, mask)``: the mask (H, W, bool) is exactly the pixels the
+artifact changed, so a restorer can be scored where the truth (the input) is known.
+
+- :func:`fold`: a band where the section folded onto itself: two layers of tissue absorb twice,
+  so the band is the product of the tissue with a shifted copy of itself (darker, more
+  saturated), as folds look in bright-field.
+- :func:`bubble`: an air bubble under the coverslip: inside an ellipse the tissue is washed
+  out towards white with a dark refractive rim.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+ARTIFACTS = ("fold", "bubble")
+
+
+def fold(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A straight band (10-25 % of the side wide, any angle) of doubled tissue."""
+    h, w = image.shape[:2]
+    angle = rng.uniform(0, np.pi)
+    normal = np.array([np.cos(angle), np.sin(angle)])
+    yy, xx = np.mgrid[0:h, 0:w]
+    distance = (xx - rng.uniform(0.3, 0.7) * w) * normal[0] + (
+        yy - rng.uniform(0.3, 0.7) * h
+    ) * normal[1]
+    mask = np.abs(distance) < rng.uniform(0.05, 0.125) * min(h, w)
+    shift = rng.integers(5, 20, size=2)
+    doubled = image * np.roll(image, tuple(int(s) for s in shift), axis=(0, 1))
+    out = image.copy()
+    out[mask] = doubled[mask]
+    return out, mask
+
+
+def bubble(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """An ellipse (radii 10-30 % of the side) washed out to 70-90 % white, dark rim."""
+    h, w = image.shape[:2]
+    centre = (int(rng.uniform(0.3, 0.7) * w), int(rng.uniform(0.3, 0.7) * h))
+    axes = tuple(int(rng.uniform(0.1, 0.3) * min(h, w)) for _ in range(2))
+    canvas = np.zeros((h, w), np.uint8)
+    cv2.ellipse(canvas, centre, axes, float(rng.uniform(0, 180)), 0, 360, 255, -1)
+    mask = canvas > 0
+    rim = mask & ~cv2.erode(canvas, np.ones((5, 5), np.uint8)).astype(bool)
+    white = rng.uniform(0.7, 0.9)
+    out = image.copy()
+    out[mask] = image[mask] * (1 - white) + white
+    out[rim] = image[rim] * 0.45
+    return out, mask
+
+
+def add_artifact(
+    image: np.ndarray, kind: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """One artifact of ``kind`` (``fold`` or ``bubble``).
+
+    Raises:
+        ValueError: an unknown kind.
+    """
+    if kind not in ARTIFACTS:
+        raise ValueError(f"unknown artifact {kind!r}; known: {', '.join(ARTIFACTS)}")
+    return (fold if kind == "fold" else bubble)(image, rng)
