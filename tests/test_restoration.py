@@ -231,7 +231,7 @@ def test_cli_restore_file_and_folder_forms(denoiser_dir, ihc, tmp_path):
     assert not (tmp_path / "out2").exists()
 
 
-@pytest.mark.parametrize("kind", ["fold", "bubble"])
+@pytest.mark.parametrize("kind", ["fold", "bubble", "blur"])
 def test_artifacts_change_exactly_their_mask(ihc, kind):
     import numpy as np
 
@@ -242,6 +242,10 @@ def test_artifacts_change_exactly_their_mask(ihc, kind):
     out, mask = add_artifact(image, kind, np.random.default_rng(0))
     assert mask.any() and not mask.all()
     assert np.array_equal(out[~mask], image[~mask])
+    if kind == "blur":  # blur keeps the mean and removes detail
+        assert abs(out[mask].mean() - image[mask].mean()) < 0.02
+        assert np.abs(out - image)[mask].mean() > 0.01
+        return
     changed = out[mask].mean() - image[mask].mean()
     assert changed < 0 if kind == "fold" else changed > 0  # folds darken, bubbles wash out
 
@@ -265,3 +269,99 @@ def test_classical_inpainting_changes_only_the_mask(ihc, method, dtype):
     assert out.dtype == image.dtype and out.shape == image.shape
     assert np.array_equal(out[~mask], image[~mask])
     assert not np.array_equal(out[mask], image[mask])
+
+
+def test_settings_refuse_out_of_range_values_and_strength_shortens_the_walk():
+    from histoblur.errors import ParameterError
+
+    for bad in ({"eta": 1.5}, {"strength": 0.0}, {"strength": 1.2}, {"resamples": 0},
+                {"steps": 0}, {"sampler": "euler"}):  # fmt: skip
+        with pytest.raises(ParameterError):
+            RestoreSettings(**bad)
+    full = denoiser_passes(RestoreSettings("ddpm", None), SHORT)
+    half = denoiser_passes(RestoreSettings("ddpm", None, strength=0.5), SHORT)
+    assert full == 20 and half == 11  # t = round(0.5 * 19) = 10 down to 0
+
+
+def test_strength_starts_from_the_artifact_and_observe_sees_every_step(scene):
+    model, image, mask = scene
+    seen = []
+    settings = RestoreSettings("ddim", None, eta=1.0, strength=0.3)
+    out = restore_region(model, image, mask, SHORT, settings, torch.Generator().manual_seed(0),
+                         lambda t, x: seen.append((t, x.shape)))  # fmt: skip
+    assert [t for t, _ in seen] == list(range(6, -1, -1))  # round(0.3 * 19) = 6 down to 0
+    assert all(shape == image.shape for _, shape in seen)
+    keep = ~mask.expand_as(image)
+    assert torch.equal(out[keep], image[keep])
+    # starting from the noised image keeps the masked region much closer to it than noise does
+    scratch = restore_region(model, image, mask, SHORT, RestoreSettings("ddim", None, eta=1.0),
+                             torch.Generator().manual_seed(0))  # fmt: skip
+    region = mask.expand_as(image)
+    assert (out - image)[region].abs().mean() < (scratch - image)[region].abs().mean()
+
+
+def _degraded(ihc, kind, seed=1):
+    import numpy as np
+
+    from histoblur.io.images import from_float, to_float
+    from histoblur.synthesis.artifacts import add_artifact
+
+    out, mask = add_artifact(to_float(ihc[:256, :256]), kind, np.random.default_rng(seed))
+    return from_float(out, np.uint8), mask
+
+
+@pytest.mark.parametrize("kind", ["fold", "bubble", "blur"])
+def test_threshold_detector_finds_each_artifact(ihc, kind):
+    from histoblur.inference.artifacts import threshold_artifacts
+    from histoblur.metrics import dice
+
+    image, truth = _degraded(ihc, kind)
+    found = threshold_artifacts(image)
+    assert dice(truth, found) > 0.5
+    assert threshold_artifacts(ihc[:256, :256]).mean() < 0.1  # the clean tile: little flagged
+
+
+def test_detector_names_and_kinds(ihc):
+    from histoblur.errors import ParameterError
+    from histoblur.inference.artifacts import ThresholdConfig, make_detector
+
+    image, truth = _degraded(ihc, "bubble")
+    only_dark = make_detector("threshold", config=ThresholdConfig(kinds=("dark",)))
+    assert only_dark(image)[truth].mean() < make_detector("threshold")(image)[truth].mean()
+    with pytest.raises(ParameterError, match="Unknown detector"):
+        make_detector("histoqc")
+
+
+def test_detect_and_restore_changes_only_flagged_pixels(denoiser_dir, ihc):
+    from histoblur.inference.artifacts import make_detector
+    from histoblur.inference.restore import Restorer, detect_and_restore
+
+    image, _ = _degraded(ihc, "bubble")
+    loop = detect_and_restore(Restorer.load(denoiser_dir), make_detector("threshold"), image,
+                              RestoreSettings("ddim", 3))  # fmt: skip
+    assert loop.flagged.any() and loop.after.shape == loop.flagged.shape
+    assert (loop.restored[~loop.flagged] == image[~loop.flagged]).all()
+    assert (loop.restored[loop.flagged] != image[loop.flagged]).any()
+    assert 0 < loop.flagged_fraction < 1 and 0 <= loop.after_fraction <= 1
+
+
+def test_cli_restore_detect_writes_masks_and_a_table(denoiser_dir, ihc, tmp_path):
+    from histoblur.cli.main import main
+    from histoblur.io.images import read_image, write_image
+
+    image, _ = _degraded(ihc, "fold")
+    (tmp_path / "img").mkdir()
+    write_image(tmp_path / "img" / "a.png", image)
+    common = ["--model", str(denoiser_dir), "--steps", "3", "--detect", "threshold"]
+    out = tmp_path / "a_restored.png"
+    assert main(["restore", str(tmp_path / "img" / "a.png"), "--out", str(out), *common]) == 0
+    flagged = read_image(tmp_path / "a_restored_mask.png") > 0
+    assert flagged.any() and (tmp_path / "a_restored_after_mask.png").is_file()
+    assert (read_image(out)[~flagged] == image[~flagged]).all()
+    assert main(["restore", str(tmp_path / "img"), "--out", str(tmp_path / "o"), *common]) == 0
+    table = (tmp_path / "o" / "detections.csv").read_text().splitlines()
+    assert table[0] == "image,flagged_fraction,after_fraction" and table[1].startswith("a.png,")
+    with pytest.raises(SystemExit):  # --mask and --detect exclude each other
+        main(["restore", str(out), "--mask", str(out), "--out", str(tmp_path / "x.png"), *common])
+    assert main(["restore", str(out), "--out", str(tmp_path / "y.png"), "--model",
+                 str(denoiser_dir), "--detect", "threshold", "--eta", "2"]) == 1  # fmt: skip

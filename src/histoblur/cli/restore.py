@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 
 from histoblur.cli.common import progress_bar
 from histoblur.diffusion.regional import RestoreSettings, denoiser_passes
 from histoblur.errors import InputError, ParameterError
-from histoblur.inference.restore import Restorer
-from histoblur.io.atomic import ensure_writable_dir
+from histoblur.inference.artifacts import DETECTORS, make_detector
+from histoblur.inference.restore import Restorer, detect_and_restore
+from histoblur.io.atomic import ensure_writable_dir, write_text_atomic
 from histoblur.io.images import read_image, read_mask, write_image
 
 console = Console(stderr=True)
@@ -25,35 +27,49 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="regenerate masked artifact regions with the diffusion denoiser (ArtiFusion)",
         description=(
             "Only the masked pixels change. IMAGE and --mask are files (--out a file) or "
-            "folders (masks matched by file stem, --out a folder)."
+            "folders (masks matched by file stem, --out a folder). With --detect instead of "
+            "--mask the artifacts are found first, restored, and detected again on the result "
+            "(masks written beside each output as NAME_mask.png and NAME_after_mask.png)."
         ),
     )
     cmd.add_argument("image", type=Path, metavar="IMAGE")
-    cmd.add_argument("--mask", required=True, type=Path, help="mask PNG (non-zero = restore)")
+    where = cmd.add_mutually_exclusive_group(required=True)
+    where.add_argument("--mask", type=Path, help="mask PNG or folder (non-zero = restore)")
+    where.add_argument("--detect", choices=DETECTORS, help="find the regions to restore")
     cmd.add_argument("--out", required=True, type=Path)
     cmd.add_argument("--model", default="default", help="shipped denoiser (default) or a folder")
+    cmd.add_argument("--detector-model", default="default", help="segmenter for --detect segmenter")
     cmd.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim")
     cmd.add_argument("--steps", type=int, default=25, help="reverse steps (ddpm: 0 = all T)")
+    cmd.add_argument("--eta", type=float, help="step noise 0-1 (default: ddim 0, ddpm 1)")
+    cmd.add_argument(
+        "--strength",
+        type=float,
+        default=1.0,
+        help="start from the artifact noised to this share of the schedule (1: from pure noise)",
+    )
     cmd.add_argument("--jump-length", type=int, default=0, help="RePaint resampling jump (0: off)")
     cmd.add_argument("--resamples", type=int, default=1, help="RePaint resamplings per jump")
     cmd.add_argument("--seed", type=int, default=0)
     cmd.set_defaults(func=run)
 
 
-def pairs(image: Path, mask: Path, out: Path) -> list[tuple[Path, Path, Path]]:
-    """(image, mask, output) triples of a single file or of two folders.
+def pairs(image: Path, mask: Path | None, out: Path) -> list[tuple[Path, Path | None, Path]]:
+    """(image, mask or None, output) triples of a single file or of folders.
 
     Raises:
         InputError: missing paths, a folder with no images, or an image without its mask.
     """
     for path in (image, mask):
-        if not path.exists():
+        if path is not None and not path.exists():
             raise InputError(f"{path} does not exist.")
     if image.is_file():
         return [(image, mask, out)]
     images = sorted(p for p in image.iterdir() if p.suffix.lower() in SUFFIXES)
     if not images:
         raise InputError(f"{image} holds no images.")
+    if mask is None:
+        return [(p, None, out / f"{p.stem}.png") for p in images]
     masks = {p.stem: p for p in mask.iterdir() if p.suffix.lower() in SUFFIXES}
     missing = [p.name for p in images if p.stem not in masks]
     if missing:
@@ -63,20 +79,45 @@ def pairs(image: Path, mask: Path, out: Path) -> list[tuple[Path, Path, Path]]:
 
 def run(args: argparse.Namespace) -> int:
     """Restore every image; each output appears complete or not at all."""
-    if args.steps < 0 or args.jump_length < 0 or args.resamples < 1:
-        raise ParameterError("--steps and --jump-length must be >= 0 and --resamples >= 1.")
-    settings = RestoreSettings(args.sampler, args.steps or None, args.jump_length, args.resamples)
+    if args.steps < 0:
+        raise ParameterError(f"--steps must be >= 0, got {args.steps}.")
+    settings = RestoreSettings(
+        args.sampler, args.steps or None, args.jump_length, args.resamples, args.eta, args.strength
+    )
     jobs = pairs(args.image, args.mask, args.out)
     restorer = Restorer.load(args.model)
+    detect = make_detector(args.detect, args.detector_model) if args.detect else None
     if args.image.is_dir():
         ensure_writable_dir(args.out)
     passes = denoiser_passes(settings, restorer.schedule)
+    rows = ["image,flagged_fraction,after_fraction"]
     with progress_bar(console) as bar:
         task = bar.add_task("restoring", total=len(jobs))
         for image_path, mask_path, out_path in jobs:
-            image, mask = read_image(image_path), read_mask(mask_path)
-            write_image(out_path, restorer.restore(image, mask, settings, args.seed))
-            bar.console.print(f"{image_path.name}: {int(mask.sum())} px restored")
+            image = read_image(image_path)
+            if detect is None:
+                mask = read_mask(mask_path)
+                write_image(out_path, restorer.restore(image, mask, settings, args.seed))
+                bar.console.print(f"{image_path.name}: {int(mask.sum())} px restored")
+            else:
+                loop = detect_and_restore(restorer, detect, image, settings, args.seed)
+                write_image(out_path, loop.restored)
+                for suffix, m in (("_mask", loop.flagged), ("_after_mask", loop.after)):
+                    write_image(out_path.with_name(f"{out_path.stem}{suffix}.png"), _png(m))
+                rows.append(
+                    f"{image_path.name},{loop.flagged_fraction:.5f},{loop.after_fraction:.5f}"
+                )
+                bar.console.print(
+                    f"{image_path.name}: flagged {100 * loop.flagged_fraction:.2f}% -> "
+                    f"{100 * loop.after_fraction:.2f}% after restoration"
+                )
             bar.advance(task)
+    if detect is not None and args.image.is_dir():
+        write_text_atomic(args.out / "detections.csv", "\n".join(rows) + "\n")
     console.print(f"Wrote {len(jobs)} image(s); {passes} denoiser passes per window.")
     return 0
+
+
+def _png(mask: np.ndarray) -> np.ndarray:
+    """0/255 uint8 picture of a boolean mask."""
+    return mask.astype(np.uint8) * 255

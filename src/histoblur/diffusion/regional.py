@@ -25,6 +25,7 @@ from histoblur.diffusion.schedule import (
     step_back,
     to_signed,
 )
+from histoblur.errors import ParameterError
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t) -> predicted noise
 
@@ -38,12 +39,38 @@ class RestoreSettings:
         steps: reverse steps over the schedule (None: all ``T`` of them).
         jump_length, resamples: RePaint resampling: every ``jump_length`` steps go back up
             ``jump_length`` steps, ``resamples - 1`` times (0 / 1: no resampling).
+        eta: noise of each reverse step, 0 (deterministic) to 1 (ancestral); None: the
+            sampler's own (ddpm 1, ddim 0).
+        strength: share of the schedule walked back: 1 starts the masked region from pure
+            noise (the paper); below 1 it starts from the artifact itself noised to
+            ``t = strength (T - 1)``, so what the artifact still shows (the outline of blurred
+            or washed-out tissue) guides the result and fewer steps run.
     """
 
     sampler: Literal["ddpm", "ddim"] = "ddim"
     steps: int | None = 25
     jump_length: int = 0
     resamples: int = 1
+    eta: float | None = None
+    strength: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.sampler not in ("ddpm", "ddim"):
+            raise ParameterError(f"sampler must be ddpm or ddim, got {self.sampler!r}.")
+        if self.steps is not None and self.steps < 1:
+            raise ParameterError(f"steps must be at least 1, got {self.steps}.")
+        if self.jump_length < 0 or self.resamples < 1:
+            raise ParameterError("jump_length must be >= 0 and resamples >= 1.")
+        if self.eta is not None and not 0 <= self.eta <= 1:
+            raise ParameterError(f"eta must be between 0 and 1, got {self.eta}.")
+        if not 0 < self.strength <= 1:
+            raise ParameterError(f"strength must be in (0, 1], got {self.strength}.")
+
+    def noise_scale(self) -> float:
+        """The eta this sampling uses."""
+        if self.eta is not None:
+            return self.eta
+        return 1.0 if self.sampler == "ddpm" else 0.0
 
 
 def respaced(alpha_bar: torch.Tensor, steps: int | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,9 +104,21 @@ def time_path(n: int, jump_length: int, resamples: int) -> list[int]:
     return path
 
 
+def sampling_times(
+    schedule: ScheduleConfig, settings: RestoreSettings
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(timesteps, their alpha_bar) the sampling visits, ascending, cut at ``strength``."""
+    ts, abs_ = respaced(schedule.alpha_bar(), settings.steps)
+    if settings.strength < 1:
+        keep = ts <= round(settings.strength * (schedule.timesteps - 1))
+        keep[0] = True
+        ts, abs_ = ts[keep], abs_[keep]
+    return ts, abs_
+
+
 def denoiser_passes(settings: RestoreSettings, schedule: ScheduleConfig) -> int:
     """How many times the denoiser runs for these settings (the cost of one restoration)."""
-    n = len(respaced(schedule.alpha_bar(), settings.steps)[0])
+    n = len(sampling_times(schedule, settings)[0])
     path = time_path(n, settings.jump_length, settings.resamples)
     return sum(1 for a, b in zip(path, path[1:], strict=False) if b < a)
 
@@ -92,18 +131,22 @@ def restore_region(
     schedule: ScheduleConfig,
     settings: RestoreSettings,
     generator: torch.Generator | None = None,
+    observe: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Regenerate ``image`` (N, C, H, W) in [0, 1] where ``mask`` (N, 1, H, W, bool) is set.
+
+    ``observe(t, x_t)``, when given, sees the combined image of eq. 2 (in [0, 1]) at every
+    denoising step (the pictures of gradual denoising).
 
     Returns:
         The restored images; exactly ``image`` where the mask is not set.
     """
     mask = mask.bool()
     device, dtype = image.device, image.dtype
-    ts, abs_ = respaced(schedule.alpha_bar(), settings.steps)
+    ts, abs_ = sampling_times(schedule, settings)
     ab = abs_.tolist()
     known = to_signed(image)
-    eta = 1.0 if settings.sampler == "ddpm" else 0.0
+    eta = settings.noise_scale()
 
     def noise() -> torch.Tensor:
         return torch.randn(image.shape, generator=generator).to(device, dtype)
@@ -111,7 +154,10 @@ def restore_region(
     def alpha_at(position: int) -> float:
         return 1.0 if position < 0 else ab[position]
 
-    x = noise()
+    if settings.strength < 1:
+        x = q_sample(schedule.alpha_bar(), known, ts[-1].expand(len(image)), noise())
+    else:
+        x = noise()
     path = time_path(len(ts), settings.jump_length, settings.resamples)
     for cur, nxt in zip(path, path[1:], strict=False):
         if nxt > cur:  # RePaint: diffuse forward again from cur to nxt
@@ -120,6 +166,8 @@ def restore_region(
             continue
         t = ts[cur].expand(len(image)).to(device)
         x = torch.where(mask, x, q_sample(schedule.alpha_bar(), known, t, noise()))  # eq. 2
+        if observe is not None:
+            observe(int(ts[cur]), from_signed(x))
         x0 = clean_from_eps(x, denoise(x, t), ab[cur])
         last = nxt < 0
         x = step_back(x, x0, ab[cur], alpha_at(nxt), eta, None if last else noise())

@@ -4,11 +4,13 @@
 connected masked region is restored in a window around it (the region plus ``context`` pixels,
 rounded up to the network's multiple); a region wider than ``max_window`` is restored window by
 window, later windows seeing the earlier windows' result as known context. Only masked pixels
-change: everything else is the input, bit for bit.
+change: everything else is the input, bit for bit. :func:`detect_and_restore` is the QC loop:
+detect artifact regions, restore them, detect again on the result.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +99,38 @@ class Restorer:
                         _fit(wy - CONTEXT, wx - CONTEXT, ey + CONTEXT, ex + CONTEXT, h, w, m)
                     )
         return out
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    """One pass of the detect -> restore -> detect loop."""
+
+    restored: np.ndarray
+    flagged: np.ndarray  # (H, W) bool: what the detector flagged and the restorer regenerated
+    after: np.ndarray  # (H, W) bool: what the detector flags on the restored image
+
+    @property
+    def flagged_fraction(self) -> float:
+        """Share of pixels flagged on the input."""
+        return float(self.flagged.mean())
+
+    @property
+    def after_fraction(self) -> float:
+        """Share of pixels still flagged after restoration."""
+        return float(self.after.mean())
+
+
+def detect_and_restore(
+    restorer: Restorer,
+    detect: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    settings: RestoreSettings,
+    seed: int = 0,
+) -> LoopResult:
+    """Flag artifacts with ``detect``, restore only those pixels, and detect again."""
+    flagged = detect(image)
+    restored = restorer.restore(image, flagged, settings, seed) if flagged.any() else image.copy()
+    return LoopResult(restored, flagged, detect(restored))
 
 
 def _fit(y0: int, x0: int, y1: int, x1: int, h: int, w: int, m: int) -> tuple[int, int, int, int]:

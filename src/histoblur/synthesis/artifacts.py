@@ -9,6 +9,8 @@ artifact changed, so a restorer can be scored where the truth (the input) is kno
   saturated), as folds look in bright-field.
 - :func:`bubble`: an air bubble under the coverslip: inside an ellipse the tissue is washed
   out towards white with a dark refractive rim.
+- :func:`blur_region`: out-of-focus polygons drawn by the project's statistical blur synthesis
+  (:class:`histoblur.synthesis.augment.RandomBlurRegion`, Gaussian, lens or motion, hard edge).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-ARTIFACTS = ("fold", "bubble")
+ARTIFACTS = ("fold", "bubble", "blur")
 
 
 def fold(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -52,14 +54,26 @@ def bubble(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.
     return out, mask
 
 
+def blur_region(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One to two polygons (radius 15-35 % of the side) blurred by a random blur kind."""
+    from histoblur.synthesis.augment import RandomBlurRegion
+    from histoblur.synthesis.masks import PolygonMaskSampler
+
+    masks = PolygonMaskSampler(count=(1, 2), size=(0.15, 0.35), feather=0.0)
+    single = image.astype(np.float32)
+    out = RandomBlurRegion(masks=masks, rng=rng)(image=single)["image"]
+    mask = np.any(np.abs(out - single) > 1e-6, axis=-1)
+    return np.where(mask[..., None], out.astype(image.dtype), image), mask
+
+
 def add_artifact(
     image: np.ndarray, kind: str, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One artifact of ``kind`` (``fold`` or ``bubble``).
+    """One artifact of ``kind`` (``fold``, ``bubble`` or ``blur``).
 
     Raises:
         ValueError: an unknown kind.
     """
     if kind not in ARTIFACTS:
         raise ValueError(f"unknown artifact {kind!r}; known: {', '.join(ARTIFACTS)}")
-    return (fold if kind == "fold" else bubble)(image, rng)
+    return {"fold": fold, "bubble": bubble, "blur": blur_region}[kind](image, rng)

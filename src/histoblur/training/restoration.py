@@ -180,7 +180,7 @@ def train_restoration(
             if progress is not None:
                 progress(step, total, {"loss": losses[-1]})
         model.eval()
-        settings = RestoreSettings("ddim", config.val_steps)
+        settings = RestoreSettings("ddim", config.val_steps, eta=1.0)
         restored = restore_region(model, val_batch, mask, config.schedule, settings,
                                   torch.Generator().manual_seed(config.seed))  # fmt: skip
         row = {
