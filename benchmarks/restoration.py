@@ -110,22 +110,23 @@ def scores(case: Case, restored: np.ndarray) -> dict[str, float]:
     }
 
 
-def evaluate(
-    cases: list[Case], method: Callable[[Case], np.ndarray]
-) -> tuple[dict[str, float], list[np.ndarray]]:
-    """Mean metrics and seconds per tile of ``method`` over ``cases``, and its outputs."""
-    rows, outputs, seconds = [], [], 0.0
+def evaluate(cases: list[Case], method: Callable[[Case], np.ndarray]) -> list[dict[str, float]]:
+    """Per case: the metrics of ``method`` and its seconds (outside the mask checked unchanged)."""
+    rows = []
     for case in cases:
         started = time.perf_counter()
         restored = method(case)
-        seconds += time.perf_counter() - started
+        seconds = time.perf_counter() - started
         outside = ~case.mask
         assert np.array_equal(restored[outside], case.degraded[outside]), "outside changed"
-        rows.append(scores(case, restored))
-        outputs.append(restored)
-    mean = {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
-    mean["seconds"] = seconds / len(cases)
-    return mean, outputs
+        rows.append({**scores(case, restored), "seconds": seconds})
+    return rows
+
+
+def mean(rows: list[dict[str, float]], cases: list[Case], kind: str | None = None) -> dict:
+    """Metrics averaged over the cases of ``kind`` (all cases: None)."""
+    picked = [r for r, c in zip(rows, cases, strict=True) if kind in (None, c.kind)]
+    return {key: float(np.mean([r[key] for r in picked])) for key in picked[0]}
 
 
 def diffusion(restorer: Restorer, settings: RestoreSettings) -> Callable[[Case], np.ndarray]:
@@ -163,18 +164,21 @@ def detection(cases: list[Case], restorer: Restorer, segmenter_model: str) -> di
 
 
 def fig4(restorer: Restorer, cases: list[Case], out: Path) -> None:
-    """Rows: input, x_t at t = 150, 100, 50, 0 (DDPM, all steps), truth; one per kind."""
+    """Rows: input, the region's x_t at t = 150, 100, 50 (DDPM, all steps), the result (t = 0)
+    and the truth; one row per kind."""
     rows = []
     for kind in ARTIFACTS:
         case = next(c for c in cases if c.kind == kind)
         seen: dict[int, np.ndarray] = {}
 
-        def observe(t: int, x: torch.Tensor, seen: dict[int, np.ndarray] = seen) -> None:
-            if t in PICTURE_TIMES:
-                seen[t] = from_float(x[0].permute(1, 2, 0).numpy(), np.uint8)
-
         image = torch.from_numpy(to_float(case.degraded).transpose(2, 0, 1)[None].copy())
         mask = torch.from_numpy(case.mask[None, None].copy())
+
+        def observe(t: int, x: torch.Tensor, seen=seen, image=image, mask=mask) -> None:
+            if t in PICTURE_TIMES:  # the region being denoised, in the untouched input
+                shown = torch.where(mask, x, image)[0].permute(1, 2, 0).numpy()
+                seen[t] = from_float(shown, np.uint8)
+
         generator = torch.Generator().manual_seed(0)
         final = restore_region(
             restorer.model, image.float(), mask, restorer.schedule,
@@ -213,23 +217,22 @@ def main() -> None:
     columns = ["L2", "MSE", "SSIM", "PSNR", "FSIM", "SRE", "seconds"]
     results: dict[str, dict] = {}
 
-    main_rows = {"input (artifact, not restored)": evaluate(cases, lambda c: c.degraded)[0]}
-    for method in ("telea", "ns"):
-        main_rows[f"OpenCV {method}"] = evaluate(
-            cases, lambda c, m=method: inpaint(c.degraded, c.mask, m)
-        )[0]
+    methods: dict[str, Callable[[Case], np.ndarray]] = {
+        "input (artifact, not restored)": lambda c: c.degraded,
+        "OpenCV Telea": lambda c: inpaint(c.degraded, c.mask, "telea"),
+        "OpenCV Navier-Stokes": lambda c: inpaint(c.degraded, c.mask, "ns"),
+    }
     passes = denoiser_passes(FAST, next(iter(models.values())).schedule)
     for name, restorer in models.items():
-        main_rows[f"{name} ({passes} passes)"] = evaluate(cases, diffusion(restorer, FAST))[0]
-    results["restoration"] = main_rows
-    print(table("Restoration, all cases", main_rows, columns), flush=True)
-    for kind in ARTIFACTS:
-        subset = [c for c in cases if c.kind == kind]
-        per_kind = {"telea": evaluate(subset, lambda c: inpaint(c.degraded, c.mask, "telea"))[0]}
-        for name, restorer in models.items():
-            per_kind[name] = evaluate(subset, diffusion(restorer, FAST))[0]
-        results[f"restoration {kind}"] = per_kind
-        print(table(f"Restoration, {kind} only", per_kind, ["L2", "PSNR", "SSIM", "FSIM"]))
+        methods[f"{name} ({passes} passes)"] = diffusion(restorer, FAST)
+    per_case = {}
+    for name, method in methods.items():
+        per_case[name] = evaluate(cases, method)
+        print(f"  {name}: {mean(per_case[name], cases)['PSNR']:.2f} dB", flush=True)
+    for kind in (None, *ARTIFACTS):
+        rows = {name: mean(r, cases, kind) for name, r in per_case.items()}
+        results[f"restoration {kind or 'all'}"] = rows
+        print(table(f"Restoration, {kind or 'all artifacts'}", rows, columns), flush=True)
 
     sweep_name = args.sweep or next(iter(models))
     restorer = models[sweep_name]
@@ -239,7 +242,7 @@ def main() -> None:
         subset = sweep_cases[: args.paper_cases] if "paper" in label else sweep_cases
         if not subset:
             continue
-        row, _ = evaluate(subset, diffusion(restorer, settings))
+        row = mean(evaluate(subset, diffusion(restorer, settings)), subset)
         row["passes"] = denoiser_passes(settings, restorer.schedule)
         row["cases"] = len(subset)
         sweep_rows[label] = row

@@ -365,3 +365,31 @@ def test_cli_restore_detect_writes_masks_and_a_table(denoiser_dir, ihc, tmp_path
         main(["restore", str(out), "--mask", str(out), "--out", str(tmp_path / "x.png"), *common])
     assert main(["restore", str(out), "--out", str(tmp_path / "y.png"), "--model",
                  str(denoiser_dir), "--detect", "threshold", "--eta", "2"]) == 1  # fmt: skip
+
+
+def test_batches_hold_same_shape_windows_and_overlaps_wait():
+    from histoblur.inference.restore import _next_batch
+
+    jobs = [(0, (0, 0, 32, 32)), (0, (16, 16, 48, 48)), (1, (0, 0, 32, 32)), (0, (64, 0, 96, 32)),
+            (1, (0, 0, 64, 64))]  # fmt: skip
+    batch, left = _next_batch(jobs, 8)
+    assert batch == [(0, (0, 0, 32, 32)), (1, (0, 0, 32, 32)), (0, (64, 0, 96, 32))]
+    assert left == [(0, (16, 16, 48, 48)), (1, (0, 0, 64, 64))]
+    assert _next_batch(jobs, 1) == (jobs[:1], jobs[1:])
+
+
+def test_restore_many_batches_images_of_different_sizes(denoiser_dir, ihc):
+    import numpy as np
+
+    from histoblur.inference.restore import Restorer
+
+    restorer = Restorer.load(denoiser_dir)
+    images = [ihc[:100, :140].copy(), ihc[200:296, 100:180].copy()]
+    masks = [two_regions((100, 140)), np.zeros((96, 80), bool)]
+    masks[1][30:50, 20:60] = True
+    settings = RestoreSettings("ddim", 3)
+    for size in (1, 8):
+        outs = restorer.restore_many(images, masks, settings, seed=0, batch_size=size)
+        for image, mask, out in zip(images, masks, outs, strict=True):
+            assert out.shape == image.shape and (out[~mask] == image[~mask]).all()
+            assert (out[mask] != image[mask]).any()

@@ -3,9 +3,10 @@
 :class:`Restorer` loads a denoiser checkpoint (its noise schedule is stored with it). Each
 connected masked region is restored in a window around it (the region plus ``context`` pixels,
 rounded up to the network's multiple); a region wider than ``max_window`` is restored window by
-window, later windows seeing the earlier windows' result as known context. Only masked pixels
-change: everything else is the input, bit for bit. :func:`detect_and_restore` is the QC loop:
-detect artifact regions, restore them, detect again on the result.
+window, later windows seeing the earlier windows' result as known context. Windows of the same
+shape, of one image or several (:meth:`Restorer.restore_many`), are denoised in one batch. Only
+masked pixels change: everything else is the input, bit for bit. :func:`detect_and_restore` is
+the QC loop: detect artifact regions, restore them, detect again on the result.
 """
 
 from __future__ import annotations
@@ -55,33 +56,56 @@ class Restorer:
         mask: np.ndarray,
         settings: RestoreSettings,
         seed: int = 0,
+        batch_size: int = 8,
     ) -> np.ndarray:
         """``image`` with its ``mask`` (H, W, bool) regions regenerated; same dtype and channels.
 
         Raises:
             InputError: a mask of another size.
         """
-        check_image(image)
-        if mask.shape != image.shape[:2]:
-            raise InputError(
-                f"The mask is {mask.shape[1]} x {mask.shape[0]} px but the image is "
-                f"{image.shape[1]} x {image.shape[0]} px."
-            )
-        work = to_float(to_rgb(image)).copy()
+        return self.restore_many([image], [mask], settings, seed, batch_size)[0]
+
+    def restore_many(
+        self,
+        images: list[np.ndarray],
+        masks: list[np.ndarray],
+        settings: RestoreSettings,
+        seed: int = 0,
+        batch_size: int = 8,
+    ) -> list[np.ndarray]:
+        """:meth:`restore` for several images, their windows denoised ``batch_size`` at a time.
+
+        Windows of one shape share a batch; a window overlapping an earlier window of its image
+        waits for it, so it sees that window's result as context.
+
+        Raises:
+            InputError: a mask of another size than its image.
+        """
+        for image, mask in zip(images, masks, strict=True):
+            check_image(image)
+            if mask.shape != image.shape[:2]:
+                raise InputError(
+                    f"The mask is {mask.shape[1]} x {mask.shape[0]} px but the image is "
+                    f"{image.shape[1]} x {image.shape[0]} px."
+                )
+        work = [to_float(to_rgb(image)).copy() for image in images]
+        jobs = [(i, box) for i, mask in enumerate(masks) for box in self.windows(mask)]
         generator = torch.Generator().manual_seed(seed)
-        for y0, x0, y1, x1 in self.windows(mask):
-            crop = torch.from_numpy(work[y0:y1, x0:x1].transpose(2, 0, 1)[None].copy())
-            region = torch.from_numpy(mask[y0:y1, x0:x1][None, None].copy())
-            out = restore_region(self.model, crop, region, self.schedule, settings, generator)
-            work[y0:y1, x0:x1] = out[0].permute(1, 2, 0).numpy()
-        restored = from_float(work, image.dtype)
-        if image.ndim == 2 or image.shape[2] == 1:
-            restored = cv2.cvtColor(restored, cv2.COLOR_RGB2GRAY).reshape(image.shape)
-        elif image.shape[2] == 4:
-            restored = np.concatenate([restored, image[..., 3:]], axis=2)
-        result = image.copy()
-        result[mask] = restored[mask]  # outside the mask: the input, bit for bit
-        return result
+        while jobs:
+            batch, jobs = _next_batch(jobs, max(1, batch_size))
+            crops = np.stack([work[i][y0:y1, x0:x1] for i, (y0, x0, y1, x1) in batch])
+            regions = np.stack([masks[i][y0:y1, x0:x1] for i, (y0, x0, y1, x1) in batch])
+            out = restore_region(
+                self.model,
+                torch.from_numpy(crops.transpose(0, 3, 1, 2).copy()),
+                torch.from_numpy(regions[:, None].copy()),
+                self.schedule,
+                settings,
+                generator,
+            )
+            for (i, (y0, x0, y1, x1)), restored in zip(batch, out, strict=True):
+                work[i][y0:y1, x0:x1] = restored.permute(1, 2, 0).numpy()
+        return [_finish(im, w, m) for im, w, m in zip(images, work, masks, strict=True)]
 
     def windows(self, mask: np.ndarray) -> list[tuple[int, int, int, int]]:
         """``(y0, x0, y1, x1)`` windows (multiples of the network's multiple) covering the mask."""
@@ -99,6 +123,44 @@ class Restorer:
                         _fit(wy - CONTEXT, wx - CONTEXT, ey + CONTEXT, ex + CONTEXT, h, w, m)
                     )
         return out
+
+
+Box = tuple[int, int, int, int]
+
+
+def _next_batch(
+    jobs: list[tuple[int, Box]], size: int
+) -> tuple[list[tuple[int, Box]], list[tuple[int, Box]]]:
+    """(a batch of same-shape windows, the jobs left).
+
+    No window in the batch overlaps an earlier window of its image, in the batch or waiting.
+    """
+    shape = (jobs[0][1][2] - jobs[0][1][0], jobs[0][1][3] - jobs[0][1][1])
+    batch, left, seen = [], [], {}
+    for i, box in jobs:
+        free = not any(_overlap(box, other) for other in seen.get(i, []))
+        if len(batch) < size and free and (box[2] - box[0], box[3] - box[1]) == shape:
+            batch.append((i, box))
+        else:
+            left.append((i, box))
+        seen.setdefault(i, []).append(box)
+    return batch, left
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _finish(image: np.ndarray, work: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``image`` with the masked pixels of the float RGB ``work``, in the image's own format."""
+    restored = from_float(work, image.dtype)
+    if image.ndim == 2 or image.shape[2] == 1:
+        restored = cv2.cvtColor(restored, cv2.COLOR_RGB2GRAY).reshape(image.shape)
+    elif image.shape[2] == 4:
+        restored = np.concatenate([restored, image[..., 3:]], axis=2)
+    result = image.copy()
+    result[mask] = restored[mask]  # outside the mask: the input, bit for bit
+    return result
 
 
 @dataclass(frozen=True)
