@@ -12,10 +12,12 @@ region (:mod:`histoblur.synthesis.artifacts`; the mask is exactly the changed pi
 1. restoration (Table 1 + Table 2's time): every model with the fast sampler, the OpenCV
    Telea / Navier-Stokes inpainting baselines and the unrestored input: L2 over the artifact
    region, MSE, SSIM, PSNR (whole tile), FSIM (FSIMc on RGB), SRE, seconds per tile;
-2. passes sweep (first ``--sweep`` model, first ``--sweep-cases`` cases): PSNR / SSIM / L2
+2. batching: seconds per tile restoring ``--batch`` tiles at once (their windows in one batch)
+   against one at a time;
+3. passes sweep (first ``--sweep`` model, first ``--sweep-cases`` cases): PSNR / SSIM / L2
    against the number of denoiser passes, from RePaint's 2,410 (first ``--paper-cases``) down
    to 10;
-3. detection and the loop: Dice of the threshold detector and the blur segmenter against each
+4. detection and the loop: Dice of the threshold detector and the blur segmenter against each
    kind's mask, their flagged share of the clean tiles, and the flagged share before and after
    ``detect -> restore -> detect``.
 
@@ -204,6 +206,7 @@ def main() -> None:
     parser.add_argument("--sweep-cases", type=int, default=3)
     parser.add_argument("--paper-cases", type=int, default=1)
     parser.add_argument("--segmenter", default="default")
+    parser.add_argument("--batch", type=int, default=8, help="tiles per batch for the timing")
     parser.add_argument("--pictures", type=Path)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/restoration"))
     parser.add_argument("--threads", type=int, default=2)
@@ -233,6 +236,18 @@ def main() -> None:
         rows = {name: mean(r, cases, kind) for name, r in per_case.items()}
         results[f"restoration {kind or 'all'}"] = rows
         print(table(f"Restoration, {kind or 'all artifacts'}", rows, columns), flush=True)
+
+    for name, restorer in models.items():
+        started = time.perf_counter()
+        for k in range(0, len(cases), args.batch):
+            chunk = cases[k : k + args.batch]
+            restorer.restore_many([c.degraded for c in chunk], [c.mask for c in chunk], FAST,
+                                  batch_size=args.batch)  # fmt: skip
+        batched = (time.perf_counter() - started) / len(cases)
+        alone = mean(per_case[f"{name} ({passes} passes)"], cases)["seconds"]
+        results[f"batching {name}"] = {"alone": alone, "batched": batched}
+        print(f"  {name}: {alone:.2f} s per tile alone, {batched:.2f} s in batches of "
+              f"{args.batch} ({alone / batched:.2f}x)")  # fmt: skip
 
     sweep_name = args.sweep or next(iter(models))
     restorer = models[sweep_name]

@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     cmd.add_argument("--jump-length", type=int, default=0, help="RePaint resampling jump (0: off)")
     cmd.add_argument("--resamples", type=int, default=1, help="RePaint resamplings per jump")
+    cmd.add_argument("--batch-size", type=int, default=8, help="windows denoised together")
     cmd.add_argument("--seed", type=int, default=0)
     cmd.set_defaults(func=run)
 
@@ -79,8 +80,8 @@ def pairs(image: Path, mask: Path | None, out: Path) -> list[tuple[Path, Path | 
 
 def run(args: argparse.Namespace) -> int:
     """Restore every image; each output appears complete or not at all."""
-    if args.steps < 0:
-        raise ParameterError(f"--steps must be >= 0, got {args.steps}.")
+    if args.steps < 0 or args.batch_size < 1:
+        raise ParameterError("--steps must be >= 0 and --batch-size >= 1.")
     settings = RestoreSettings(
         args.sampler, args.steps or None, args.jump_length, args.resamples, args.eta, args.strength
     )
@@ -97,10 +98,14 @@ def run(args: argparse.Namespace) -> int:
             image = read_image(image_path)
             if detect is None:
                 mask = read_mask(mask_path)
-                write_image(out_path, restorer.restore(image, mask, settings, args.seed))
+                write_image(
+                    out_path, restorer.restore(image, mask, settings, args.seed, args.batch_size)
+                )
                 bar.console.print(f"{image_path.name}: {int(mask.sum())} px restored")
             else:
-                loop = detect_and_restore(restorer, detect, image, settings, args.seed)
+                loop = detect_and_restore(
+                    restorer, detect, image, settings, args.seed, args.batch_size
+                )
                 write_image(out_path, loop.restored)
                 for suffix, m in (("_mask", loop.flagged), ("_after_mask", loop.after)):
                     write_image(out_path.with_name(f"{out_path.stem}{suffix}.png"), _png(m))

@@ -188,10 +188,15 @@ def detect_and_restore(
     image: np.ndarray,
     settings: RestoreSettings,
     seed: int = 0,
+    batch_size: int = 8,
 ) -> LoopResult:
     """Flag artifacts with ``detect``, restore only those pixels, and detect again."""
     flagged = detect(image)
-    restored = restorer.restore(image, flagged, settings, seed) if flagged.any() else image.copy()
+    restored = (
+        restorer.restore(image, flagged, settings, seed, batch_size)
+        if flagged.any()
+        else image.copy()
+    )
     return LoopResult(restored, flagged, detect(restored))
 
 
