@@ -21,8 +21,9 @@ region (:mod:`histoblur.synthesis.artifacts`; the mask is exactly the changed pi
    kind's mask, their flagged share of the clean tiles, and the flagged share before and after
    ``detect -> restore -> detect``.
 
-``--pictures``: the gradual denoising (t = 150, 100, 50, 0) of one case per kind, as the
-paper's Fig. 4. Timings are wall-clock on this machine with ``--threads`` torch threads.
+``--pictures DIR``: the gradual denoising (t = 150, 100, 50, 0) of one case per kind, as the
+paper's Fig. 4 (``restoration_denoising.jpg``), and the threshold loop
+(``restoration_loop.jpg``). Timings are wall-clock on this machine with ``--threads`` torch threads.
 """
 
 from __future__ import annotations
@@ -147,8 +148,28 @@ def table(title: str, rows: dict[str, dict[str, float]], columns: list[str]) -> 
     return "\n".join(lines)
 
 
-def detection(cases: list[Case], restorer: Restorer, segmenter_model: str) -> dict[str, dict]:
-    """Per detector: Dice per kind, flagged share of clean tiles, the loop's before / after."""
+def outlined(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """``image`` with the outline of ``mask`` drawn in ``colour``."""
+    out = image.copy()
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, 2)
+    cv2.drawContours(out, contours, -1, colour, 1)
+    return out
+
+
+def strip(panels: list[np.ndarray]) -> np.ndarray:
+    """Panels side by side with white gaps."""
+    padded = [np.pad(p, ((2, 2), (2, 2), (0, 0)), constant_values=255) for p in panels]
+    return np.concatenate(padded, axis=1)
+
+
+def detection(
+    cases: list[Case], restorer: Restorer, segmenter_model: str, pictures: Path | None
+) -> dict[str, dict]:
+    """Per detector: Dice per kind, flagged share of clean tiles, the loop's before / after.
+
+    With ``pictures``: one row per kind of the threshold loop: input with the artifact (green)
+    and what was flagged (red), the restored tile with what is still flagged, the truth.
+    """
     out = {}
     for name in ("threshold", "segmenter"):
         detect = make_detector(name, segmenter_model)
@@ -162,6 +183,15 @@ def detection(cases: list[Case], restorer: Restorer, segmenter_model: str) -> di
         row["flagged before"] = float(np.mean([loop.flagged_fraction for loop in loops]))
         row["flagged after"] = float(np.mean([loop.after_fraction for loop in loops]))
         out[name] = row
+        if pictures is not None and name == "threshold":
+            rows = []
+            for kind in ARTIFACTS:
+                k = next(i for i, c in enumerate(cases) if c.kind == kind)
+                marked = outlined(outlined(cases[k].degraded, cases[k].mask, (0, 200, 0)),
+                                  loops[k].flagged, (220, 0, 0))  # fmt: skip
+                after = outlined(loops[k].restored, loops[k].after, (220, 0, 0))
+                rows.append(strip([marked, after, cases[k].truth]))
+            write_image(pictures / "restoration_loop.jpg", np.concatenate(rows, axis=0))
     return out
 
 
@@ -187,12 +217,8 @@ def fig4(restorer: Restorer, cases: list[Case], out: Path) -> None:
             RestoreSettings("ddpm", None), generator, observe,
         )  # fmt: skip
         seen[0] = from_float(final[0].permute(1, 2, 0).numpy(), np.uint8)
-        outline = case.degraded.copy()
-        contours, _ = cv2.findContours(case.mask.astype(np.uint8), cv2.RETR_EXTERNAL, 2)
-        cv2.drawContours(outline, contours, -1, (0, 200, 0), 1)
-        panels = [outline] + [seen[t] for t in PICTURE_TIMES] + [case.truth]
-        rows.append(np.concatenate([np.pad(p, ((2, 2), (2, 2), (0, 0)), constant_values=255)
-                                    for p in panels], axis=1))  # fmt: skip
+        outline = outlined(case.degraded, case.mask, (0, 200, 0))
+        rows.append(strip([outline] + [seen[t] for t in PICTURE_TIMES] + [case.truth]))
     write_image(out, np.concatenate(rows, axis=0))
 
 
@@ -269,7 +295,7 @@ def main() -> None:
     print(table(f"Passes sweep ({sweep_name})", sweep_rows,
                 ["passes", "cases", "L2", "PSNR", "SSIM", "FSIM", "seconds"]))  # fmt: skip
 
-    found = detection(cases, restorer, args.segmenter)
+    found = detection(cases, restorer, args.segmenter, args.pictures)
     results["detection"] = found
     print(
         table("Detection and the detect -> restore -> detect loop", found, list(found["threshold"]))
