@@ -67,6 +67,8 @@ SWEEP = {
     ),
 }
 PICTURE_TIMES = (150, 100, 50, 0)
+COLUMNS = ["L2", "MSE", "SSIM", "PSNR", "FSIM", "SRE", "seconds"]
+PARTS = ("restoration", "batching", "sweep", "detection")
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,7 @@ def detection(
                 after = outlined(loops[k].restored, loops[k].after, (220, 0, 0))
                 rows.append(strip([marked, after, cases[k].truth]))
             write_image(pictures / "restoration_loop.jpg", np.concatenate(rows, axis=0))
+    print(table("Detection and the detect -> restore -> detect loop", out, list(out["threshold"])))
     return out
 
 
@@ -222,6 +225,65 @@ def fig4(restorer: Restorer, cases: list[Case], out: Path) -> None:
     write_image(out, np.concatenate(rows, axis=0))
 
 
+def restoration(models: dict[str, Restorer], cases: list[Case]) -> dict[str, dict]:
+    """Table 1: baselines and every model with the fast sampler, all cases and per kind."""
+    methods: dict[str, Callable[[Case], np.ndarray]] = {
+        "input (artifact, not restored)": lambda c: c.degraded,
+        "OpenCV Telea": lambda c: inpaint(c.degraded, c.mask, "telea"),
+        "OpenCV Navier-Stokes": lambda c: inpaint(c.degraded, c.mask, "ns"),
+    }
+    for name, restorer in models.items():
+        methods[f"{name} ({denoiser_passes(FAST, restorer.schedule)} passes)"] = diffusion(
+            restorer, FAST
+        )
+    per_case = {}
+    for name, method in methods.items():
+        per_case[name] = evaluate(cases, method)
+        print(f"  {name}: {mean(per_case[name], cases)['PSNR']:.2f} dB", flush=True)
+    results = {}
+    for kind in (None, *ARTIFACTS):
+        rows = {name: mean(r, cases, kind) for name, r in per_case.items()}
+        results[f"restoration {kind or 'all'}"] = rows
+        print(table(f"Restoration, {kind or 'all artifacts'}", rows, COLUMNS), flush=True)
+    return results
+
+
+def batching(models: dict[str, Restorer], cases: list[Case], size: int) -> dict[str, dict]:
+    """Seconds per tile: one tile at a time against ``size`` tiles' windows in one batch."""
+    results = {}
+    for name, restorer in models.items():
+        timings = {}
+        for label, chunk in (("alone", 1), ("batched", size)):
+            started = time.perf_counter()
+            for k in range(0, len(cases), chunk):
+                part = cases[k : k + chunk]
+                restorer.restore_many([c.degraded for c in part], [c.mask for c in part], FAST,
+                                      batch_size=size)  # fmt: skip
+            timings[label] = (time.perf_counter() - started) / len(cases)
+        results[f"batching {name}"] = timings
+        print(f"  {name}: {timings['alone']:.2f} s per tile alone, {timings['batched']:.2f} s in "
+              f"batches of {size} ({timings['alone'] / timings['batched']:.2f}x)")  # fmt: skip
+    return results
+
+
+def sweep(restorer: Restorer, cases: list[Case], count: int, paper: int) -> dict[str, dict]:
+    """Quality against denoiser passes on the first case of each kind (``count`` of them)."""
+    chosen = [next(c for c in cases if c.kind == k) for k in ARTIFACTS][:count]
+    rows = {}
+    for label, settings in SWEEP.items():
+        subset = chosen[:paper] if "paper" in label else chosen
+        if not subset:
+            continue
+        row = mean(evaluate(subset, diffusion(restorer, settings)), subset)
+        row["passes"] = denoiser_passes(settings, restorer.schedule)
+        row["cases"] = len(subset)
+        rows[label] = row
+        print(f"  {label}: {row['passes']} passes, PSNR {row['PSNR']:.2f}, "
+              f"{row['seconds']:.1f} s", flush=True)  # fmt: skip
+    print(table("Passes sweep", rows, ["passes", "cases", "L2", "PSNR", "SSIM", "FSIM", "seconds"]))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", required=True, help="NAME=CHECKPOINT")
@@ -237,73 +299,27 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench/restoration"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip", nargs="*", default=[], choices=PARTS, help="parts to leave out")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     models = {n: Restorer.load(p) for n, p in (m.split("=", 1) for m in args.model)}
     cases = make_cases(args.sharp, args.tile, args.tiles, args.seed)
     print(f"{len(cases)} cases ({args.tiles} held-out {args.tile} px tiles x {ARTIFACTS})")
-    columns = ["L2", "MSE", "SSIM", "PSNR", "FSIM", "SRE", "seconds"]
     results: dict[str, dict] = {}
-
-    methods: dict[str, Callable[[Case], np.ndarray]] = {
-        "input (artifact, not restored)": lambda c: c.degraded,
-        "OpenCV Telea": lambda c: inpaint(c.degraded, c.mask, "telea"),
-        "OpenCV Navier-Stokes": lambda c: inpaint(c.degraded, c.mask, "ns"),
-    }
-    passes = denoiser_passes(FAST, next(iter(models.values())).schedule)
-    for name, restorer in models.items():
-        methods[f"{name} ({passes} passes)"] = diffusion(restorer, FAST)
-    per_case = {}
-    for name, method in methods.items():
-        per_case[name] = evaluate(cases, method)
-        print(f"  {name}: {mean(per_case[name], cases)['PSNR']:.2f} dB", flush=True)
-    for kind in (None, *ARTIFACTS):
-        rows = {name: mean(r, cases, kind) for name, r in per_case.items()}
-        results[f"restoration {kind or 'all'}"] = rows
-        print(table(f"Restoration, {kind or 'all artifacts'}", rows, columns), flush=True)
-
-    for name, restorer in models.items():
-        started = time.perf_counter()
-        for k in range(0, len(cases), args.batch):
-            chunk = cases[k : k + args.batch]
-            restorer.restore_many([c.degraded for c in chunk], [c.mask for c in chunk], FAST,
-                                  batch_size=args.batch)  # fmt: skip
-        batched = (time.perf_counter() - started) / len(cases)
-        alone = mean(per_case[f"{name} ({passes} passes)"], cases)["seconds"]
-        results[f"batching {name}"] = {"alone": alone, "batched": batched}
-        print(f"  {name}: {alone:.2f} s per tile alone, {batched:.2f} s in batches of "
-              f"{args.batch} ({alone / batched:.2f}x)")  # fmt: skip
-
-    sweep_name = args.sweep or next(iter(models))
-    restorer = models[sweep_name]
-    sweep_cases = [next(c for c in cases if c.kind == k) for k in ARTIFACTS][: args.sweep_cases]
-    sweep_rows = {}
-    for label, settings in SWEEP.items():
-        subset = sweep_cases[: args.paper_cases] if "paper" in label else sweep_cases
-        if not subset:
-            continue
-        row = mean(evaluate(subset, diffusion(restorer, settings)), subset)
-        row["passes"] = denoiser_passes(settings, restorer.schedule)
-        row["cases"] = len(subset)
-        sweep_rows[label] = row
-        print(
-            f"  {label}: {row['passes']} passes, PSNR {row['PSNR']:.2f}, {row['seconds']:.1f} s",
-            flush=True,
-        )
-    results["sweep"] = sweep_rows
-    print(table(f"Passes sweep ({sweep_name})", sweep_rows,
-                ["passes", "cases", "L2", "PSNR", "SSIM", "FSIM", "seconds"]))  # fmt: skip
-
-    found = detection(cases, restorer, args.segmenter, args.pictures)
-    results["detection"] = found
-    print(
-        table("Detection and the detect -> restore -> detect loop", found, list(found["threshold"]))
-    )
+    if "restoration" not in args.skip:
+        results.update(restoration(models, cases))
+    if "batching" not in args.skip:
+        results.update(batching(models, cases, args.batch))
+    restorer = models[args.sweep or next(iter(models))]
+    if "sweep" not in args.skip:
+        results["sweep"] = sweep(restorer, cases, args.sweep_cases, args.paper_cases)
+    if "detection" not in args.skip:
+        results["detection"] = detection(cases, restorer, args.segmenter, args.pictures)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     if args.pictures:
         fig4(restorer, cases, args.pictures / "restoration_denoising.jpg")
-        print(f"wrote {args.pictures / 'restoration_denoising.jpg'}")
+        print(f"wrote pictures to {args.pictures}")
 
 
 if __name__ == "__main__":
