@@ -13,8 +13,9 @@ artifacts of :mod:`histoblur.synthesis.artifacts` and Gaussian blur):
   saturation by ``fold_saturation`` (two layers of tissue are darker and more saturated than
   the same stain in one layer; relative to the image so dense or strongly stained sections
   are not flagged whole);
-- ``pale``: washed-out, grey regions (bubbles) enclosed by tissue; pale regions touching the
-  border are taken for glass.
+- ``pale``: washed-out, grey regions (bubbles) enclosed by tissue, grown by ``pale_rim``
+  pixels to take in a bubble's dark refractive rim; pale regions touching the border are taken
+  for glass.
 
 Each kind is opened, small regions are dropped and the union is grown by ``grow`` pixels so a
 restorer also replaces the artifact's soft edge. :func:`detect` gives the same mask from this
@@ -54,6 +55,7 @@ class ThresholdConfig(BaseModel):
     fold_saturation: float = Field(0.1, ge=-1, le=1)
     pale_luma: float = Field(0.8, ge=0, le=1)
     pale_saturation: float = Field(0.15, ge=0, le=1)
+    pale_rim: int = Field(3, ge=0, le=64)
     min_area: int = Field(64, ge=0)
     grow: int = Field(3, ge=0, le=64)
 
@@ -93,14 +95,19 @@ def threshold_artifacts(image: np.ndarray, config: ThresholdConfig | None = None
     config = config or ThresholdConfig()
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
     mask = np.zeros(image.shape[:2], bool)
-    for raw in artifact_maps(image, config).values():
-        opened = cv2.morphologyEx(raw.astype(np.uint8), cv2.MORPH_OPEN, kernel)
-        mask |= _drop_small(opened.astype(bool), config.min_area)
-    if config.grow and mask.any():
-        side = 2 * config.grow + 1
-        grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
-        mask = cv2.dilate(mask.astype(np.uint8), grow).astype(bool)
+    for kind, raw in artifact_maps(image, config).items():
+        opened = cv2.morphologyEx(raw.astype(np.uint8), cv2.MORPH_OPEN, kernel).astype(bool)
+        found = _drop_small(opened, config.min_area)
+        mask |= _grow(found, config.grow + (config.pale_rim if kind == "pale" else 0))
     return mask
+
+
+def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """``mask`` dilated by a disk of radius ``pixels``."""
+    if not pixels or not mask.any():
+        return mask
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * pixels + 1, 2 * pixels + 1))
+    return cv2.dilate(mask.astype(np.uint8), disk).astype(bool)
 
 
 def _enclosed(mask: np.ndarray) -> np.ndarray:
