@@ -13,8 +13,8 @@ region (:mod:`histoblur.synthesis.artifacts`; the mask is exactly the changed pi
    starting from the artifact, strength 0.5), the OpenCV Telea / Navier-Stokes inpainting
    baselines and the unrestored input: L2 over the artifact region, MSE, SSIM, PSNR (whole
    tile), FSIM (FSIMc on RGB), SRE, seconds per tile;
-2. batching: seconds per tile restoring ``--batch`` tiles at once (their windows in one batch)
-   against one at a time;
+2. batching: seconds per tile restoring the first ``--batch`` tiles at once (their windows in
+   one batch) against one at a time;
 3. passes sweep (first ``--sweep`` model, first ``--sweep-cases`` cases): PSNR / SSIM / L2
    against the number of denoiser passes, from RePaint's 2,410 (first ``--paper-cases``) down
    to 10;
@@ -254,8 +254,9 @@ def restoration(models: dict[str, Restorer], cases: list[Case]) -> dict[str, dic
 
 
 def batching(models: dict[str, Restorer], cases: list[Case], size: int) -> dict[str, dict]:
-    """Seconds per tile: one tile at a time against ``size`` tiles' windows in one batch."""
+    """Seconds per tile on the first ``size`` cases: one at a time, and their windows batched."""
     results = {}
+    cases = cases[:size]
     for name, restorer in models.items():
         timings = {}
         for label, chunk in (("alone", 1), ("batched", size)):
