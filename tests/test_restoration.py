@@ -112,7 +112,7 @@ def test_outside_the_mask_is_bit_identical(scene, settings):
 
 def test_ddim_replays_for_a_seed(scene):
     model, image, mask = scene
-    settings = RestoreSettings("ddim", 5)
+    settings = RestoreSettings("ddim", 5, 0, 1, eta=0.0)
     runs = [restore_region(model, image, mask, SHORT, settings, torch.Generator().manual_seed(s))
             for s in (3, 3, 4)]  # fmt: skip
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
@@ -278,15 +278,16 @@ def test_settings_refuse_out_of_range_values_and_strength_shortens_the_walk():
                 {"steps": 0}, {"sampler": "euler"}):  # fmt: skip
         with pytest.raises(ParameterError):
             RestoreSettings(**bad)
-    full = denoiser_passes(RestoreSettings("ddpm", None), SHORT)
-    half = denoiser_passes(RestoreSettings("ddpm", None, strength=0.5), SHORT)
+    full = denoiser_passes(RestoreSettings("ddpm", None, 0, 1), SHORT)
+    half = denoiser_passes(RestoreSettings("ddpm", None, 0, 1, strength=0.5), SHORT)
+    assert denoiser_passes(RestoreSettings(), ScheduleConfig()) == 26  # the fast default
     assert full == 20 and half == 11  # t = round(0.5 * 19) = 10 down to 0
 
 
 def test_strength_starts_from_the_artifact_and_observe_sees_every_step(scene):
     model, image, mask = scene
     seen = []
-    settings = RestoreSettings("ddim", None, eta=1.0, strength=0.3)
+    settings = RestoreSettings("ddim", None, 0, 1, eta=1.0, strength=0.3)
     out = restore_region(model, image, mask, SHORT, settings, torch.Generator().manual_seed(0),
                          lambda t, x: seen.append((t, x.shape)))  # fmt: skip
     assert [t for t, _ in seen] == list(range(6, -1, -1))  # round(0.3 * 19) = 6 down to 0
@@ -294,7 +295,7 @@ def test_strength_starts_from_the_artifact_and_observe_sees_every_step(scene):
     keep = ~mask.expand_as(image)
     assert torch.equal(out[keep], image[keep])
     # starting from the noised image keeps the masked region much closer to it than noise does
-    scratch = restore_region(model, image, mask, SHORT, RestoreSettings("ddim", None, eta=1.0),
+    scratch = restore_region(model, image, mask, SHORT, RestoreSettings("ddim", None, 0, 1),
                              torch.Generator().manual_seed(0))  # fmt: skip
     region = mask.expand_as(image)
     assert (out - image)[region].abs().mean() < (scratch - image)[region].abs().mean()

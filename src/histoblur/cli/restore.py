@@ -40,16 +40,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--model", default="default", help="shipped denoiser (default) or a folder")
     cmd.add_argument("--detector-model", default="default", help="segmenter for --detect segmenter")
     cmd.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim")
-    cmd.add_argument("--steps", type=int, default=25, help="reverse steps (ddpm: 0 = all T)")
-    cmd.add_argument("--eta", type=float, help="step noise 0-1 (default: ddim 0, ddpm 1)")
+    cmd.add_argument("--steps", type=int, default=10, help="reverse steps (0: all T)")
+    cmd.add_argument("--eta", type=float, default=1.0, help="step noise, 0 (deterministic) to 1")
     cmd.add_argument(
         "--strength",
         type=float,
         default=1.0,
         help="start from the artifact noised to this share of the schedule (1: from pure noise)",
     )
-    cmd.add_argument("--jump-length", type=int, default=0, help="RePaint resampling jump (0: off)")
-    cmd.add_argument("--resamples", type=int, default=1, help="RePaint resamplings per jump")
+    cmd.add_argument("--jump-length", type=int, default=2, help="RePaint resampling jump (0: off)")
+    cmd.add_argument("--resamples", type=int, default=3, help="RePaint resamplings per jump")
     cmd.add_argument("--batch-size", type=int, default=8, help="windows denoised together")
     cmd.add_argument("--seed", type=int, default=0)
     cmd.set_defaults(func=run)
