@@ -331,6 +331,10 @@ def test_detector_names_and_kinds(ihc):
     assert only_dark(image)[truth].mean() < make_detector("threshold")(image)[truth].mean()
     with pytest.raises(ParameterError, match="Unknown detector"):
         make_detector("histoqc")
+    blurred, truth = _degraded(ihc, "blur")
+    found = make_detector("segmenter")(blurred)  # the shipped blur segmenter
+    assert found.shape == truth.shape and found.dtype == bool
+    assert found[truth].mean() > found[~truth].mean()
 
 
 def test_detect_and_restore_changes_only_flagged_pixels(denoiser_dir, ihc):
