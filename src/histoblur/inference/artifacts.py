@@ -1,4 +1,4 @@
-"""Artifact regions by thresholds: the detector ArtiFusion restores from, and its loop.
+"""Artifact regions to restore: thresholds (ArtiFusion's detector) or the blur segmenter.
 
 :func:`threshold_artifacts` flags three kinds of pixel with fixed thresholds on smoothed maps
 (images in [0, 1]; constants measured on 256 px crops of ``../shared/data/sharp`` against the
@@ -18,8 +18,8 @@ artifacts of :mod:`histoblur.synthesis.artifacts` and Gaussian blur):
   for glass.
 
 Each kind is opened, small regions are dropped and the union is grown by ``grow`` pixels so a
-restorer also replaces the artifact's soft edge. :func:`detect` gives the same mask from this
-detector or from the blur segmenter.
+restorer also replaces the artifact's soft edge. :func:`make_detector` gives a mask function
+from these thresholds or from the blur segmenter.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:
 
 def _enclosed(mask: np.ndarray) -> np.ndarray:
     """The connected regions of ``mask`` that do not touch the image border."""
-    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    _, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     return mask & ~np.isin(labels, border)
 

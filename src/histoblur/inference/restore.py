@@ -27,6 +27,7 @@ from histoblur.io.images import check_image, from_float, to_float, to_rgb
 from histoblur.models.registry import load_task_model
 
 SHIPPED = {"default": "restore-default"}
+Box = tuple[int, int, int, int]  # (y0, x0, y1, x1)
 CONTEXT, MAX_WINDOW = 32, 256
 
 
@@ -88,6 +89,7 @@ class Restorer:
                     f"The mask is {mask.shape[1]} x {mask.shape[0]} px but the image is "
                     f"{image.shape[1]} x {image.shape[0]} px."
                 )
+        masks = [np.asarray(mask, dtype=bool) for mask in masks]
         work = [to_float(to_rgb(image)).copy() for image in images]
         jobs = [(i, box) for i, mask in enumerate(masks) for box in self.windows(mask)]
         generator = torch.Generator().manual_seed(seed)
@@ -107,7 +109,7 @@ class Restorer:
                 work[i][y0:y1, x0:x1] = restored.permute(1, 2, 0).numpy()
         return [_finish(im, w, m) for im, w, m in zip(images, work, masks, strict=True)]
 
-    def windows(self, mask: np.ndarray) -> list[tuple[int, int, int, int]]:
+    def windows(self, mask: np.ndarray) -> list[Box]:
         """``(y0, x0, y1, x1)`` windows (multiples of the network's multiple) covering the mask."""
         h, w = mask.shape
         m = self.multiple
@@ -123,9 +125,6 @@ class Restorer:
                         _fit(wy - CONTEXT, wx - CONTEXT, ey + CONTEXT, ex + CONTEXT, h, w, m)
                     )
         return out
-
-
-Box = tuple[int, int, int, int]
 
 
 def _next_batch(
