@@ -3,10 +3,10 @@
 At every reverse step the known region is re-noised from the input with ``q(x_t | x_0)`` and
 combined with the generated region by the mask (eq. 2 of ArtiFusion); RePaint's resampling
 (``jump_length``, ``resamples``) optionally diffuses the combined image forward again a few
-steps and repeats them, so the generated region harmonises with its surroundings. ``sampler``
-``ddpm`` walks every step of the schedule with ancestral noise; ``ddim`` walks ``steps``
-respaced steps deterministically (the fast path). Outside the mask the result is the input,
-bit for bit.
+steps and repeats them, so the generated region harmonises with its surroundings. The walk
+covers ``steps`` respaced steps (or all ``T``), each with ``eta`` fresh noise (1: ancestral
+DDPM, 0: deterministic DDIM); ``strength`` < 1 starts from the noised artifact part-way down.
+Outside the mask the result is the input, bit for bit.
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def restore_region(
         return 1.0 if position < 0 else ab[position]
 
     if settings.strength < 1:
-        x = q_sample(schedule.alpha_bar(), known, ts[-1].expand(len(image)), noise())
+        x = q_sample(schedule.alpha_bar(), known, ts[-1].expand(len(image)).to(device), noise())
     else:
         x = noise()
     path = time_path(len(ts), settings.jump_length, settings.resamples)
