@@ -398,3 +398,14 @@ def test_restore_many_batches_images_of_different_sizes(denoiser_dir, ihc):
         for image, mask, out in zip(images, masks, outs, strict=True):
             assert out.shape == image.shape and (out[~mask] == image[~mask]).all()
             assert (out[mask] != image[mask]).any()
+
+
+def test_shipped_restorer_brings_a_bubble_closer_to_the_clean_tissue(ihc):
+    from histoblur.inference.restore import Restorer
+    from histoblur.metrics import masked_l2
+
+    clean = ihc[:256, :256]
+    image, truth = _degraded(ihc, "bubble")
+    restored = Restorer.load("default").restore(image, truth, RestoreSettings(), seed=0)
+    assert (restored[~truth] == image[~truth]).all()
+    assert masked_l2(clean, restored, truth) < 0.8 * masked_l2(clean, image, truth)
