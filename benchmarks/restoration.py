@@ -55,17 +55,15 @@ FAST = RestoreSettings("ddim", 10, jump_length=2, resamples=3, eta=1.0)
 FROM_ARTIFACT = RestoreSettings("ddim", 20, jump_length=2, resamples=3, eta=1.0, strength=0.5)
 SWEEP = {
     "RePaint, paper (T=250, jump 10 x 10)": RestoreSettings("ddpm", None, 10, 10),
-    "DDPM, all 250 steps": RestoreSettings("ddpm", None),
-    "DDIM 25": RestoreSettings("ddim", 25),
-    "DDIM 10": RestoreSettings("ddim", 10),
-    "ancestral 10": RestoreSettings("ddim", 10, eta=1.0),
+    "DDPM, all 250 steps": RestoreSettings("ddpm", None, 0, 1),
+    "DDIM 25": RestoreSettings("ddim", 25, 0, 1, eta=0.0),
+    "DDIM 10": RestoreSettings("ddim", 10, 0, 1, eta=0.0),
+    "ancestral 10": RestoreSettings("ddim", 10, 0, 1, eta=1.0),
     "fast: ancestral 10, jump 2 x 3": FAST,
     "from the artifact, strength 0.5, ancestral 10": RestoreSettings(
-        "ddim", 20, eta=1.0, strength=0.5
+        "ddim", 20, 0, 1, eta=1.0, strength=0.5
     ),
-    "from the artifact, strength 0.3, ancestral 10": RestoreSettings(
-        "ddim", 34, eta=1.0, strength=0.3
-    ),
+    "from the artifact, strength 0.5, ancestral 10, jump 2 x 3": FROM_ARTIFACT,
 }
 PICTURE_TIMES = (150, 100, 50, 0)
 COLUMNS = ["L2", "MSE", "SSIM", "PSNR", "FSIM", "SRE", "seconds"]
@@ -224,7 +222,7 @@ def fig4(restorer: Restorer, cases: list[Case], out: Path) -> None:
         generator = torch.Generator().manual_seed(0)
         final = restore_region(
             restorer.model, image.float(), mask, restorer.schedule,
-            RestoreSettings("ddpm", None), generator, observe,
+            RestoreSettings("ddpm", None, 0, 1), generator, observe,
         )  # fmt: skip
         seen[0] = from_float(final[0].permute(1, 2, 0).numpy(), np.uint8)
         outline = outlined(case.degraded, case.mask, (0, 200, 0))
@@ -310,12 +308,13 @@ def main() -> None:
     parser.add_argument("--pictures", type=Path)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/restoration"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip", nargs="*", default=[], choices=PARTS, help="parts to leave out")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    models = {n: Restorer.load(p) for n, p in (m.split("=", 1) for m in args.model)}
+    models = {n: Restorer.load(p, args.device) for n, p in (m.split("=", 1) for m in args.model)}
     cases = make_cases(args.sharp, args.tile, args.tiles, args.seed)
     print(f"{len(cases)} cases ({args.tiles} held-out {args.tile} px tiles x {ARTIFACTS})")
     results: dict[str, dict] = {}

@@ -409,3 +409,13 @@ def test_shipped_restorer_brings_a_bubble_closer_to_the_clean_tissue(ihc):
     restored = Restorer.load("default").restore(image, truth, RestoreSettings(), seed=0)
     assert (restored[~truth] == image[~truth]).all()
     assert masked_l2(clean, restored, truth) < 0.8 * masked_l2(clean, image, truth)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_restorer_refuses_cuda_without_a_device(denoiser_dir):
+    from histoblur.errors import InputError
+    from histoblur.inference.restore import Restorer
+
+    with pytest.raises(InputError, match="CUDA"):
+        Restorer.load(denoiser_dir, "cuda")
+    assert next(Restorer.load(denoiser_dir, "auto").model.parameters()).device.type == "cpu"

@@ -51,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--jump-length", type=int, default=2, help="RePaint resampling jump (0: off)")
     cmd.add_argument("--resamples", type=int, default=3, help="RePaint resamplings per jump")
     cmd.add_argument("--batch-size", type=int, default=8, help="windows denoised together")
+    cmd.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     cmd.add_argument("--seed", type=int, default=0)
     cmd.set_defaults(func=run)
 
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         args.sampler, args.steps or None, args.jump_length, args.resamples, args.eta, args.strength
     )
     jobs = pairs(args.image, args.mask, args.out)
-    restorer = Restorer.load(args.model)
+    restorer = Restorer.load(args.model, args.device)
     detect = make_detector(args.detect, args.detector_model) if args.detect else None
     if args.image.is_dir():
         ensure_writable_dir(args.out)

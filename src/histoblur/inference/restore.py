@@ -25,6 +25,7 @@ from histoblur.errors import InputError
 from histoblur.inference.segment import resolve_model
 from histoblur.io.images import check_image, from_float, to_float, to_rgb
 from histoblur.models.registry import load_task_model
+from histoblur.training.runs import select_device
 
 SHIPPED = {"default": "restore-default"}
 Box = tuple[int, int, int, int]  # (y0, x0, y1, x1)
@@ -40,15 +41,21 @@ class Restorer:
     multiple: int
 
     @classmethod
-    def load(cls, model: str | Path = "default") -> Restorer:
-        """The shipped denoiser (``default``) or a checkpoint folder.
+    def load(cls, model: str | Path = "default", device: str = "cpu") -> Restorer:
+        """The shipped denoiser (``default``) or a checkpoint folder, on ``device``.
+
+        Args:
+            model: ``default`` or a checkpoint folder.
+            device: ``cpu``, ``cuda`` or ``auto`` (CUDA when available).
 
         Raises:
-            InputError: missing, corrupt or untrusted checkpoint, or one of another task.
+            InputError: missing, corrupt or untrusted checkpoint, one of another task, or
+                ``cuda`` without a CUDA device.
         """
         path = resolve_model(model, SHIPPED)
         network, config = load_task_model(path, "restore-denoiser", "a restoration denoiser")
         schedule = ScheduleConfig.model_validate(config.get("inference", {}).get("schedule", {}))
+        network = network.to(select_device(device)).eval()
         return cls(network, schedule, int(network.config.multiple))
 
     def restore(
@@ -97,14 +104,15 @@ class Restorer:
             batch, jobs = _next_batch(jobs, max(1, batch_size))
             crops = np.stack([work[i][y0:y1, x0:x1] for i, (y0, x0, y1, x1) in batch])
             regions = np.stack([masks[i][y0:y1, x0:x1] for i, (y0, x0, y1, x1) in batch])
+            device = next(self.model.parameters()).device
             out = restore_region(
                 self.model,
-                torch.from_numpy(crops.transpose(0, 3, 1, 2).copy()),
-                torch.from_numpy(regions[:, None].copy()),
+                torch.from_numpy(crops.transpose(0, 3, 1, 2).copy()).to(device),
+                torch.from_numpy(regions[:, None].copy()).to(device),
                 self.schedule,
                 settings,
                 generator,
-            )
+            ).cpu()
             for (i, (y0, x0, y1, x1)), restored in zip(batch, out, strict=True):
                 work[i][y0:y1, x0:x1] = restored.permute(1, 2, 0).numpy()
         return [_finish(im, w, m) for im, w, m in zip(images, work, masks, strict=True)]
