@@ -36,7 +36,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -45,6 +44,7 @@ from histoblur.inference.artifacts import make_detector
 from histoblur.inference.inpaint import inpaint
 from histoblur.inference.restore import Restorer, detect_and_restore
 from histoblur.io.images import from_float, to_float, write_image
+from histoblur.io.report import outline
 from histoblur.metrics import dice, fsim, masked_l2, mse, psnr, sre, ssim
 from histoblur.synthesis.artifacts import ARTIFACTS, add_artifact
 from histoblur.synthesis.dataset import load_rgb, usable_sources
@@ -149,14 +149,6 @@ def table(title: str, rows: dict[str, dict[str, float]], columns: list[str]) -> 
     return "\n".join(lines)
 
 
-def outlined(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
-    """``image`` with the outline of ``mask`` drawn in ``colour``."""
-    out = image.copy()
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, 2)
-    cv2.drawContours(out, contours, -1, colour, 1)
-    return out
-
-
 def strip(panels: list[np.ndarray]) -> np.ndarray:
     """Panels side by side with white gaps."""
     padded = [np.pad(p, ((2, 2), (2, 2), (0, 0)), constant_values=255) for p in panels]
@@ -194,9 +186,9 @@ def detection(
             rows = []
             for kind in ARTIFACTS:
                 k = next(i for i, c in enumerate(cases) if c.kind == kind)
-                marked = outlined(outlined(cases[k].degraded, cases[k].mask, (0, 200, 0)),
+                marked = outline(outline(cases[k].degraded, cases[k].mask, (0, 200, 0)),
                                   loops[k].flagged, (220, 0, 0))  # fmt: skip
-                after = outlined(loops[k].restored, loops[k].after, (220, 0, 0))
+                after = outline(loops[k].restored, loops[k].after, (220, 0, 0))
                 rows.append(strip([marked, after, cases[k].truth]))
             write_image(pictures / "restoration_loop.jpg", np.concatenate(rows, axis=0))
     print(table("Detection and the detect -> restore -> detect loop", out, list(out["threshold"])))
@@ -225,8 +217,8 @@ def fig4(restorer: Restorer, cases: list[Case], out: Path) -> None:
             RestoreSettings("ddpm", None, 0, 1), generator, observe,
         )  # fmt: skip
         seen[0] = from_float(final[0].permute(1, 2, 0).numpy(), np.uint8)
-        outline = outlined(case.degraded, case.mask, (0, 200, 0))
-        rows.append(strip([outline] + [seen[t] for t in PICTURE_TIMES] + [case.truth]))
+        marked = outline(case.degraded, case.mask, (0, 200, 0))
+        rows.append(strip([marked] + [seen[t] for t in PICTURE_TIMES] + [case.truth]))
     write_image(out, np.concatenate(rows, axis=0))
 
 

@@ -14,10 +14,9 @@ from histoblur.errors import InputError, ParameterError
 from histoblur.inference.artifacts import DETECTORS, make_detector
 from histoblur.inference.restore import Restorer, detect_and_restore
 from histoblur.io.atomic import ensure_writable_dir, write_text_atomic
-from histoblur.io.images import read_image, read_mask, write_image
+from histoblur.io.images import IMAGE_SUFFIXES, list_images, read_image, read_mask, write_image
 
 console = Console(stderr=True)
-SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,12 +66,10 @@ def pairs(image: Path, mask: Path | None, out: Path) -> list[tuple[Path, Path | 
             raise InputError(f"{path} does not exist.")
     if image.is_file():
         return [(image, mask, out)]
-    images = sorted(p for p in image.iterdir() if p.suffix.lower() in SUFFIXES)
-    if not images:
-        raise InputError(f"{image} holds no images.")
+    images = list_images(image)
     if mask is None:
         return [(p, None, out / f"{p.stem}.png") for p in images]
-    masks = {p.stem: p for p in mask.iterdir() if p.suffix.lower() in SUFFIXES}
+    masks = {p.stem: p for p in mask.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
     missing = [p.name for p in images if p.stem not in masks]
     if missing:
         raise InputError(f"No mask in {mask} for {', '.join(missing[:3])}.")

@@ -199,11 +199,7 @@ def detect_and_restore(
 ) -> LoopResult:
     """Flag artifacts with ``detect``, restore only those pixels, and detect again."""
     flagged = detect(image)
-    restored = (
-        restorer.restore(image, flagged, settings, seed, batch_size)
-        if flagged.any()
-        else image.copy()
-    )
+    restored = restorer.restore(image, flagged, settings, seed, batch_size)
     return LoopResult(restored, flagged, detect(restored))
 
 
