@@ -73,7 +73,8 @@ def test_segmentation_threshold_for_probability_maps(tmp_path):
     args = ["evaluate", "segmentation", "--pred", str(pred), "--truth", str(truth)]
     assert main([*args, "--threshold", "0.5", "--out", str(out)]) == 0
     assert json.loads(out.with_suffix(".json").read_text())["micro"]["dice"] == 1.0
-    assert main([*args, "--out", str(out)]) == 0  # non-zero rule: the whole tile is blur
+    assert main([*args, "--out", str(out)]) == 1  # the scores exist: --overwrite to replace
+    assert main([*args, "--out", str(out), "--overwrite"]) == 0  # non-zero rule: all blur
     assert json.loads(out.with_suffix(".json").read_text())["micro"]["dice"] == pytest.approx(
         2 * 288 / (576 + 288)
     )

@@ -153,6 +153,7 @@ def test_evaluate_model_and_baseline_on_a_benchmark(workspace, tmp_path):
     summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["benchmarks"][0]["n"] == 6
     assert summary["negatives"][0]["n"] == 2
-    assert main([*args, "--model", "laplacian"]) == 0
+    assert main([*args, "--model", "laplacian"]) == 1  # the scores exist already
+    assert main([*args, "--model", "laplacian", "--overwrite"]) == 0
     assert out.read_text().startswith("benchmark,n,dice")
     assert main(["evaluate", "segmentation", "--bench", bench, "--pred", bench]) == 1

@@ -188,6 +188,7 @@ def test_cli_blur_writes_images_and_params(tmp_path, ihc):
                     method,
                     "--out",
                     str(out),
+                    "--overwrite",
                     str(tmp_path / "x.png"),
                     str(tmp_path / "g.tif"),
                 ]
@@ -209,6 +210,7 @@ def test_cli_blur_writes_images_and_params(tmp_path, ihc):
                 "80",
                 "--out",
                 str(out),
+                "--overwrite",
                 str(tmp_path / "x.png"),
             ]
         )

@@ -23,7 +23,7 @@ from histoblur.inference.classify import BlurClassifier
 from histoblur.inference.deblur import Deblurrer, deblur_image
 from histoblur.inference.qc import SUMMARY, QCConfig, qc_slide
 from histoblur.inference.segment import Segmenter, overlay
-from histoblur.io.atomic import atomic_dir
+from histoblur.io.atomic import atomic_dir, ensure_writable_dir
 from histoblur.io.images import read_image, read_mask, write_image
 from histoblur.io.report import HtmlReport, heatmap, outline
 from histoblur.metrics import SHARPNESS, dice, iou, masked_l2, psnr, ssim
@@ -276,10 +276,13 @@ def run_demo(out_dir: Path, seed: int = 0, progress: Callable[[str], None] | Non
         OutputError: if ``out_dir`` holds files that are not an earlier demo's output.
     """
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"--out {out_dir} is a file; give a folder for the demo report.")
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "report.html").exists():
         raise OutputError(
             f"{out_dir} is not empty and is not an earlier demo output; pick another --out."
         )
+    ensure_writable_dir(out_dir.parent)  # before a minute of work
     image = embedded_image()
     rows = demo_rows(image, seed, progress)
     with atomic_dir(out_dir, overwrite=True) as tmp:

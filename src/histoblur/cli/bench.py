@@ -8,8 +8,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from rich.console import Console
 
-from histoblur.cli.common import add_seed, progress_bar
-from histoblur.errors import ParameterError
+from histoblur.cli.common import add_max_pixels, add_overwrite, add_seed, option_error, progress_bar
 from histoblur.synthesis.real_pairs import SHARPNESS_SCALES, RealPairConfig, build_real_pairs
 
 console = Console(stderr=True)
@@ -66,7 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Gaussian) is at least R times the blurred one's (skips empty background; "
         "default 0: keep all)",
     )
-    pairs.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    add_overwrite(pairs, "a non-empty --out (never one that holds --sharp or --blurred)")
+    add_max_pixels(pairs)
     add_seed(pairs)
     pairs.set_defaults(func=run_real_pairs)
 
@@ -84,9 +84,7 @@ def run_real_pairs(args: argparse.Namespace) -> int:
             min_sharpness_ratio=args.min_sharpness_ratio,
         )
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "options"
-        raise ParameterError(f"Invalid benchmark option {where}: {first['msg']}.") from None
+        raise option_error(exc, "benchmark option") from None
     with progress_bar(console) as bar:
         task = bar.add_task("building", total=config.n)
         summary = build_real_pairs(

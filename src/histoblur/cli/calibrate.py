@@ -20,10 +20,11 @@ from histoblur.calibration import (
     calibrate,
     kernel_montage,
 )
-from histoblur.cli.common import progress_bar
-from histoblur.errors import ParameterError
-from histoblur.io.atomic import atomic_dir, atomic_path, write_text_atomic
+from histoblur.cli.common import add_max_pixels, add_overwrite, progress_bar
+from histoblur.errors import OutputError, ParameterError
+from histoblur.io.atomic import atomic_dir, atomic_path, ensure_writable_dir, write_text_atomic
 from histoblur.io.images import read_image, write_image
+from histoblur.io.paths import refuse_folder_with_inputs
 
 console = Console(stderr=True)
 
@@ -49,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="write calibration.json, calibration.csv, kernels.png and kernels.npz here",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    add_overwrite(p, "an existing --out folder (never one that holds --sharp or --blurred)")
+    add_max_pixels(p)
     p.add_argument(
         "--crop",
         action="store_true",
@@ -160,10 +162,14 @@ def result_table(result: CalibrationResult) -> Table:
 
 
 def write_outputs(
-    out: Path, result: CalibrationResult, inputs: dict[str, str], overwrite: bool
+    out: Path,
+    result: CalibrationResult,
+    inputs: dict[str, str],
+    overwrite: bool,
+    sources: tuple[Path, ...] = (),
 ) -> None:
     """Write calibration.json, calibration.csv, kernels.png and kernels.npz into ``out``."""
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite, sources) as tmp:
         write_text_atomic(
             tmp / "calibration.json", json.dumps(result.as_dict(inputs), indent=2) + "\n"
         )
@@ -171,11 +177,6 @@ def write_outputs(
         write_image(tmp / "kernels.png", kernel_montage(result.fits))
         with atomic_path(tmp / "kernels.npz") as npz, npz.open("wb") as fh:
             np.savez_compressed(fh, **{f.family: f.kernel for f in result.fits})
-
-
-def _entries(path: Path) -> list[Path]:
-    """Files in a folder (a file counts as itself), to refuse a non-empty --out early."""
-    return list(path.iterdir()) if path.is_dir() else [path]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -201,11 +202,16 @@ def run(args: argparse.Namespace) -> int:
         channels=args.channels,
     )
     out = args.out
-    if out is not None and out.exists() and not args.overwrite and any(_entries(out)):
-        raise ParameterError(
-            f"Output folder {out} already exists and is not empty; choose another "
-            "path or pass --overwrite."
-        )
+    if out is not None:  # check before the work, which takes minutes
+        refuse_folder_with_inputs(out, (args.sharp, args.blurred))
+        if out.exists() and not out.is_dir():
+            raise OutputError(f"--out {out} is a file; give a folder.")
+        if out.exists() and not args.overwrite and any(out.iterdir()):
+            raise OutputError(
+                f"Output folder {out} already exists and is not empty; choose another "
+                "path or pass --overwrite."
+            )
+        ensure_writable_dir(out.parent)
     sharp, blurred = read_image(args.sharp), read_image(args.blurred)
     steps = len(families) + int(config.freeform)
     with progress_bar(console) as bar:
@@ -227,6 +233,6 @@ def run(args: argparse.Namespace) -> int:
     console.print(line + f" ({result.seconds:.1f} s).")
     if args.out is not None:
         inputs = {"sharp": str(args.sharp), "blurred": str(args.blurred)}
-        write_outputs(args.out, result, inputs, args.overwrite)
+        write_outputs(args.out, result, inputs, args.overwrite, (args.sharp, args.blurred))
         console.print(f"Wrote {args.out}/calibration.json, calibration.csv, kernels.png.")
     return 0

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from histoblur.cli.common import expand_images, progress_bar
-from histoblur.errors import InputError
-from histoblur.inference.classify import BlurClassifier
+from histoblur.cli.common import add_max_pixels, add_overwrite, expand_images, progress_bar
+from histoblur.inference.classify import MIN_SIDE, TOO_SMALL, BlurClassifier
 from histoblur.io.atomic import write_text_atomic
 from histoblur.io.images import read_image
+from histoblur.io.paths import check_output_file
 from histoblur.models.classifier import BLUR_TYPES
 
 console = Console(stderr=True)
@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Classify each image (any size: the windows with most structure are pooled) and "
             "write one CSV row per image: path,label,p_in_focus,p_defocus,p_motion,p_mixed,"
-            "windows. Folders are searched for images."
+            f"windows. Folders are searched for images. Images with a side below {MIN_SIDE} px "
+            f"are too small to judge: label {TOO_SMALL}, no probabilities, 0 windows."
         ),
     )
     cmd.add_argument("images", nargs="*", type=Path, metavar="IMAGE")
@@ -36,27 +37,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument(
         "--model", default="default", help="shipped model (default) or checkpoint folder"
     )
+    add_overwrite(cmd, "an existing FILE.csv")
+    add_max_pixels(cmd)
     cmd.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Classify every image, then write the CSV atomically."""
     images = expand_images(args.images)
-    if args.out.suffix.lower() != ".csv":
-        raise InputError(f"--out must be a .csv file, got {args.out}.")
+    check_output_file(args.out, images, args.overwrite, (".csv",))
     classifier = BlurClassifier.load(args.model)
     rows = []
     with progress_bar(console) as bar:
         task = bar.add_task("classifying", total=len(images))
         for path in images:
-            result = classifier.classify(read_image(path))
-            rows.append({"path": str(path), **result.row(), "windows": result.windows})
+            image = read_image(path)
+            if min(image.shape[:2]) < MIN_SIDE:
+                rows.append({"path": str(path), "label": TOO_SMALL, "windows": 0})
+            else:
+                result = classifier.classify(image)
+                rows.append({"path": str(path), **result.row(), "windows": result.windows})
             bar.advance(task)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(args.out, buffer.getvalue())
-    counts = {c: sum(r["label"] == c for r in rows) for c in BLUR_TYPES}
+    counts = {c: sum(r["label"] == c for r in rows) for c in (*BLUR_TYPES, TOO_SMALL)}
     console.print(f"Wrote {args.out}: " + ", ".join(f"{n} {c}" for c, n in counts.items() if n))
     return 0

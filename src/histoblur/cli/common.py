@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import contextlib
+import json
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from histoblur.errors import InputError, ParameterError
-from histoblur.io.images import list_images
+from histoblur.errors import HistoblurError, InputError, ParameterError
+from histoblur.io.atomic import write_text_atomic
+from histoblur.io.images import DEFAULT_MAX_PIXELS, list_images
 
 
 def parse_params(pairs: Sequence[str] | None) -> dict[str, Any]:
@@ -44,6 +48,59 @@ def add_seed(parser: argparse.ArgumentParser, default: int = 0) -> None:
     parser.add_argument(
         "--seed", type=int, default=default, help=f"random seed (default {default})"
     )
+
+
+def add_overwrite(parser: argparse.ArgumentParser, what: str = "existing output files") -> None:
+    """Add ``--overwrite``: without it an existing output is never replaced."""
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {what}")
+
+
+def add_max_pixels(parser: argparse.ArgumentParser) -> None:
+    """Add ``--max-pixels``: the largest image read whole (checked before decoding)."""
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help=f"refuse images of more than N pixels (default {DEFAULT_MAX_PIXELS:,})",
+    )
+
+
+def option_error(exc: ValidationError, what: str = "option") -> ParameterError:
+    """One sentence for the first problem of a pydantic validation error.
+
+    >>> from histoblur.synthesis import DegradeSpec
+    >>> try:
+    ...     DegradeSpec(jpeg_quality=0)
+    ... except ValidationError as exc:
+    ...     print(option_error(exc))
+    Invalid option --jpeg-quality: Input should be greater than or equal to 1.
+    """
+    first = exc.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    where = "--" + loc[0].replace("_", "-") if len(loc) == 1 else ".".join(loc) or "value"
+    return ParameterError(f"Invalid {what} {where}: {first['msg']}.")
+
+
+@contextlib.contextmanager
+def recorded(manifest: Path, header: dict[str, Any], rows: list[dict[str, Any]]) -> Iterator[None]:
+    """Write ``manifest`` (``header`` plus the ``rows`` done) when the block ends, even on error.
+
+    A run that stops at a bad input still lists every output it finished, and the error;
+    one that stops before finishing any writes nothing.
+    """
+    failure: str | None = None
+    try:
+        yield
+    except HistoblurError as exc:
+        failure = str(exc)
+        raise
+    finally:
+        if rows:
+            summary = {**header, "images": rows}
+            if failure is not None:
+                summary["failed"] = failure
+            write_text_atomic(manifest, json.dumps(summary, indent=2) + "\n")
 
 
 def progress_bar(console: Console) -> Progress:

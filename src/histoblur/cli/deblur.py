@@ -7,12 +7,19 @@ from pathlib import Path
 
 from rich.console import Console
 
-from histoblur.cli.common import expand_images, progress_bar
+from histoblur.cli.common import (
+    add_max_pixels,
+    add_overwrite,
+    expand_images,
+    progress_bar,
+    recorded,
+)
 from histoblur.errors import InputError
 from histoblur.inference.classify import BlurClassifier
 from histoblur.inference.deblur import Deblurrer, Family, deblur_image
 from histoblur.io.atomic import ensure_writable_dir
 from histoblur.io.images import check_unique_stems, read_image, write_image
+from histoblur.io.paths import check_output_files
 
 console = Console(stderr=True)
 
@@ -23,9 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "deblur",
         help="remove defocus / motion blur with DL_defocus and DL_motion (auto-routed)",
         description=(
-            "Write DIR/<stem>.png for each image. --kind auto classifies each image first: "
-            "in-focus images are copied unchanged, defocus goes through DL_defocus, motion "
-            "through DL_motion, mixed through DL_motion then DL_defocus."
+            "Write DIR/<stem>.png for each image and DIR/deblur.json (what was done to each; "
+            "also written when an image fails, listing the images finished). --kind auto "
+            "classifies each image first: in-focus images are copied unchanged, defocus goes "
+            "through DL_defocus, motion through DL_motion, mixed through DL_motion then "
+            "DL_defocus. Existing outputs are replaced only with --overwrite; an output that "
+            "is an input is always refused."
         ),
     )
     cmd.add_argument("images", nargs="*", type=Path, metavar="IMAGE")
@@ -40,6 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="shipped networks (default) or a folder holding defocus/ and motion/ checkpoints",
     )
     cmd.add_argument("--classifier", default="default", help="blur-type classifier for --kind auto")
+    add_overwrite(cmd)
+    add_max_pixels(cmd)
     cmd.set_defaults(func=run)
 
 
@@ -60,14 +72,27 @@ def run(args: argparse.Namespace) -> int:
     """Deblur every image; each output file appears complete or not at all."""
     images = expand_images(args.images)
     check_unique_stems(images, "Deblur them into different --out folders.")
+    outputs = [args.out / f"{path.stem}.png" for path in images]
+    manifest = args.out / "deblur.json"
+    check_output_files([*outputs, manifest], images, args.overwrite)
     networks = load_networks(args.model, args.kind)
     classifier = BlurClassifier.load(args.classifier) if args.kind == "auto" else None
     ensure_writable_dir(args.out)
-    with progress_bar(console) as bar:
+    rows: list[dict] = []
+    header = {"kind": args.kind, "model": str(args.model)}
+    with recorded(manifest, header, rows), progress_bar(console) as bar:
         task = bar.add_task("deblurring", total=len(images))
-        for path in images:
+        for path, out in zip(images, outputs, strict=True):
             result = deblur_image(read_image(path), args.kind, networks, classifier)
-            write_image(args.out / f"{path.stem}.png", result.image)  # atomic
+            write_image(out, result.image)  # atomic
+            rows.append(
+                {
+                    "image": str(path),
+                    "output": str(out),
+                    "blur_type": result.blur_type,
+                    "networks": list(result.networks),
+                }
+            )
             chain = " then ".join(result.networks) or "left unchanged"
             bar.console.print(f"{path.name}: {result.blur_type}, {chain}")
             bar.advance(task)

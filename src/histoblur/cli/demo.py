@@ -10,6 +10,7 @@ from rich.console import Console
 
 from histoblur.cli.common import add_seed
 from histoblur.demo import run_demo
+from histoblur.errors import ParameterError
 
 console = Console(stderr=True)
 
@@ -24,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo with a live status line."""
+    if args.seed < 0:
+        raise ParameterError(f"--seed must be 0 or more, got {args.seed}.")
     start = time.perf_counter()
     with console.status("demo") as status:
         report = run_demo(args.out, args.seed, lambda k: status.update(f"blurring: {k}"))

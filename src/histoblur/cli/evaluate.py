@@ -13,12 +13,13 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from histoblur.cli.common import progress_bar
+from histoblur.cli.common import add_max_pixels, add_overwrite, progress_bar
 from histoblur.errors import ParameterError
 from histoblur.inference.baseline import BASELINES
 from histoblur.inference.benchmark import evaluate_benchmark, flagged_fraction
 from histoblur.inference.segment import DEFAULT_MODEL, SHIPPED, Segmenter
 from histoblur.io.atomic import write_text_atomic
+from histoblur.io.paths import check_output_file
 from histoblur.metrics.segmentation import (
     PAIRING_RULE,
     SCORE_NAMES,
@@ -87,6 +88,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write per-image (or per-benchmark) rows to this .csv and a summary .json beside "
         "it (default: print only)",
     )
+    add_overwrite(seg, "an existing --out CSV and its JSON")
+    add_max_pixels(seg)
     seg.add_argument(
         "--threshold",
         type=float,
@@ -123,8 +126,9 @@ def summary_table(summary: SegmentationSummary) -> Table:
 
 def run_segmentation(args: argparse.Namespace) -> int:
     """Evaluate, print the table, and write CSV + JSON when ``--out`` is given."""
-    if args.out is not None and args.out.suffix.lower() != ".csv":
-        raise ParameterError(f"--out {args.out} must end in .csv (a .json summary goes beside it).")
+    if args.out is not None:
+        check_output_file(args.out, (), args.overwrite, (".csv",))
+        check_output_file(args.out.with_suffix(".json"), (), args.overwrite)
     if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
         raise ParameterError(f"--threshold must be in [0, 1), got {args.threshold}.")
     if args.bench or args.negatives:

@@ -8,11 +8,14 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from histoblur.cli.common import add_max_pixels, add_overwrite
 from histoblur.errors import ParameterError
 from histoblur.inference.latent import FocalCodec, sweep_strip
-from histoblur.io.images import read_image, write_image
+from histoblur.io.images import IMAGE_SUFFIXES, read_image, write_image
+from histoblur.io.paths import check_output_file
 
 console = Console(stderr=True)
+MAX_SWEEP = 64  # alphas of one --sweep strip
 
 VERBS = {
     "interpolate": (
@@ -46,15 +49,18 @@ def register(sub: argparse._SubParsersAction) -> None:
             "--sweep",
             type=int,
             metavar="N",
-            help="write N alphas evenly over [0, 1] (deblur: [0, 1)) side by side as one strip",
+            help="write N alphas evenly over [0, 1] (deblur: [0, 1)) side by side as one strip "
+            f"(2 to {MAX_SWEEP})",
         )
+        add_overwrite(cmd, "an existing OUT.png")
+        add_max_pixels(cmd)
         cmd.set_defaults(func=run, verb=name)
 
 
 def sweep_alphas(verb: str, n: int) -> list[float]:
     """The alphas of a ``--sweep N``: [0, 1] for interpolation, [0, 1) for deblurring."""
-    if n < 2:
-        raise ParameterError(f"--sweep needs at least 2 steps, got {n}.")
+    if not 2 <= n <= MAX_SWEEP:
+        raise ParameterError(f"--sweep must be between 2 and {MAX_SWEEP}, got {n}.")
     if verb == "interpolate":
         return [float(a) for a in np.linspace(0, 1, n)]
     return [float(a) for a in np.linspace(0, 1, n + 1)[:-1]]
@@ -63,6 +69,7 @@ def sweep_alphas(verb: str, n: int) -> list[float]:
 def run(args: argparse.Namespace) -> int:
     """Run one verb and write OUT.png (written whole or not at all)."""
     alphas = [args.alpha] if args.alpha is not None else sweep_alphas(args.verb, args.sweep)
+    check_output_file(args.out, (args.first, args.second), args.overwrite, IMAGE_SUFFIXES)
     first, second = read_image(args.first), read_image(args.second)
     codec = FocalCodec.load(args.model)
     operation = codec.interpolate if args.verb == "interpolate" else codec.deblur

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+
+from pydantic import ValidationError
 
 from histoblur import __version__
 from histoblur.cli import (
@@ -21,7 +23,9 @@ from histoblur.cli import (
     synth,
     train,
 )
+from histoblur.cli.common import option_error
 from histoblur.errors import HistoblurError
+from histoblur.io.images import DEFAULT_MAX_PIXELS, pixel_limit
 
 # Each module exposes ``register(subparsers)`` and sets ``func`` on its parsers.
 COMMANDS = (
@@ -50,18 +54,66 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMANDS:
         module.register(sub)
+    for command in (parser, *leaf_parsers(parser)):
+        command.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            # leaves must not reset a -v given before the command
+            default=False if command is parser else argparse.SUPPRESS,
+            help="with an error, also print the details behind it",
+        )
     return parser
+
+
+def leaf_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """Every parser below ``parser`` that has no sub-commands of its own."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                has_children = any(
+                    isinstance(a, argparse._SubParsersAction) for a in child._actions
+                )
+                yield from leaf_parsers(child) if has_children else (child,)
+
+
+def _details(exc: BaseException) -> list[str]:
+    """The chain of causes behind an error, innermost last."""
+    lines = []
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None:
+        lines.append(f"  caused by {type(cause).__name__}: {cause}")
+        cause = cause.__cause__ or cause.__context__
+    return lines
+
+
+def _fail(exc: BaseException, message: str, verbose: bool) -> int:
+    print(f"histoblur: error: {message}", file=sys.stderr)
+    if verbose:
+        for line in _details(exc):
+            print(line, file=sys.stderr)
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code (0 ok, 1 error, 2 usage)."""
+    import cv2.utils.logging
+
+    # silent: histoblur reports decoding failures itself, in one sentence
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     parser = build_parser()
     args = parser.parse_args(argv)
+    verbose = bool(getattr(args, "verbose", False))
     try:
-        return int(args.func(args) or 0)
+        with pixel_limit(getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS):
+            return int(args.func(args) or 0)
     except HistoblurError as exc:
-        print(f"histoblur: error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(exc, str(exc), verbose)
+    except ValidationError as exc:
+        return _fail(exc, str(option_error(exc)), verbose)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(exc, f"{where}{exc.strerror or exc}.", verbose)
     except KeyboardInterrupt:
         print("histoblur: interrupted.", file=sys.stderr)
         return 130

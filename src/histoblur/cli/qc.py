@@ -10,10 +10,11 @@ from rich.console import Console
 
 from histoblur.cli.common import progress_bar
 from histoblur.errors import HistoblurError
-from histoblur.inference.cohort import find_slides, run_cohort
+from histoblur.inference.cohort import SchedulerUnreachableError, find_slides, run_cohort
 from histoblur.inference.qc import QCConfig
-from histoblur.inference.segment import DEFAULT_MODEL, SHIPPED, resolve_model
+from histoblur.inference.segment import DEFAULT_MODEL, SHIPPED, TASK, resolve_model
 from histoblur.io.atomic import ensure_writable_dir
+from histoblur.models.registry import check_task
 
 console = Console(stderr=True)
 EXIT_SOME_FAILED = 3
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         if args.workers < 1:
             raise ValueError("--workers must be at least 1")
         slides = find_slides(args.slides)
-        resolve_model(config.model)
+        check_task(resolve_model(config.model), TASK, "a blur segmentation model")
         ensure_writable_dir(args.out)
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -105,15 +106,19 @@ def run(args: argparse.Namespace) -> int:
                     f"{row['tissue_area_mm2']:.1f} mm2 tissue blurred{note}"
                 )
 
-        run_cohort(
-            slides,
-            args.out,
-            config,
-            workers=args.workers,
-            scheduler=args.scheduler,
-            progress=finished,
-            slide_progress=lambda done, total: bar.update(tiles, completed=done, total=total),
-        )
+        try:
+            run_cohort(
+                slides,
+                args.out,
+                config,
+                workers=args.workers,
+                scheduler=args.scheduler,
+                progress=finished,
+                slide_progress=lambda done, total: bar.update(tiles, completed=done, total=total),
+            )
+        except SchedulerUnreachableError as exc:
+            console.print(f"[red]histoblur: error:[/] {exc}")
+            return EXIT_USAGE
     console.print(
         f"{len(slides) - failed} of {len(slides)} slide(s) done; see {args.out / 'index.html'}"
     )

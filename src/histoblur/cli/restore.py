@@ -8,15 +8,17 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from histoblur.cli.common import progress_bar
-from histoblur.diffusion.regional import RestoreSettings, denoiser_passes
-from histoblur.errors import InputError, ParameterError
+from histoblur.cli.common import add_max_pixels, add_overwrite, progress_bar
+from histoblur.diffusion.regional import RestoreSettings, check_budget
+from histoblur.errors import InputError, OutputError, ParameterError
 from histoblur.inference.artifacts import DETECTORS, make_detector
 from histoblur.inference.restore import Restorer, detect_and_restore
 from histoblur.io.atomic import ensure_writable_dir, write_text_atomic
 from histoblur.io.images import IMAGE_SUFFIXES, list_images, read_image, read_mask, write_image
+from histoblur.io.paths import check_output_file, check_output_files
 
 console = Console(stderr=True)
+MASK_SUFFIXES = ("_mask", "_after_mask")  # --detect: the masks before and after restoration
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Only the masked pixels change. IMAGE and --mask are files (--out a file) or "
             "folders (masks matched by file stem, --out a folder). With --detect instead of "
             "--mask the artifacts are found first, restored, and detected again on the result "
-            "(masks written beside each output as NAME_mask.png and NAME_after_mask.png)."
+            "(masks written beside each output as NAME_mask.png and NAME_after_mask.png). "
+            "An output that is an input is refused; existing outputs are replaced only with "
+            "--overwrite."
         ),
     )
     cmd.add_argument("image", type=Path, metavar="IMAGE")
@@ -52,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--batch-size", type=int, default=8, help="windows denoised together")
     cmd.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     cmd.add_argument("--seed", type=int, default=0)
+    add_overwrite(cmd)
+    add_max_pixels(cmd)
     cmd.set_defaults(func=run)
 
 
@@ -65,7 +71,13 @@ def pairs(image: Path, mask: Path | None, out: Path) -> list[tuple[Path, Path | 
         if path is not None and not path.exists():
             raise InputError(f"{path} does not exist.")
     if image.is_file():
+        if mask is not None and mask.is_dir():
+            raise InputError(f"IMAGE {image} is a file, so --mask must be a file too.")
         return [(image, mask, out)]
+    if mask is not None and not mask.is_dir():
+        raise InputError(f"IMAGE {image} is a folder, so --mask must be a folder too.")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"IMAGE {image} is a folder, so --out must be a folder, not {out}.")
     images = list_images(image)
     if mask is None:
         return [(p, None, out / f"{p.stem}.png") for p in images]
@@ -76,6 +88,23 @@ def pairs(image: Path, mask: Path | None, out: Path) -> list[tuple[Path, Path | 
     return [(p, masks[p.stem], out / f"{p.stem}.png") for p in images]
 
 
+def check_outputs(jobs: list[tuple[Path, Path | None, Path]], args: argparse.Namespace) -> None:
+    """Refuse outputs that are inputs, unknown suffixes, and existing files without --overwrite.
+
+    Raises:
+        OutputError, ParameterError: one sentence naming the path.
+    """
+    inputs = [p for image, mask, _ in jobs for p in (image, mask) if p is not None]
+    if args.image.is_file():
+        check_output_file(args.out, inputs, args.overwrite, IMAGE_SUFFIXES)
+    outputs = [out for *_, out in jobs]
+    if args.detect:
+        outputs += [out.with_name(f"{out.stem}{s}.png") for out in outputs for s in MASK_SUFFIXES]
+        if args.image.is_dir():
+            outputs.append(args.out / "detections.csv")
+    check_output_files(outputs, inputs, args.overwrite)
+
+
 def run(args: argparse.Namespace) -> int:
     """Restore every image; each output appears complete or not at all."""
     if args.steps < 0 or args.batch_size < 1:
@@ -84,11 +113,12 @@ def run(args: argparse.Namespace) -> int:
         args.sampler, args.steps or None, args.jump_length, args.resamples, args.eta, args.strength
     )
     jobs = pairs(args.image, args.mask, args.out)
+    check_outputs(jobs, args)
     restorer = Restorer.load(args.model, args.device)
+    passes = check_budget(settings, restorer.schedule)
     detect = make_detector(args.detect, args.detector_model) if args.detect else None
     if args.image.is_dir():
         ensure_writable_dir(args.out)
-    passes = denoiser_passes(settings, restorer.schedule)
     rows = ["image,flagged_fraction,after_fraction"]
     with progress_bar(console) as bar:
         task = bar.add_task("restoring", total=len(jobs))
@@ -105,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
                     restorer, detect, image, settings, args.seed, args.batch_size
                 )
                 write_image(out_path, loop.restored)
-                for suffix, m in (("_mask", loop.flagged), ("_after_mask", loop.after)):
+                for suffix, m in zip(MASK_SUFFIXES, (loop.flagged, loop.after), strict=True):
                     write_image(out_path.with_name(f"{out_path.stem}{suffix}.png"), _png(m))
                 rows.append(
                     f"{image_path.name},{loop.flagged_fraction:.5f},{loop.after_fraction:.5f}"

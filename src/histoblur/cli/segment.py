@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from rich.console import Console
 
-from histoblur.cli.common import expand_images, progress_bar
+from histoblur.cli.common import (
+    add_max_pixels,
+    add_overwrite,
+    expand_images,
+    progress_bar,
+    recorded,
+)
 from histoblur.errors import ParameterError
 from histoblur.inference.segment import (
     DEFAULT_MODEL,
     SHIPPED,
     Segmenter,
+    output_paths,
     segment_file,
 )
-from histoblur.io.atomic import ensure_writable_dir, write_text_atomic
+from histoblur.io.atomic import ensure_writable_dir
 from histoblur.io.images import check_unique_stems, read_image
+from histoblur.io.paths import check_output_files
 
 console = Console(stderr=True)
 
@@ -30,7 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "For each IMAGE write OUT/<stem>_mask.png (0/255), OUT/<stem>_prob.png (blur "
             "probability x 255) and OUT/<stem>_overlay.png, plus OUT/segment.json. Any size, "
-            "RGB/RGBA/grey, 8/16-bit: large images are tiled with overlap and blended."
+            "RGB/RGBA/grey, 8/16-bit: large images are tiled with overlap and blended. "
+            "Existing outputs are replaced only with --overwrite; if an image fails, "
+            "segment.json still lists the images finished before it."
         ),
     )
     seg.add_argument(
@@ -55,6 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--overlap", type=int, help="window overlap in px (default 32, at most tile / 4)"
     )
     seg.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
+    add_overwrite(seg)
+    add_max_pixels(seg)
     seg.set_defaults(func=run)
 
 
@@ -64,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         raise ParameterError(f"--threshold must be in (0, 1), got {args.threshold}.")
     check_unique_stems(images, "Segment them into different --out folders.")
+    manifest = args.out / "segment.json"
+    planned = [p for image in images for p in output_paths(args.out, image).values()]
+    check_output_files([*planned, manifest], images, args.overwrite)
     segmenter = Segmenter.load(
         args.model,
         tile=args.tile,
@@ -72,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
         tissue_only=not args.all_pixels,
     )
     ensure_writable_dir(args.out)
-    rows = []
-    with progress_bar(console) as bar:
+    rows: list[dict] = []
+    with recorded(manifest, {"model": str(args.model)}, rows), progress_bar(console) as bar:
         task = bar.add_task("segmenting", total=len(images))
         for path in images:
             image = read_image(path)
@@ -85,8 +99,6 @@ def run(args: argparse.Namespace) -> int:
             )
             bar.remove_task(sub)
             bar.advance(task)
-    summary = {"model": str(args.model), "images": rows}
-    write_text_atomic(args.out / "segment.json", json.dumps(summary, indent=2) + "\n")
     for row in rows:
         console.print(f"{row['image']}: {row['blurred_fraction']:.1%} flagged as blur")
     console.print(

@@ -9,12 +9,21 @@ from typing import Any
 
 import numpy as np
 import yaml
+from pydantic import ValidationError
 from rich.console import Console
 
-from histoblur.cli.common import add_seed, parse_params, progress_bar
+from histoblur.cli.common import (
+    add_max_pixels,
+    add_overwrite,
+    add_seed,
+    option_error,
+    parse_params,
+    progress_bar,
+)
 from histoblur.errors import InputError, ParameterError
 from histoblur.io.atomic import ensure_writable_dir, write_text_atomic
-from histoblur.io.images import read_image, write_image
+from histoblur.io.images import check_unique_stems, read_image, write_image
+from histoblur.io.paths import check_output_files
 from histoblur.synthesis import BLUR_KINDS, DegradeSpec, apply_blur
 from histoblur.synthesis.dataset import DatasetConfig, DegradeSampler, build_dataset
 from histoblur.synthesis.masks import PolygonMaskSampler
@@ -34,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     blur = verbs.add_parser(
         "blur",
         help="blur whole images with one blur kind",
-        description=f"Blur whole images. Kinds: {kinds}.",
+        description=f"Blur whole images into OUT/<stem>.png (parameters in OUT/params.jsonl; "
+        f"existing outputs are replaced only with --overwrite). Kinds: {kinds}.",
     )
     blur.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     blur.add_argument(
@@ -53,6 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     blur.add_argument("--photons", type=float, help="add Poisson shot noise at this photon count")
     blur.add_argument("--read-noise", type=float, help="add Gaussian read noise (sigma, 0-1 units)")
     blur.add_argument("--jpeg-quality", type=int, help="JPEG re-compress at this quality")
+    add_overwrite(blur)
+    add_max_pixels(blur)
     add_seed(blur)
     blur.set_defaults(func=run_blur)
 
@@ -84,15 +96,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE.yaml",
         help="every synthesis option as a YAML DatasetConfig (the options above are then ignored)",
     )
-    ds.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    add_overwrite(ds, "a non-empty --out (never one that holds --sharp or --config)")
+    add_max_pixels(ds)
     add_seed(ds)
     ds.set_defaults(func=run_dataset)
-
-
-def _config_error(exc: Exception) -> ParameterError:
-    first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
-    where = ".".join(str(p) for p in first["loc"])
-    return ParameterError(f"Invalid dataset option {where}: {first['msg']}.")
 
 
 def method_ranges(methods: tuple[str, ...], params: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -120,8 +127,12 @@ def dataset_config(args: argparse.Namespace, methods: tuple[str, ...]) -> Datase
     if args.config is not None:
         try:
             data = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise InputError(f"Cannot read dataset config {args.config}: {exc}.") from exc
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise InputError(
+                f"Cannot read dataset config {args.config}: it is not a readable YAML file."
+            ) from exc
+        if not isinstance(data, dict):
+            raise InputError(f"Dataset config {args.config} must be a mapping of options.")
         return DatasetConfig.model_validate(data)
     return DatasetConfig(
         methods=methods,
@@ -140,14 +151,13 @@ def run_dataset(args: argparse.Namespace) -> int:
     methods = tuple(m.strip() for m in args.method.split(",") if m.strip())
     try:
         config = dataset_config(args, methods)
-    except ParameterError:
-        raise
-    except ValueError as exc:
-        raise _config_error(exc) from None
+    except ValidationError as exc:
+        raise option_error(exc, "dataset option") from None
+    inputs = [args.sharp] + ([args.config] if args.config is not None else [])
     with progress_bar(console) as bar:
         task = bar.add_task("synthesizing", total=config.n)
         out = build_dataset(
-            args.sharp, args.out, config, args.overwrite, lambda k: bar.advance(task, k)
+            args.sharp, args.out, config, args.overwrite, lambda k: bar.advance(task, k), inputs
         )
     console.print(f"Wrote {config.n} samples to {out} (images/, masks/, manifest.jsonl).")
     return 0
@@ -157,18 +167,19 @@ def run_blur(args: argparse.Namespace) -> int:
     """Blur each image with a spec drawn from the (possibly fixed) parameters."""
     kind, fixed = parse_method(args.method)
     sampler = kind.sampler.build(**{**parse_params(args.param), **fixed})
-    post = DegradeSpec(
-        photons=args.photons,
-        read_noise=args.read_noise,
-        jpeg_quality=args.jpeg_quality,
-        seed=args.seed,
-    )
-    images = [(path, read_image(path)) for path in args.images]  # fail before writing anything
-    stems = [p.stem for p, _ in images]
-    if len(set(stems)) != len(stems):
-        raise ParameterError(
-            "Two inputs share a file name stem; outputs would overwrite each other."
+    try:
+        post = DegradeSpec(
+            photons=args.photons,
+            read_noise=args.read_noise,
+            jpeg_quality=args.jpeg_quality,
+            seed=args.seed,
         )
+    except ValidationError as exc:
+        raise option_error(exc) from None
+    check_unique_stems(args.images, "Blur them into different --out folders.")
+    outputs = [args.out / f"{path.stem}.png" for path in args.images]
+    check_output_files([*outputs, args.out / "params.jsonl"], args.images, args.overwrite)
+    images = [(path, read_image(path)) for path in args.images]  # fail before writing anything
     out_dir = ensure_writable_dir(args.out)
     lines = []
     with progress_bar(console) as bar:

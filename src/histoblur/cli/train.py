@@ -166,7 +166,11 @@ def register(sub: argparse._SubParsersAction) -> None:
             cmd.add_argument(
                 "--resume", action="store_true", help="continue the run in its out folder"
             )
-        cmd.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+        cmd.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace an existing run folder (kept until the new run saves a checkpoint)",
+        )
         cmd.add_argument(
             "--print-config", action="store_true", help="print the resolved config and exit"
         )
@@ -183,13 +187,20 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: what and where."""
+    problem = getattr(exc, "problem", None) or "unreadable"
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
 def load_config(
     path: Path | None, overrides: list[str] | None, schema: type[BaseModel] = SegmenterTrainConfig
 ) -> Any:
     """Read the YAML file, apply ``KEY=VALUE`` overrides and validate.
 
     Raises:
-        InputError: unreadable YAML.
+        InputError: an unreadable, binary or invalid YAML file.
         ParameterError: an invalid field, with its dotted name.
     """
     data: dict[str, Any] = {}
@@ -198,8 +209,10 @@ def load_config(
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise InputError(f"Cannot read config {path}: {exc.strerror or exc}.") from exc
+        except (UnicodeDecodeError, yaml.reader.ReaderError) as exc:  # binary bytes
+            raise InputError(f"Config {path} is not a YAML text file.") from exc
         except yaml.YAMLError as exc:
-            raise InputError(f"Config {path} is not valid YAML ({exc}).") from exc
+            raise InputError(f"Config {path} is not valid YAML ({_yaml_problem(exc)}).") from exc
         if loaded is not None and not isinstance(loaded, dict):
             raise InputError(f"Config {path} must be a mapping of field names to values.")
         data = loaded or {}

@@ -28,6 +28,8 @@ from histoblur.diffusion.schedule import (
 from histoblur.errors import ParameterError
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t) -> predicted noise
+# denoiser passes per window a restoration may ask for (the paper's RePaint recipe: 2,410)
+MAX_PASSES = 5000
 
 
 @dataclass(frozen=True)
@@ -120,11 +122,37 @@ def sampling_times(
     return ts, abs_
 
 
+def path_passes(n: int, jump_length: int, resamples: int) -> int:
+    """Downward moves of :func:`time_path` (denoiser passes), counted without building it."""
+    jumps = len(range(0, n - jump_length, jump_length)) if jump_length else 0
+    return n + jumps * (resamples - 1) * jump_length
+
+
 def denoiser_passes(settings: RestoreSettings, schedule: ScheduleConfig) -> int:
     """How many times the denoiser runs for these settings (the cost of one restoration)."""
     n = len(sampling_times(schedule, settings)[0])
-    path = time_path(n, settings.jump_length, settings.resamples)
-    return sum(1 for a, b in zip(path, path[1:], strict=False) if b < a)
+    return path_passes(n, settings.jump_length, settings.resamples)
+
+
+def check_budget(settings: RestoreSettings, schedule: ScheduleConfig) -> int:
+    """The passes of these settings, refusing more steps than the schedule or too many passes.
+
+    Raises:
+        ParameterError: ``steps`` above the schedule's timesteps, or more than
+            :data:`MAX_PASSES` denoiser passes per window.
+    """
+    if settings.steps is not None and settings.steps > schedule.timesteps:
+        raise ParameterError(
+            f"--steps must be at most the model's {schedule.timesteps} timesteps (0 walks all "
+            f"of them), got {settings.steps}."
+        )
+    passes = denoiser_passes(settings, schedule)
+    if passes > MAX_PASSES:
+        raise ParameterError(
+            f"These settings need {passes:,} denoiser passes per window, above the limit of "
+            f"{MAX_PASSES:,}; lower --steps, --jump-length or --resamples."
+        )
+    return passes
 
 
 @torch.no_grad()

@@ -19,13 +19,16 @@ from torch import nn
 
 from histoblur.errors import InputError
 from histoblur.inference.segment import resolve_model, to_network_input
-from histoblur.io.images import to_gray_float
+from histoblur.io.images import check_image, to_gray_float
 from histoblur.metrics.calibration import softmax
 from histoblur.models.classifier import BLUR_TYPES
-from histoblur.models.registry import load_model
+from histoblur.models.registry import load_task_model
 
 CLASSIFIER_MODELS = {"default": "classifier-default"}
 MAX_WINDOWS = 64
+# images with a side below this carry too little structure to tell a blur type from
+MIN_SIDE = 32
+TOO_SMALL = "too_small"
 
 
 @dataclass(frozen=True)
@@ -97,11 +100,9 @@ class BlurClassifier:
             InputError: missing or corrupt checkpoint, or one that is not a blur-type classifier.
         """
         path = resolve_model(model, CLASSIFIER_MODELS)
-        network, config = load_model(path)
-        if config.get("task") != "blur-type-classification":
-            raise InputError(
-                f"{model} is not a blur-type classifier (task {config.get('task')!r})."
-            )
+        network, config = load_task_model(
+            path, "blur-type-classification", "a blur-type classifier"
+        )
         return cls(network, config, batch_size)
 
     @torch.no_grad()
@@ -115,7 +116,18 @@ class BlurClassifier:
         return np.concatenate(out).mean(axis=0), len(windows)
 
     def classify(self, image: np.ndarray) -> BlurType:
-        """Label and calibrated probabilities of one image."""
+        """Label and calibrated probabilities of one image.
+
+        Raises:
+            InputError: an image with a side below :data:`MIN_SIDE` px (too small to judge).
+        """
+        check_image(image)
+        h, w = image.shape[:2]
+        if min(h, w) < MIN_SIDE:
+            raise InputError(
+                f"A {w} x {h} px image is too small to judge its blur type; it needs at least "
+                f"{MIN_SIDE} px on each side."
+            )
         logits, n = self.logits(image)
         probs = softmax(logits[None], self.temperature)[0]
         named = {c: float(p) for c, p in zip(self.classes, probs, strict=True)}

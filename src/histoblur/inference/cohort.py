@@ -23,6 +23,13 @@ from histoblur.io.atomic import write_text_atomic
 from histoblur.io.images import check_unique_stems
 from histoblur.io.qc_report import cohort_index_html
 
+SCHEDULER_TIMEOUT_S = 10  # how long to wait for a Dask scheduler to answer
+
+
+class SchedulerUnreachableError(InputError):
+    """The Dask scheduler given by address does not answer."""
+
+
 SLIDE_SUFFIXES = (
     ".svs", ".ndpi", ".mrxs", ".scn", ".svslide", ".bif", ".vms", ".vmu", ".tif", ".tiff",
     ".dcm", ".png", ".jpg", ".jpeg",
@@ -157,7 +164,14 @@ def _run_dask(
 
     cluster = None
     if scheduler:
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler, timeout=f"{SCHEDULER_TIMEOUT_S}s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise SchedulerUnreachableError(
+                f"Cannot reach the Dask scheduler at {scheduler} (no answer within "
+                f"{SCHEDULER_TIMEOUT_S} s); check the address, or start one with "
+                "'dask scheduler'."
+            ) from exc
     else:
         cluster = LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None

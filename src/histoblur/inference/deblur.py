@@ -24,7 +24,7 @@ from histoblur.inference.classify import BlurClassifier
 from histoblur.inference.segment import resolve_model
 from histoblur.inference.tiling import predict_tiled
 from histoblur.io.images import check_image, from_float, merge_alpha, split_alpha, to_float
-from histoblur.models.registry import load_model
+from histoblur.models.registry import load_task_model
 
 Family = Literal["defocus", "motion"]
 Kind = Literal["auto", "defocus", "motion", "mixed"]
@@ -64,11 +64,8 @@ class Deblurrer:
             InputError: missing or corrupt checkpoint, or one for another task.
         """
         path = resolve_model(model, DEBLUR_MODELS[family])
-        network, config = load_model(path)
-        if config.get("task") != f"deblur-{family}":
-            raise InputError(
-                f"{model} is not a {family} deblurring network ({config.get('task')!r})."
-            )
+        what = f"a {family} deblurring network"
+        network, config = load_task_model(path, f"deblur-{family}", what)
         return cls(network, config)
 
     @torch.no_grad()

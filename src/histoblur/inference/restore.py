@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from histoblur.diffusion.regional import RestoreSettings, restore_region
+from histoblur.diffusion.regional import RestoreSettings, check_budget, restore_region
 from histoblur.diffusion.schedule import ScheduleConfig
 from histoblur.errors import InputError
 from histoblur.inference.segment import resolve_model
@@ -88,7 +88,10 @@ class Restorer:
 
         Raises:
             InputError: a mask of another size than its image.
+            ParameterError: settings beyond the schedule or the pass budget
+                (:func:`~histoblur.diffusion.regional.check_budget`).
         """
+        check_budget(settings, self.schedule)
         for image, mask in zip(images, masks, strict=True):
             check_image(image)
             if mask.shape != image.shape[:2]:

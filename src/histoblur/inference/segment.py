@@ -21,12 +21,14 @@ from histoblur.errors import InputError, ParameterError
 from histoblur.inference.tiling import count_tiles, predict_tiled
 from histoblur.io.images import check_image, dtype_max, read_image, to_rgb, write_image
 from histoblur.io.report import outline
-from histoblur.models.registry import load_model
+from histoblur.models.registry import load_task_model
 from histoblur.wsi.tissue import tissue_mask
 
 DEFAULT_MODEL = "default"
 # shipped checkpoints, by name, inside the package
 SHIPPED = {"default": "segmenter-default"}
+TASK = "blur-segmentation"
+MIN_TILE = 16
 OVERLAY_COLOUR = (255, 0, 255)  # magenta: never a stain colour
 OVERLAY_ALPHA = 0.45
 
@@ -59,6 +61,18 @@ def resolve_model(model: str | Path, shipped: Mapping[str, str] = SHIPPED) -> Pa
             f"Model {model} is neither a shipped model ({', '.join(shipped)}) nor an existing path."
         )
     return path
+
+
+def checkpoint_number(block: Mapping[str, Any], key: str, default: float, kind: type) -> Any:
+    """``block[key]`` as ``kind`` (int or float), or ``default`` when absent.
+
+    Raises:
+        InputError: a value that is not a finite number.
+    """
+    value = block.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+        raise InputError(f"The model's config gives {key} = {value!r}, which is not a number.")
+    return kind(value)
 
 
 def to_network_input(image: np.ndarray) -> np.ndarray:
@@ -108,18 +122,33 @@ class Segmenter:
     ) -> None:
         self.config = config or {}
         inference = self.config.get("inference", {})
-        self.tile = int(tile or inference.get("tile", 256))
-        self.threshold = float(inference.get("threshold", 0.5))
+        self.tile = checkpoint_number(inference, "tile", 256, int) if tile is None else tile
+        self.threshold = checkpoint_number(inference, "threshold", 0.5, float)
         self.overlap = min(32, self.tile // 4) if overlap is None else overlap
         self.batch_size = batch_size
+        if self.tile < MIN_TILE:
+            raise ParameterError(f"--tile must be at least {MIN_TILE} px, got {self.tile}.")
+        if not 0 <= self.overlap <= self.tile // 2:
+            raise ParameterError(
+                f"--overlap must be between 0 and half the tile ({self.tile // 2}), "
+                f"got {self.overlap}."
+            )
+        if self.batch_size < 1:
+            raise ParameterError(f"--batch-size must be at least 1, got {self.batch_size}.")
+        if not 0.0 < self.threshold < 1.0:
+            raise InputError(f"The model's threshold {self.threshold} is not in (0, 1).")
         self.device = torch.device(device)
         self.tissue_only = tissue_only
         self.model = model.to(self.device).eval()
 
     @classmethod
     def load(cls, model: str | Path = DEFAULT_MODEL, **kwargs: Any) -> Segmenter:
-        """Load a shipped model by name or a checkpoint folder/file."""
-        net, config = load_model(resolve_model(model))
+        """Load a shipped model by name or a checkpoint folder/file.
+
+        Raises:
+            InputError: missing, corrupt or untrusted checkpoint, or one of another task.
+        """
+        net, config = load_task_model(resolve_model(model), TASK, "a blur segmentation model")
         return cls(net, config, **kwargs)
 
     @torch.inference_mode()

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
 import shutil
+import socket
 import stat
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from histoblur.errors import OutputError
+from histoblur.io.paths import refuse_folder_with_inputs
+
+# temporary folders are named .NAME.tmp-PID@HOST-RANDOM so a later run can tell a stale one
+_TMP_OWNER = re.compile(r"\.tmp-(\d+)@([A-Za-z0-9]*)-")
+# folders named by earlier versions (.NAME.tmp-RANDOM) are stale once this old
+LEGACY_STALE_SECONDS = 3600.0
 
 
 def ensure_writable_dir(path: Path) -> Path:
@@ -62,25 +72,75 @@ def write_text_atomic(final: Path, text: str) -> Path:
     return Path(final)
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def remove_stale_temporaries(final: Path) -> list[Path]:
+    """Delete the temporary folders of ``final`` left by runs that were killed.
+
+    A temporary folder is stale when the process that made it (on this host) has ended; one
+    made on another host is left alone. Returns the folders removed.
+    """
+    final = Path(final)
+    removed = []
+    if not final.parent.is_dir():
+        return removed
+    host, now = _host(), time.time()
+    for tmp in final.parent.glob(f".{glob.escape(final.name)}.tmp-*"):
+        if not tmp.is_dir():
+            continue
+        owner = _TMP_OWNER.match(tmp.name[len(final.name) + 1 :])
+        if owner is None:
+            try:
+                stale = now - tmp.stat().st_mtime > LEGACY_STALE_SECONDS
+            except OSError:
+                continue
+        else:
+            stale = owner.group(2) == host and not _alive(int(owner.group(1)))
+        if stale:
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
 @contextlib.contextmanager
-def atomic_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(final: Path, overwrite: bool = False, inputs: Iterable[Path] = ()) -> Iterator[Path]:
     """Build a folder under a temporary name and move it to ``final`` when the block succeeds.
+
+    Temporary folders of ``final`` left by killed runs are removed first.
 
     Args:
         final: the folder to produce.
         overwrite: replace an existing non-empty ``final``; otherwise that is an error.
+        inputs: paths the work reads: a ``final`` that is or holds one is refused.
 
     Raises:
-        OutputError: if ``final`` exists, is not empty and ``overwrite`` is false.
+        OutputError: if ``final`` exists, is not empty and ``overwrite`` is false, or if it
+            holds an input.
     """
     final = Path(final)
+    refuse_folder_with_inputs(final, inputs)
     if final.exists() and (not final.is_dir() or any(final.iterdir())) and not overwrite:
         raise OutputError(
             f"Output folder {final} already exists and is not empty; "
             "choose another path or pass --overwrite."
         )
     ensure_writable_dir(final.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    remove_stale_temporaries(final)
+    tmp = Path(
+        tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}@{_host()}-", dir=final.parent)
+    )
     try:
         yield tmp
         os.chmod(tmp, default_mode(0o777))

@@ -106,14 +106,16 @@ def load_state(path: Path) -> dict[str, torch.Tensor]:
             state = torch.load(weights, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure is bad input
             raise InputError(
-                f"{weights} is not a plain weights file (refused by torch.load with "
-                f"weights_only=True: {str(exc).splitlines()[0]})."
+                f"{weights} is not a plain weights file: torch.load(weights_only=True) refused "
+                "it (run with -v for PyTorch's reason)."
             ) from exc
     else:
         try:
             state = load_file(str(weights), device="cpu")
         except (SafetensorError, OSError, ValueError) as exc:
-            raise InputError(f"{weights} is not a readable safetensors file ({exc}).") from exc
+            raise InputError(
+                f"{weights} is not a readable safetensors file (run with -v for the reason)."
+            ) from exc
     if not isinstance(state, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):

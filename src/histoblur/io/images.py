@@ -1,14 +1,21 @@
 """Image files and the array conventions every histoblur function shares.
 
 Arrays are ``(H, W)`` greyscale or ``(H, W, C)`` with C = 3 (RGB) or 4 (RGBA), dtype uint8 or
-uint16, channels in RGB order. Files are read with OpenCV (PNG, JPEG, TIFF, BMP) and written as
-PNG atomically.
+uint16, channels in RGB order. Files are read with OpenCV (PNG, JPEG, TIFF, BMP), turned upright
+by their EXIF orientation as image viewers do, and written as PNG atomically. A file's declared
+size is checked before its pixels are decoded: images above :data:`DEFAULT_MAX_PIXELS` are
+refused unless the caller raises the limit (:func:`pixel_limit`, ``--max-pixels``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -18,6 +25,83 @@ from histoblur.io.atomic import atomic_path
 
 SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+# images read whole: 100 MP (10,000 x 10,000 px) is ~0.3 GB as uint8 RGB and a few GB of work
+DEFAULT_MAX_PIXELS = 100_000_000
+_MAX_PIXELS: ContextVar[int] = ContextVar("histoblur_max_pixels", default=DEFAULT_MAX_PIXELS)
+_PIL_LOCK = threading.Lock()
+EXIF_ORIENTATION = 0x0112
+
+
+@contextlib.contextmanager
+def pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Set the largest image (in pixels) :func:`read_image` decodes inside the block.
+
+    >>> with pixel_limit(400_000_000):
+    ...     pass  # read_image now accepts up to 20,000 x 20,000 px
+
+    Raises:
+        ParameterError: a limit below 1.
+    """
+    if max_pixels < 1:
+        raise ParameterError(f"--max-pixels must be at least 1, got {max_pixels}.")
+    token = _MAX_PIXELS.set(int(max_pixels))
+    try:
+        yield
+    finally:
+        _MAX_PIXELS.reset(token)
+
+
+@contextlib.contextmanager
+def pil_unlimited() -> Iterator[Any]:
+    """PIL's ``Image`` module with its decompression-bomb guard lifted inside the block only.
+
+    histoblur checks declared sizes itself (:func:`read_header`) and slide readers open files
+    far above PIL's limit; the guard is restored for the rest of the process on exit.
+    """
+    from PIL import Image
+
+    with _PIL_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield Image
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a file declares before any pixel is decoded."""
+
+    width: int
+    height: int
+    orientation: int = 1  # EXIF orientation, 1 (upright) to 8
+
+    @property
+    def pixels(self) -> int:
+        """Declared width x height."""
+        return self.width * self.height
+
+
+def read_header(path: str | Path) -> ImageHeader | None:
+    """Declared size and EXIF orientation of an image file; None when the header is unreadable."""
+    try:
+        with pil_unlimited() as Image, Image.open(path) as im:
+            width, height = im.size
+            orientation = int(im.getexif().get(EXIF_ORIENTATION, 1) or 1)
+    except Exception:  # noqa: BLE001 - any parse failure: the decoder gives the precise error
+        return None
+    return ImageHeader(int(width), int(height), orientation if 1 <= orientation <= 8 else 1)
+
+
+def upright(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) so the array looks as a viewer shows the file."""
+    if orientation in (5, 6, 7, 8):
+        image = np.swapaxes(image, 0, 1)  # transpose, then flip as for the rotated cases
+    flips = {2: (1,), 3: (0, 1), 4: (0,), 6: (1,), 7: (0, 1), 8: (0,)}.get(orientation, ())
+    for axis in flips:
+        image = np.flip(image, axis)
+    return np.ascontiguousarray(image)
 
 
 def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
@@ -90,25 +174,59 @@ def to_gray_float(image: np.ndarray) -> np.ndarray:
     return (0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2]).astype(np.float32)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file into the histoblur array convention (RGB order, uint8 or uint16).
+def check_size(path: Path, header: ImageHeader, max_pixels: int) -> None:
+    """Refuse a file that declares more than ``max_pixels`` pixels, before decoding it.
 
     Raises:
-        InputError: if the file is missing, unreadable, corrupt or of an unsupported kind.
+        InputError: with the size, the limit and how to raise it.
+    """
+    if header.pixels > max_pixels:
+        raise InputError(
+            f"Image {path} is {header.width:,} x {header.height:,} px "
+            f"({header.pixels / 1e6:,.0f} MP), above the {max_pixels / 1e6:,.0f} MP limit for "
+            "images read whole; pass --max-pixels to raise it, or run histoblur qc, which "
+            "reads large images tile by tile."
+        )
+
+
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image file into the histoblur array convention (RGB order, uint8 or uint16).
+
+    The declared size is checked first: files above ``max_pixels`` (default: the
+    :func:`pixel_limit` in force, :data:`DEFAULT_MAX_PIXELS` unless raised) are refused
+    without decoding. EXIF orientation is applied.
+
+    Raises:
+        InputError: if the file is missing, unreadable, corrupt, truncated, too large or of an
+            unsupported kind.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"Image {path} does not exist.")
     if path.is_dir():
         raise InputError(f"Image path {path} is a folder, not a file.")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    header = read_header(path)
+    if header is not None:
+        check_size(path, header, _MAX_PIXELS.get() if max_pixels is None else max_pixels)
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as exc:
+        raise InputError(
+            f"Cannot decode image {path}: {str(exc).strip().splitlines()[-1]}."
+        ) from exc
+    except OSError as exc:
+        raise InputError(f"Cannot read image {path}: {exc.strerror or exc}.") from exc
     if image is None and path.suffix.lower() in (".tif", ".tiff"):
         image = _read_tiff(path)
     if image is None:
-        raise InputError(f"Cannot read image {path}: the file is corrupt or not an image.")
+        raise InputError(
+            f"Cannot read image {path}: the file is truncated, corrupt or not an image."
+        )
     if image.dtype not in SUPPORTED_DTYPES:
         raise InputError(f"Image {path} has pixel type {image.dtype}; use 8- or 16-bit images.")
+    if header is not None and header.orientation != 1:
+        image = upright(image, header.orientation)
     if image.ndim == 3 and image.shape[2] == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     elif image.ndim == 3 and image.shape[2] == 4:
@@ -119,12 +237,17 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def _read_tiff(path: Path) -> np.ndarray | None:
+    """A TIFF OpenCV cannot decode, through tifffile; None when it is corrupt or truncated."""
     try:
         import tifffile
 
-        image = tifffile.imread(str(path))
-    except Exception:
+        with tifffile.TiffFile(str(path)) as tif:
+            declared = tif.pages.first.dtype
+            image = tif.asarray()
+    except Exception:  # noqa: BLE001 - any failure means a damaged file
         return None
+    if declared is not None and image.dtype != declared:
+        return None  # tifffile filled unreadable (truncated) data with another type
     # tifffile returns RGB already; convert to OpenCV's BGR so the caller's swap is uniform.
     if image.ndim == 3 and image.shape[2] in (3, 4):
         image = image[..., [2, 1, 0, 3][: image.shape[2]]]
@@ -145,7 +268,10 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
         out = cv2.cvtColor(out, cv2.COLOR_RGB2BGR)
     elif out.ndim == 3 and out.shape[2] == 4:
         out = cv2.cvtColor(out, cv2.COLOR_RGBA2BGRA)
-    ok, buf = cv2.imencode(path.suffix or ".png", out)
+    try:
+        ok, buf = cv2.imencode(path.suffix or ".png", out)
+    except cv2.error:
+        ok = False
     if not ok:
         raise ParameterError(f"Cannot encode an image as {path.suffix!r}; use .png.")
     with atomic_path(path) as tmp:

@@ -106,7 +106,22 @@ def load_task_model(path: str | Path, task: str, what: str) -> tuple[nn.Module, 
         InputError: as :func:`load_model`, or ``what`` names the expected kind of network in a
             one-sentence refusal of another task's checkpoint.
     """
+    check_task(path, task, what)
     network, config = load_model(path)
-    if config.get("task") != task:
-        raise InputError(f"{path} is not {what} (its task is {config.get('task')!r}).")
     return network.eval(), config
+
+
+def check_task(path: str | Path, task: str, what: str) -> None:
+    """Refuse a checkpoint whose ``config.json`` names another task, or none.
+
+    Raises:
+        InputError: ``what`` names the expected kind of network.
+    """
+    found = read_config(Path(path)).get("task")
+    if found is None:
+        raise InputError(
+            f"{path} is not {what}: its config.json names no task, so what it was trained for "
+            "is unknown."
+        )
+    if found != task:
+        raise InputError(f"{path} is not {what} (its task is {found!r}).")

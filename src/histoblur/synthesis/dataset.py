@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from histoblur.errors import InputError
 from histoblur.io.atomic import atomic_dir
 from histoblur.io.images import list_images, read_image, to_gray_float, to_rgb, write_image
 from histoblur.io.manifest import iter_jsonl
+from histoblur.io.paths import refuse_folder_with_inputs
 from histoblur.synthesis.blur import apply_blur
 from histoblur.synthesis.composite import composite
 from histoblur.synthesis.degrade import DegradeSpec, degrade
@@ -277,10 +278,13 @@ def build_dataset(
     config: DatasetConfig,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
+    inputs: Sequence[Path] = (),
 ) -> Path:
     """Write ``images/``, ``masks/``, ``manifest.jsonl`` and ``config.json`` into ``out_dir``.
 
-    The folder is built under a temporary name and renamed when complete.
+    The folder is built under a temporary name and renamed when complete; an ``out_dir`` that
+    is or holds ``sharp_dir`` (or one of ``inputs``) is refused, as replacing it would delete
+    the sources.
 
     Args:
         sharp_dir: folder of sharp tiles or images (searched recursively).
@@ -288,13 +292,16 @@ def build_dataset(
         config: the dataset definition.
         overwrite: replace a non-empty ``out_dir``.
         progress: called with 1 after each sample.
+        inputs: other files the run reads (a config file).
 
     Raises:
         InputError: no usable image in ``sharp_dir``.
+        OutputError: ``out_dir`` holds an input, or is not empty and ``overwrite`` is false.
     """
     sharp_dir = Path(sharp_dir)
+    refuse_folder_with_inputs(Path(out_dir), [sharp_dir, *inputs])
     sources = usable_sources(sharp_dir, config.tile)
-    with atomic_dir(Path(out_dir), overwrite=overwrite) as tmp:
+    with atomic_dir(Path(out_dir), overwrite, (sharp_dir, *inputs)) as tmp:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
         with open(tmp / "manifest.jsonl", "w", encoding="utf-8") as manifest:

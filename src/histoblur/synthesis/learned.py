@@ -103,15 +103,12 @@ def load_learned(runner: str, model: str) -> tuple[torch.nn.Module, dict[str, fl
         InputError: missing, corrupt or untrusted checkpoint, or one of another task.
     """
     from histoblur.inference.segment import resolve_model
-    from histoblur.models.registry import load_model
+    from histoblur.models.registry import load_task_model
 
     if runner not in TASKS:
         raise InputError(f"Unknown learned blur kind {runner!r}.")
-    network, config = load_model(resolve_model(model, LEARNED_MODELS[runner]))
-    if config.get("task") != TASKS[runner]:
-        raise InputError(
-            f"{model} is not a {runner} checkpoint (its task is {config.get('task')!r})."
-        )
+    path = resolve_model(model, LEARNED_MODELS[runner])
+    network, config = load_task_model(path, TASKS[runner], f"a {runner} checkpoint")
     return network.eval(), dict(config.get("inference", {}))
 
 

@@ -27,6 +27,7 @@ from histoblur.errors import InputError, ParameterError
 from histoblur.io.atomic import atomic_dir
 from histoblur.io.images import read_image, read_mask, to_gray_float, write_image
 from histoblur.io.manifest import iter_jsonl
+from histoblur.io.paths import refuse_folder_with_inputs
 from histoblur.synthesis.composite import composite
 from histoblur.synthesis.masks import PolygonMaskSampler, mask_to_png, rasterize, soft_alpha
 from histoblur.synthesis.register import Registration, align_pair
@@ -265,7 +266,8 @@ def build_real_pairs(
 ) -> dict[str, Any]:
     """Write ``images/``, ``masks/``, ``manifest.jsonl`` and ``summary.json`` into ``out_dir``.
 
-    The folder is built under a temporary name beside ``out_dir`` and renamed when complete.
+    The folder is built under a temporary name beside ``out_dir`` and renamed when complete;
+    an ``out_dir`` that is or holds one of the two images is refused.
 
     Args:
         sharp_path: the in-focus image.
@@ -281,9 +283,11 @@ def build_real_pairs(
     Raises:
         InputError: unreadable images, different channel counts or bit depths, or an aligned
             overlap smaller than the tile.
-        OutputError: ``out_dir`` is not empty and ``overwrite`` is false, or cannot be written.
+        OutputError: ``out_dir`` holds an input, is not empty and ``overwrite`` is false, or
+            cannot be written.
     """
     sharp_path, blurred_path = Path(sharp_path), Path(blurred_path)
+    refuse_folder_with_inputs(Path(out_dir), (sharp_path, blurred_path))
     sharp_src = read_image(sharp_path)
     blurred_src = read_image(blurred_path)
     sharp, blurred, registration = align_pair(sharp_src, blurred_src, config.align)
@@ -295,7 +299,7 @@ def build_real_pairs(
         )
     names = (sharp_path.name, blurred_path.name)
     records = []
-    with atomic_dir(Path(out_dir), overwrite=overwrite) as tmp:
+    with atomic_dir(Path(out_dir), overwrite, (sharp_path, blurred_path)) as tmp:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
         with open(tmp / "manifest.jsonl", "w", encoding="utf-8") as manifest:

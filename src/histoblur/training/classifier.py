@@ -40,11 +40,11 @@ from histoblur.synthesis.dataset import (
 from histoblur.training.augment import AugmentConfig, augment_pair
 from histoblur.training.data import crop_in_box, holdout_split
 from histoblur.training.runs import (
+    RunFolder,
     checkpoint_meta,
     endless,
-    history_csv,
     new_network,
-    prepare_run,
+    run_folder,
     start_torch,
     train_steps,
     warmup_cosine,
@@ -261,7 +261,18 @@ def train_classifier(
         if not Path(real.path).is_file():
             raise InputError(f"Real image {real.path} does not exist.")
     train_sources, held_sources = split_sources(Path(config.sharp_dir), config.tile)
-    prepare_run(config.out, config.model_dump(mode="json"), False, overwrite)
+    with run_folder(config, overwrite=overwrite) as run:
+        return _train(config, run, train_sources, held_sources, progress)
+
+
+def _train(
+    config: ClassifierTrainConfig,
+    run: RunFolder,
+    train_sources: list[Path],
+    held_sources: list[Path],
+    progress: Callable[[int, int, dict[str, float]], None] | None,
+) -> dict[str, Any]:
+    """The training loop of :func:`train_classifier` in its prepared run folder."""
     device = start_torch(config.threads, config.device, config.seed)
     k = len(BLUR_TYPES)
     n = config.heldout * k
@@ -308,15 +319,8 @@ def train_classifier(
         history.append(row)
         extra = {"epoch": epoch, "metrics": row, "seed": config.seed}
         score = accuracy - 1e-3 * nll
-        if score > best:
-            best = score
-            save_checkpoint(
-                config.out / "best", averaged.state_dict(), checkpoint_config(config, extra)
-            )
-        save_checkpoint(
-            config.out / "last", averaged.state_dict(), checkpoint_config(config, extra)
-        )
-        write_text_atomic(config.out / "history.csv", history_csv(history))
+        saved = checkpoint_config(config, extra)
+        best = run.save_epoch(history, averaged.state_dict(), saved, score, best)
     chosen, saved = load_model(config.out / "best")
     temperature = fit_temperature(predict_logits(chosen, images[half_a], device), labels[half_a])
     report = heldout_report(

@@ -24,8 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import IterableDataset
 
 from histoblur.errors import InputError
-from histoblur.io.atomic import write_text_atomic
-from histoblur.io.checkpoints import save_checkpoint
 from histoblur.io.images import to_float
 from histoblur.metrics.full_reference import psnr
 from histoblur.models.rednet import RedNetConfig
@@ -36,11 +34,11 @@ from histoblur.synthesis.registry import get_kind
 from histoblur.training.classifier import VAL_OFFSET, VISIBLE_RANGES
 from histoblur.training.data import holdout_split, window_in_box
 from histoblur.training.runs import (
+    RunFolder,
     checkpoint_meta,
     endless,
-    history_csv,
     new_network,
-    prepare_run,
+    run_folder,
     start_torch,
     train_steps,
     warmup_cosine,
@@ -216,7 +214,18 @@ def train_deblur(
     sources = usable_sources(Path(config.sharp_dir), 64)
     train_sources, held_sources = holdout_split(sources)
     train_sources = train_sources or sorted(sources)
-    prepare_run(config.out, config.model_dump(mode="json"), False, overwrite)
+    with run_folder(config, overwrite=overwrite) as run:
+        return _train(config, run, train_sources, held_sources, progress)
+
+
+def _train(
+    config: DeblurTrainConfig,
+    run: RunFolder,
+    train_sources: list[Path],
+    held_sources: list[Path],
+    progress: Callable[[int, int, dict[str, float]], None] | None,
+) -> dict[str, Any]:
+    """The training loop of :func:`train_deblur` in its prepared run folder."""
     device = start_torch(config.threads, config.device, config.seed)
     held = DeblurPairs(config, held_sources, 1, real=False)
     val = [held.sample(VAL_OFFSET + i) for i in range(config.heldout)]
@@ -255,11 +264,6 @@ def train_deblur(
         }
         history.append(row)
         extra = {"epoch": epoch, "metrics": row, "seed": config.seed}
-        if score > best:
-            best = score
-            save_checkpoint(
-                config.out / "best", model.state_dict(), checkpoint_config(config, extra)
-            )
-        save_checkpoint(config.out / "last", model.state_dict(), checkpoint_config(config, extra))
-        write_text_atomic(config.out / "history.csv", history_csv(history))
+        saved = checkpoint_config(config, extra)
+        best = run.save_epoch(history, model.state_dict(), saved, score, best)
     return {"out": str(config.out), "history": history, "best_psnr": best}

@@ -51,12 +51,12 @@ from histoblur.training.domains import (
     validation_pairs,
 )
 from histoblur.training.runs import (
+    RunFolder,
     checkpoint_meta,
     endless,
     mixed_precision,
     new_network,
-    prepare_run,
-    save_epoch,
+    run_folder,
     start_torch,
 )
 
@@ -202,7 +202,17 @@ def train_gan(
 ) -> dict[str, Any]:
     """Pre-train, then train the generator adversarially; keep the best validation SSIM."""
     sources = domain_sources(config)
-    prepare_run(config.out, config.model_dump(mode="json"), False, overwrite)
+    with run_folder(config, overwrite=overwrite) as run:
+        return _train(config, run, sources, progress)
+
+
+def _train(
+    config: GanTrainConfig,
+    run: RunFolder,
+    sources: list[Path],
+    progress: Callable[[int, int, dict[str, float]], None] | None,
+) -> dict[str, Any]:
+    """The training loop of :func:`train_gan` in its prepared run folder."""
     device = start_torch(config.threads, config.device, config.seed)
     generator = new_network(config.generator, config.init, device)
     critic = build_model(config.critic).to(device)
@@ -248,7 +258,7 @@ def train_gan(
         extra = {"epoch": epoch, "metrics": row, "pretrain_l1": pre, "seed": config.seed}
         score = scores.get("val_ssim", float(epoch))
         state, saved = generator.state_dict(), checkpoint_config(config, extra)
-        best = save_epoch(config.out, history, state, saved, score, best)
+        best = run.save_epoch(history, state, saved, score, best)
         save_checkpoint(
             config.out / "critic",
             critic.state_dict(),

@@ -40,12 +40,12 @@ from histoblur.training.focal import (
     to_tensor,
 )
 from histoblur.training.runs import (
+    RunFolder,
     checkpoint_meta,
     endless,
     mixed_precision,
     new_network,
-    prepare_run,
-    save_epoch,
+    run_folder,
     start_torch,
 )
 
@@ -209,7 +209,18 @@ def train_latent(
         stacks, config.tile, config.batch_size, config.seed, config.fixed_share
     )
     held = held_out_batches(stacks, config.tile, config.test_crops)
-    prepare_run(config.out, config.model_dump(mode="json"), False, overwrite)
+    with run_folder(config, overwrite=overwrite) as run:
+        return _train(config, run, batches_source, held, progress)
+
+
+def _train(
+    config: LatentTrainConfig,
+    run: RunFolder,
+    batches_source: TripletBatches,
+    held: list[tuple[Any, ...]],
+    progress: Callable[[int, int, dict[str, float]], None] | None,
+) -> dict[str, Any]:
+    """The training loop of :func:`train_latent` in its prepared run folder."""
     device = start_torch(config.threads, config.device, config.seed)
     model = new_network(config.model, config.init, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -255,5 +266,5 @@ def train_latent(
         history.append(row)
         extra = {"epoch": epoch, "metrics": row, "seed": config.seed, "variant": config.variant}
         saved = checkpoint_config(config, extra)
-        best = save_epoch(config.out, history, model.state_dict(), saved, -row["val_loss"], best)
+        best = run.save_epoch(history, model.state_dict(), saved, -row["val_loss"], best)
     return {"out": str(config.out), "history": history, "best_val_loss": -best}

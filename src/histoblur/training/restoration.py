@@ -34,13 +34,13 @@ from histoblur.synthesis.dataset import usable_sources
 from histoblur.training.data import holdout_split
 from histoblur.training.domains import flip, sharp_crop, stack
 from histoblur.training.runs import (
+    RunFolder,
     checkpoint_meta,
     ema_update,
     endless,
     mixed_precision,
     new_network,
-    prepare_run,
-    save_epoch,
+    run_folder,
     start_torch,
     warmup_cosine,
     worker_batches,
@@ -162,7 +162,18 @@ def train_restoration(
         raise InputError(f"{config.sharp_dir} needs at least two usable images (one held out).")
     if config.tile % config.model.multiple:
         raise InputError(f"tile must be a multiple of {config.model.multiple} for this network.")
-    prepare_run(config.out, config.model_dump(mode="json"), False, overwrite)
+    with run_folder(config, overwrite=overwrite) as run:
+        return _train(config, run, train, held, progress)
+
+
+def _train(
+    config: RestorationTrainConfig,
+    run: RunFolder,
+    train: list[Path],
+    held: list[Path],
+    progress: Callable[[int, int, dict[str, float]], None] | None,
+) -> dict[str, Any]:
+    """The training loop of :func:`train_restoration` in its prepared run folder."""
     device = start_torch(config.threads, config.device, config.seed)
     model = new_network(config.model, config.init, device)
     averaged = copy.deepcopy(model).eval() if config.ema else model
@@ -210,6 +221,6 @@ def train_restoration(
         }
         history.append(row)
         saved = checkpoint_config(config, {"epoch": epoch, "metrics": row, "seed": config.seed})
-        best = save_epoch(config.out, history, averaged.state_dict(), saved,
-                          row["val_psnr_region"], best)  # fmt: skip
+        best = run.save_epoch(history, averaged.state_dict(), saved,
+                              row["val_psnr_region"], best)  # fmt: skip
     return {"out": str(config.out), "history": history, "best_val_psnr": best}

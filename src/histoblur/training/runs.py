@@ -1,16 +1,19 @@
 """What every histoblur trainer shares: run folders, torch set-up, batch streams, schedules.
 
-The segmenter, classifier and deblurring trainers differ in data, loss and validation; the
-pieces here are the same for all three.
+The trainers differ in data, loss and validation; the pieces here are the same for all of them,
+above all :func:`run_folder`, the one place that creates, replaces and resumes run folders.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
+import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,8 +23,9 @@ from pydantic import BaseModel
 from torch.utils.data import IterableDataset, get_worker_info
 
 from histoblur.errors import InputError, OutputError
-from histoblur.io.atomic import ensure_writable_dir, write_text_atomic
+from histoblur.io.atomic import atomic_path, ensure_writable_dir, write_text_atomic
 from histoblur.io.checkpoints import provenance, save_checkpoint
+from histoblur.io.paths import refuse_folder_with_inputs
 from histoblur.models.registry import build_model, load_model
 
 TRAINER_STATE = "trainer.pt"
@@ -168,40 +172,234 @@ def new_network(
     return model
 
 
-def prepare_run(out: Path, training: dict[str, Any], resume: bool, overwrite: bool) -> None:
-    """Create (or check, to resume) the run folder and write its ``config.json``.
+RUN_CONFIG = "config.json"
+
+
+def run_inputs(config: BaseModel) -> list[Path]:
+    """Every existing path a config names (sharp folder, datasets, images, init...) but ``out``."""
+    found: list[Path] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+        elif isinstance(value, (str, Path)) and str(value) and _exists(Path(value)):
+            found.append(Path(value))
+
+    walk({k: v for k, v in config.model_dump().items() if k != "out"})
+    return found
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name too long, or with a NUL byte
+        return False
+
+
+def _read_run_config(out: Path) -> dict[str, Any] | None:
+    """``out/config.json`` as written by :func:`run_folder`, or None when it is not one."""
+    try:
+        data = json.loads((out / RUN_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    ok = isinstance(data, dict) and isinstance(data.get("training"), dict)
+    return data if ok and "histoblur_version" in data else None
+
+
+def is_stub(out: Path) -> bool:
+    """Whether ``out`` holds only what a run writes before its first checkpoint (config.json)."""
+    names = [p.name for p in out.iterdir()] if out.is_dir() else []
+    return names == [RUN_CONFIG] and _read_run_config(out) is not None
+
+
+def _check_resume(out: Path, training: dict[str, Any]) -> None:
+    """Raise InputError unless ``out`` is a run with a trainer state and the same config."""
+    if not (out / "last" / TRAINER_STATE).is_file():
+        if is_stub(out):
+            raise InputError(f"Run {out} has no checkpoint yet; start it again without --resume.")
+        raise InputError(f"Cannot resume: {out / 'last'} holds no {TRAINER_STATE}.")
+    try:
+        saved = json.loads((out / RUN_CONFIG).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"Cannot resume {out}: its {RUN_CONFIG} cannot be read.") from exc
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"Cannot resume {out}: its {RUN_CONFIG} is not valid JSON.") from exc
+    saved = saved.get("training") if isinstance(saved, dict) else None
+    if not isinstance(saved, dict):
+        raise InputError(f"Cannot resume {out}: its {RUN_CONFIG} holds no training config.")
+    changed = sorted(k for k in training if k != "epochs" and saved.get(k) != training[k])
+    if changed:
+        raise InputError(
+            f"Cannot resume {out}: {', '.join(changed)} differ(s) from the run's config "
+            "(only epochs may change, to train longer)."
+        )
+
+
+class RunFolder:
+    """The folder a run trains into; made by :func:`run_folder`.
+
+    Attributes:
+        path: the run folder.
+    """
+
+    def __init__(self, path: Path, backup: Path | None) -> None:
+        self.path, self.backup, self.started = path, backup, False
+
+    def save_epoch(
+        self,
+        history: list[dict[str, Any]],
+        state: dict[str, torch.Tensor],
+        config: dict[str, Any],
+        score: float,
+        best: float,
+        trainer: dict[str, Any] | None = None,
+    ) -> float:
+        """:func:`save_epoch` into the run; the first one makes the run the one kept."""
+        best = save_epoch(self.path, history, state, config, score, best, trainer)
+        self.commit()
+        return best
+
+    def commit(self) -> None:
+        """The new run has a checkpoint: drop the previous run it replaces."""
+        self.started = True
+        if self.backup is not None:
+            shutil.rmtree(self.backup, ignore_errors=True)
+            self.backup = None
+
+
+@contextlib.contextmanager
+def run_folder(
+    config: BaseModel, resume: bool = False, overwrite: bool = False
+) -> Iterator[RunFolder]:
+    """Prepare ``config.out`` for a run, write its ``config.json``, and undo both if it fails early.
+
+    A folder holding only a run's ``config.json`` (a run that failed before its first
+    checkpoint) counts as empty. With ``overwrite`` a previous run is moved aside to a hidden
+    sibling (``.NAME.replaced-PID-...``) and deleted only once the new run saved its first
+    checkpoint (:meth:`RunFolder.save_epoch`); if the block raises before that, the new folder
+    is removed and the previous run moved back. A failed resume leaves ``config.json`` as it
+    was.
 
     Args:
-        out: the run folder.
-        training: the run's config as JSON data.
+        config: the run's validated config (``out``: the run folder).
         resume: continue the run in ``out`` (only ``epochs`` may differ from the saved config).
         overwrite: replace a non-empty ``out``.
 
     Raises:
-        InputError: cannot resume (no trainer state, or a changed config).
-        OutputError: ``out`` is not empty and neither ``resume`` nor ``overwrite`` is set.
+        InputError: cannot resume (no trainer state, corrupt or changed config).
+        OutputError: ``out`` is a file, is or holds an input, or is not empty and neither
+            ``resume`` nor ``overwrite`` is set.
     """
+    out = Path(config.out)
+    training = config.model_dump(mode="json")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"Run folder {out} is a file; set out to a folder.")
+    existed, backup = out.exists(), None
     if resume:
-        if not (out / "last" / TRAINER_STATE).is_file():
-            raise InputError(f"Cannot resume: {out / 'last'} holds no {TRAINER_STATE}.")
-        saved = json.loads((out / "config.json").read_text())["training"]
-        changed = sorted(k for k in training if k != "epochs" and saved.get(k) != training[k])
-        if changed:
-            raise InputError(
-                f"Cannot resume {out}: {', '.join(changed)} differ(s) from the run's config "
-                "(only epochs may change, to train longer)."
-            )
-    elif out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise OutputError(
-                f"Run folder {out} already exists and is not empty; pass --resume to continue "
-                "it or --overwrite to start again."
-            )
-        shutil.rmtree(out)
-    ensure_writable_dir(out)
-    write_text_atomic(
-        out / "config.json", json.dumps({"training": training, **provenance()}, indent=2) + "\n"
-    )
+        _check_resume(out, training)
+    else:
+        refuse_folder_with_inputs(out, run_inputs(config), "out")
+        if existed and any(out.iterdir()) and not is_stub(out):
+            if not overwrite:
+                raise OutputError(
+                    f"Run folder {out} already exists and is not empty; pass --resume to "
+                    "continue it or --overwrite to start again."
+                )
+            backup = _move_aside(out)
+    previous = (out / RUN_CONFIG).read_bytes() if (out / RUN_CONFIG).is_file() else None
+    run = RunFolder(out, backup)
+    try:
+        ensure_writable_dir(out)
+        write_text_atomic(
+            out / RUN_CONFIG, json.dumps({"training": training, **provenance()}, indent=2) + "\n"
+        )
+        yield run
+    except BaseException:
+        if not run.started:
+            _roll_back(out, resume, existed and backup is None, previous, backup)
+        raise
+    run.commit()
+
+
+def _move_aside(out: Path) -> Path:
+    """Rename ``out`` to a new hidden sibling and return it."""
+    backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-{os.getpid()}-", dir=out.parent))
+    try:
+        backup.rmdir()
+        out.rename(backup)
+    except OSError as exc:
+        raise OutputError(
+            f"Cannot move the previous run {out} aside: {exc.strerror or exc}."
+        ) from exc
+    return backup
+
+
+def _roll_back(
+    out: Path, resume: bool, reused: bool, previous: bytes | None, backup: Path | None
+) -> None:
+    """Undo :func:`run_folder` after a failure before the first checkpoint.
+
+    A resumed run only gets its ``config.json`` back. A new run's files are deleted, and its
+    folder unless it existed before (``reused``: empty, or a stub whose ``config.json`` is
+    written back); the previous run it replaced is moved back.
+    """
+    try:
+        if not resume and out.is_dir():
+            if reused:
+                for entry in out.iterdir():
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            else:
+                shutil.rmtree(out)
+        if previous is not None:
+            with atomic_path(out / RUN_CONFIG) as tmp:
+                tmp.write_bytes(previous)
+        if backup is not None:
+            backup.rename(out)
+    except OSError as exc:
+        kept = f"; the previous run is kept in {backup}" if backup is not None else ""
+        raise OutputError(f"The run failed and {out} could not be cleaned up{kept}.") from exc
+
+
+def trainer_state(
+    parts: dict[str, Any], step: int, history: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What ``last/trainer.pt`` holds to resume: each part's ``state_dict``, the step, the history.
+
+    ``parts`` maps names to objects with ``state_dict`` (networks, optimizers, schedules);
+    :func:`save_epoch` adds the best score.
+    """
+    state = {name: part.state_dict() for name, part in parts.items()}
+    return {**state, "step": step, "history": json.dumps(history)}
+
+
+def resume_trainer(run: Path, parts: dict[str, Any]) -> tuple[int, float, list[dict[str, Any]]]:
+    """Restore ``parts`` from ``run/last/trainer.pt`` (see :func:`trainer_state`).
+
+    Returns:
+        The step, best score and history saved with it.
+
+    Raises:
+        InputError: the file is not a plain trainer state (a pickle of arbitrary objects is
+            refused) or does not match ``parts``.
+    """
+    path = run / "last" / TRAINER_STATE
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is bad input
+        raise InputError(
+            f"{path} is not a plain trainer state (refused by torch.load with weights_only=True)."
+        ) from exc
+    try:
+        for name, part in parts.items():
+            part.load_state_dict(state[name])
+        history = json.loads(str(state["history"]))
+        return int(state["step"]), float(state["best"]), history
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        raise InputError(f"{path} does not match this run's networks and optimizer.") from exc
 
 
 def save_epoch(
@@ -211,8 +409,12 @@ def save_epoch(
     config: dict[str, Any],
     score: float,
     best: float,
+    trainer: dict[str, Any] | None = None,
 ) -> float:
-    """Write ``history.csv`` and ``last/``, and ``best/`` when ``score`` beats ``best``.
+    """Write ``best/`` when ``score`` beats ``best``, ``last/`` and ``history.csv``.
+
+    ``trainer`` (:func:`trainer_state`) is saved with the new best score as
+    ``last/trainer.pt``, for ``--resume``.
 
     Returns:
         The new best score.
@@ -221,6 +423,9 @@ def save_epoch(
         best = score
         save_checkpoint(out / "best", state, config)
     save_checkpoint(out / "last", state, config)
+    if trainer is not None:
+        with atomic_path(out / "last" / TRAINER_STATE) as tmp:
+            torch.save({**trainer, "best": best}, tmp)
     write_text_atomic(out / "history.csv", history_csv(history))
     return best
 

@@ -12,7 +12,6 @@ YAML file (every field has a default) and calls :func:`train_segmenter`. The run
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from collections.abc import Callable
@@ -26,8 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from histoblur.errors import InputError
 from histoblur.inference.benchmark import evaluate_benchmark
 from histoblur.inference.segment import Segmenter
-from histoblur.io.atomic import atomic_path, write_text_atomic
-from histoblur.io.checkpoints import save_checkpoint
+from histoblur.io.atomic import atomic_path
 from histoblur.models.registry import load_model
 from histoblur.models.unet import UNetConfig
 from histoblur.synthesis.dataset import DatasetConfig, DegradeSampler
@@ -35,14 +33,15 @@ from histoblur.training.augment import AugmentConfig
 from histoblur.training.data import BuiltDataset, SegmentationBatches
 from histoblur.training.losses import bce_dice_loss
 from histoblur.training.runs import (
-    TRAINER_STATE,
+    RunFolder,
     checkpoint_meta,
     endless,
-    history_csv,
     new_network,
-    prepare_run,
+    resume_trainer,
+    run_folder,
     start_torch,
     train_steps,
+    trainer_state,
     warmup_cosine,
 )
 
@@ -190,7 +189,17 @@ def train_segmenter(
     for bench in config.val:
         if not (Path(bench) / "manifest.jsonl").is_file():
             raise InputError(f"Validation benchmark {bench} has no manifest.jsonl.")
-    prepare_run(config.out, config.model_dump(mode="json"), resume, overwrite)
+    with run_folder(config, resume, overwrite) as run:
+        return _train(config, run, resume, progress)
+
+
+def _train(
+    config: SegmenterTrainConfig,
+    run: RunFolder,
+    resume: bool,
+    progress: Callable[[int, int, dict[str, float]], None] | None,
+) -> dict[str, Any]:
+    """The training loop of :func:`train_segmenter` in its prepared run folder."""
     device = start_torch(config.threads, config.device, config.seed)
     model = new_network(config.model, config.init, device).train()
     averaged = copy.deepcopy(model).eval() if config.ema else model
@@ -199,17 +208,13 @@ def train_segmenter(
     )
     total = config.epochs * config.steps_per_epoch
     schedule = warmup_cosine(optimizer, total, config.warmup_steps)
+    parts = {"raw": model, "optimizer": optimizer, "schedule": schedule}
     step, best, history = 0, -math.inf, []
-    out = config.out
+    out = run.path
     if resume:
         net, _ = load_model(out / "last")
         averaged.load_state_dict(net.state_dict())
-        state = torch.load(out / "last" / TRAINER_STATE, map_location=device, weights_only=True)
-        model.load_state_dict(state["raw"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        step, best = int(state["step"]), float(state["best"])
-        history = json.loads(str(state["history"]))
+        step, best, history = resume_trainer(out, parts)
     built = BuiltDataset.open(config.datasets) if config.datasets else None
     stream = SegmentationBatches(
         config.synthesis,
@@ -251,21 +256,8 @@ def train_segmenter(
         score = float(np.mean(dices)) if dices else -row["loss"]
         extra = {"epoch": epoch, "step": step, "metrics": row, "seed": config.seed}
         ckpt = checkpoint_config(config, extra)
-        if score > best:
-            best = score
-            save_checkpoint(out / "best", averaged.state_dict(), ckpt)
-        save_checkpoint(out / "last", averaged.state_dict(), ckpt)
-        trainer_state = {
-            "raw": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
-            "step": step,
-            "best": best,
-            "history": json.dumps(history),
-        }
-        with atomic_path(out / "last" / TRAINER_STATE) as tmp:
-            torch.save(trainer_state, tmp)
-        write_text_atomic(out / "history.csv", history_csv(history))
+        state = trainer_state(parts, step, history)
+        best = run.save_epoch(history, averaged.state_dict(), ckpt, score, best, state)
         _plot_curves(history, out / "curves.png")
         model.train()
     return {"out": str(out), "steps": step, "best_score": best, "history": history}

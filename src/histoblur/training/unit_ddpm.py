@@ -37,12 +37,12 @@ from histoblur.training.domains import (
     validation_pairs,
 )
 from histoblur.training.runs import (
+    RunFolder,
     checkpoint_meta,
     endless,
     mixed_precision,
     new_network,
-    prepare_run,
-    save_epoch,
+    run_folder,
     start_torch,
     warmup_cosine,
 )
@@ -148,7 +148,17 @@ def train_unit_ddpm(
 ) -> dict[str, Any]:
     """Train both denoisers and both translators; keep the best validation SSIM."""
     sources = domain_sources(config)
-    prepare_run(config.out, config.model_dump(mode="json"), False, overwrite)
+    with run_folder(config, overwrite=overwrite) as run:
+        return _train(config, run, sources, progress)
+
+
+def _train(
+    config: UnitDDPMTrainConfig,
+    run: RunFolder,
+    sources: list[Path],
+    progress: Callable[[int, int, dict[str, float]], None] | None,
+) -> dict[str, Any]:
+    """The training loop of :func:`train_unit_ddpm` in its prepared run folder."""
     device = start_torch(config.threads, config.device, config.seed)
     model = new_network(config.model, config.init, device)
     denoisers = [*model.eps_a.parameters(), *model.eps_b.parameters()]
@@ -195,5 +205,5 @@ def train_unit_ddpm(
         extra = {"epoch": epoch, "metrics": row, "seed": config.seed}
         score = scores.get("val_ssim", float(epoch))
         saved = checkpoint_config(config, extra)
-        best = save_epoch(config.out, history, model.state_dict(), saved, score, best)
+        best = run.save_epoch(history, model.state_dict(), saved, score, best)
     return {"out": str(config.out), "history": history, "best_val_ssim": best}

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from histoblur.errors import InputError, ParameterError
-from histoblur.io.images import read_image, to_rgb
+from histoblur.io.images import read_header, read_image, to_rgb
 
 # a stated level-0 resolution outside this range is treated as missing (e.g. 352 um/px)
 PLAUSIBLE_MPP = (0.05, 20.0)
@@ -103,23 +103,16 @@ class ImageReader(ArrayReader):
     def __init__(self, path: str | Path, mpp: float | None = None) -> None:
         path = Path(path)
         _check_plain_size(path)
-        super().__init__(read_image(path), mpp=mpp, path=str(path))
+        super().__init__(read_image(path, MAX_PLAIN_PIXELS), mpp=mpp, path=str(path))
 
 
 def _check_plain_size(path: Path) -> None:
     """Refuse a plain image too large to read whole, before decoding it."""
-    try:
-        from PIL import Image
-
-        Image.MAX_IMAGE_PIXELS = None
-        with Image.open(path) as im:
-            w, h = im.size
-    except Exception:
-        return  # read_image gives the precise error
-    if w * h > MAX_PLAIN_PIXELS:
+    header = read_header(path)
+    if header is not None and header.pixels > MAX_PLAIN_PIXELS:
         raise InputError(
-            f"{path} is a {w} x {h} plain image, too large to read whole; convert it to a tiled "
-            "pyramidal TIFF (e.g. with vips tiffsave --tile --pyramid)."
+            f"{path} is a {header.width} x {header.height} plain image, too large to read whole; "
+            "convert it to a tiled pyramidal TIFF (e.g. with vips tiffsave --tile --pyramid)."
         )
 
 

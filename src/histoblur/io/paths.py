@@ -1,0 +1,123 @@
+"""Output paths that never destroy an input.
+
+Every command checks its outputs against its inputs before it starts: an output that is an input
+(the same path, a symbolic link to it or a hard link of it) is refused, a folder that would be
+replaced as a whole must not hold an input, and an existing output file is replaced only when the
+user asked for it (``--overwrite``).
+
+>>> from pathlib import Path
+>>> same_file(Path("a/b.png"), Path("a/./b.png"))
+True
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from histoblur.errors import OutputError, ParameterError
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file or folder (links followed, hard links included)."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def holds(folder: Path, path: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it (links resolved)."""
+    f, p = Path(folder).resolve(), Path(path).resolve()
+    return p == f or f in p.parents or same_file(folder, path)
+
+
+def refuse_input(out: Path, inputs: Iterable[Path], option: str = "--out") -> None:
+    """Refuse an output that is one of the inputs.
+
+    Raises:
+        OutputError: naming the input.
+    """
+    for path in inputs:
+        if path is not None and same_file(out, path):
+            raise OutputError(
+                f"{option} {out} is the input {path}; histoblur never writes over an input, "
+                "so choose another output path."
+            )
+
+
+def refuse_folder_with_inputs(out: Path, inputs: Iterable[Path], option: str = "--out") -> None:
+    """Refuse an output folder (to be replaced as a whole) that is or holds an input.
+
+    Raises:
+        OutputError: naming the input.
+    """
+    for path in inputs:
+        if path is not None and holds(out, path):
+            raise OutputError(
+                f"{option} {out} holds the input {path}; replacing it would delete that input, "
+                "so choose an output folder that holds no input."
+            )
+
+
+def check_output_file(
+    out: Path,
+    inputs: Iterable[Path] = (),
+    overwrite: bool = False,
+    suffixes: Sequence[str] = (),
+    option: str = "--out",
+) -> Path:
+    """Check a file output before any work: not an input, not a folder, known suffix, new.
+
+    Args:
+        out: the file to write.
+        inputs: the command's inputs.
+        overwrite: an existing ``out`` may be replaced.
+        suffixes: allowed suffixes (lower case, with the dot); empty: any.
+        option: the option's name, for the message.
+
+    Raises:
+        OutputError: ``out`` is an input, a folder, or exists without ``overwrite``.
+        ParameterError: ``out`` has another suffix.
+    """
+    out = Path(out)
+    refuse_input(out, inputs, option)
+    if out.is_dir():
+        example = out / f"result{suffixes[0] if suffixes else ''}"
+        raise OutputError(f"{option} {out} is a folder; give a file name such as {example}.")
+    if suffixes and out.suffix.lower() not in suffixes:
+        raise ParameterError(
+            f"{option} {out} must end in {' or '.join(suffixes)} (got "
+            f"{out.suffix or 'no suffix'!r})."
+        )
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out} already exists; pass --overwrite to replace it.")
+    return out
+
+
+def check_output_files(
+    outs: Sequence[Path], inputs: Iterable[Path] = (), overwrite: bool = False
+) -> None:
+    """Check the files a command will write into a folder (see :func:`check_output_file`).
+
+    Raises:
+        OutputError: an output is an input, or outputs exist without ``overwrite``.
+    """
+    inputs = list(inputs)
+    existing = []
+    for out in outs:
+        refuse_input(out, inputs, "output")
+        if out.is_dir():
+            raise OutputError(f"Output {out} is an existing folder; choose another --out.")
+        if out.exists():
+            existing.append(out)
+    if existing and not overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise OutputError(
+            f"{existing[0]}{more} already exist(s); pass --overwrite to replace them or choose "
+            "another --out."
+        )
