@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 
 from histoblur.errors import HistoblurError, InputError, ParameterError
 from histoblur.io.atomic import write_text_atomic
-from histoblur.io.images import DEFAULT_MAX_PIXELS, list_images
+from histoblur.io.images import DEFAULT_MAX_PIXELS, check_sizes, list_images
 
 
 def parse_params(pairs: Sequence[str] | None) -> dict[str, Any]:
@@ -117,10 +117,10 @@ def progress_bar(console: Console) -> Progress:
 
 
 def expand_images(paths: list[Path]) -> list[Path]:
-    """Image files from files and folders, in the order given.
+    """Image files from files and folders, in the order given, their sizes checked.
 
     Raises:
-        InputError: no input, or a missing path.
+        InputError: no input, a missing path, or an image above the pixel limit.
     """
     if not paths:
         raise InputError("No input image given; pass one or more image paths.")
@@ -132,4 +132,5 @@ def expand_images(paths: list[Path]) -> list[Path]:
             images.append(path)
         else:
             raise InputError(f"Image {path} does not exist.")
+    check_sizes(images)
     return images

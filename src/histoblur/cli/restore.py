@@ -14,7 +14,14 @@ from histoblur.errors import InputError, OutputError, ParameterError
 from histoblur.inference.artifacts import DETECTORS, make_detector
 from histoblur.inference.restore import Restorer, detect_and_restore
 from histoblur.io.atomic import ensure_writable_dir, write_text_atomic
-from histoblur.io.images import IMAGE_SUFFIXES, list_images, read_image, read_mask, write_image
+from histoblur.io.images import (
+    IMAGE_SUFFIXES,
+    check_sizes,
+    list_images,
+    read_image,
+    read_mask,
+    write_image,
+)
 from histoblur.io.paths import check_output_file, check_output_files
 
 console = Console(stderr=True)
@@ -113,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         args.sampler, args.steps or None, args.jump_length, args.resamples, args.eta, args.strength
     )
     jobs = pairs(args.image, args.mask, args.out)
+    check_sizes([p for image, mask, _ in jobs for p in (image, mask) if p is not None])
     check_outputs(jobs, args)
     restorer = Restorer.load(args.model, args.device)
     passes = check_budget(settings, restorer.schedule)

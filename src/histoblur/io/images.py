@@ -88,10 +88,21 @@ def read_header(path: str | Path) -> ImageHeader | None:
     try:
         with pil_unlimited() as Image, Image.open(path) as im:
             width, height = im.size
-            orientation = int(im.getexif().get(EXIF_ORIENTATION, 1) or 1)
+            orientation = _orientation(Image, im)
     except Exception:  # noqa: BLE001 - any parse failure: the decoder gives the precise error
         return None
     return ImageHeader(int(width), int(height), orientation if 1 <= orientation <= 8 else 1)
+
+
+def _orientation(module: Any, im: Any) -> int:
+    """EXIF orientation from the header only (``getexif`` would decode a whole PNG)."""
+    raw = im.info.get("exif")
+    if raw:
+        exif = module.Exif()
+        exif.load(raw)
+        return int(exif.get(EXIF_ORIENTATION, 1) or 1)
+    tags = getattr(im, "tag_v2", None)  # TIFF: the tag is in the first directory
+    return int(tags.get(EXIF_ORIENTATION, 1) or 1) if tags is not None else 1
 
 
 def upright(image: np.ndarray, orientation: int) -> np.ndarray:
@@ -182,11 +193,25 @@ def check_size(path: Path, header: ImageHeader, max_pixels: int) -> None:
     """
     if header.pixels > max_pixels:
         raise InputError(
-            f"Image {path} is {header.width:,} x {header.height:,} px "
-            f"({header.pixels / 1e6:,.0f} MP), above the {max_pixels / 1e6:,.0f} MP limit for "
-            "images read whole; pass --max-pixels to raise it, or run histoblur qc, which "
-            "reads large images tile by tile."
+            f"Image {path} is {header.width:,} x {header.height:,} px, above the limit of "
+            f"{max_pixels:,} pixels for images read whole; pass --max-pixels to raise it, or "
+            "run histoblur qc, which reads large images tile by tile."
         )
+
+
+def check_sizes(paths: Sequence[Path], max_pixels: int | None = None) -> None:
+    """Refuse, before any work, an input whose header declares more pixels than the limit.
+
+    Raises:
+        InputError: a missing input, or one above the limit (see :func:`check_size`).
+    """
+    limit = _MAX_PIXELS.get() if max_pixels is None else max_pixels
+    for path in paths:
+        if not Path(path).is_file():
+            raise InputError(f"Image {path} does not exist.")
+        header = read_header(path)
+        if header is not None:
+            check_size(Path(path), header, limit)
 
 
 def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
