@@ -198,3 +198,31 @@ def test_resume_with_a_corrupt_run_config_is_one_sentence(run_copy, capsys):
     (run / "config.json").write_text(json.dumps(["not", "a", "run"]))
     assert train(config, "--resume") == 1
     assert "holds no training config" in one_error(capsys)
+
+
+@pytest.mark.parametrize("checkpointed", [False, True])
+def test_a_killed_overwrite_run_is_settled_by_the_next_run(tmp_path, checkpointed):
+    import os
+
+    from histoblur.io.atomic import owner_tag
+    from histoblur.training.runs import recover_killed_replacement
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(
+        json.dumps({"training": {"out": str(out)}, "histoblur_version": "0"})
+    )
+    if checkpointed:
+        (out / "last").mkdir()
+    dead = f"{2**22 + 4321}@{owner_tag().split('@')[1]}"
+    backup = tmp_path / f".run.replaced-{dead}-abc"
+    (backup / "best").mkdir(parents=True)
+    (backup / "history.csv").write_text("epoch\n1\n")
+    alive = tmp_path / f".run.replaced-{os.getpid()}@{owner_tag().split('@')[1]}-abc"
+    alive.mkdir()
+    assert recover_killed_replacement(out) == backup
+    assert not backup.exists() and alive.exists()  # a live run's backup is left alone
+    if checkpointed:
+        assert (out / "last").is_dir() and not (out / "history.csv").exists()
+    else:
+        assert (out / "history.csv").read_text() == "epoch\n1\n" and (out / "best").is_dir()

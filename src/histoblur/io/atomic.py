@@ -17,8 +17,8 @@ from pathlib import Path
 from histoblur.errors import OutputError
 from histoblur.io.paths import refuse_folder_with_inputs
 
-# temporary folders are named .NAME.tmp-PID@HOST-RANDOM so a later run can tell a stale one
-_TMP_OWNER = re.compile(r"\.tmp-(\d+)@([A-Za-z0-9]*)-")
+# temporary names carry PID@HOST (.NAME.tmp-PID@HOST-RANDOM) so a later run can tell a stale one
+_OWNER = re.compile(r"-(\d+)@([A-Za-z0-9]*)-")
 # folders named by earlier versions (.NAME.tmp-RANDOM) are stale once this old
 LEGACY_STALE_SECONDS = 3600.0
 
@@ -86,6 +86,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def owner_tag() -> str:
+    """``PID@HOST`` of this process, for the names of temporary files and folders."""
+    return f"{os.getpid()}@{_host()}"
+
+
+def owner_ended(name: str) -> bool | None:
+    """Whether the process named in a temporary ``name`` (by :func:`owner_tag`) has ended.
+
+    None when the name carries no owner, or one on another host (which cannot be checked).
+    """
+    owner = _OWNER.search(name)
+    if owner is None or owner.group(2) != _host():
+        return None
+    return not _alive(int(owner.group(1)))
+
+
 def remove_stale_temporaries(final: Path) -> list[Path]:
     """Delete the temporary folders of ``final`` left by runs that were killed.
 
@@ -96,18 +112,16 @@ def remove_stale_temporaries(final: Path) -> list[Path]:
     removed = []
     if not final.parent.is_dir():
         return removed
-    host, now = _host(), time.time()
+    now = time.time()
     for tmp in final.parent.glob(f".{glob.escape(final.name)}.tmp-*"):
         if not tmp.is_dir():
             continue
-        owner = _TMP_OWNER.match(tmp.name[len(final.name) + 1 :])
-        if owner is None:
-            try:
+        stale = owner_ended(tmp.name[len(final.name) + 1 :])
+        if stale is None and _OWNER.search(tmp.name[len(final.name) + 1 :]) is None:
+            try:  # a name from an older version, without an owner
                 stale = now - tmp.stat().st_mtime > LEGACY_STALE_SECONDS
             except OSError:
                 continue
-        else:
-            stale = owner.group(2) == host and not _alive(int(owner.group(1)))
         if stale:
             shutil.rmtree(tmp, ignore_errors=True)
             removed.append(tmp)
@@ -138,9 +152,7 @@ def atomic_dir(final: Path, overwrite: bool = False, inputs: Iterable[Path] = ()
         )
     ensure_writable_dir(final.parent)
     remove_stale_temporaries(final)
-    tmp = Path(
-        tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}@{_host()}-", dir=final.parent)
-    )
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{owner_tag()}-", dir=final.parent))
     try:
         yield tmp
         os.chmod(tmp, default_mode(0o777))

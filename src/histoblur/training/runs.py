@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import io
 import json
 import math
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -23,7 +23,13 @@ from pydantic import BaseModel
 from torch.utils.data import IterableDataset, get_worker_info
 
 from histoblur.errors import InputError, OutputError
-from histoblur.io.atomic import atomic_path, ensure_writable_dir, write_text_atomic
+from histoblur.io.atomic import (
+    atomic_path,
+    ensure_writable_dir,
+    owner_ended,
+    owner_tag,
+    write_text_atomic,
+)
 from histoblur.io.checkpoints import provenance, save_checkpoint
 from histoblur.io.paths import refuse_folder_with_inputs
 from histoblur.models.registry import build_model, load_model
@@ -279,10 +285,11 @@ def run_folder(
 
     A folder holding only a run's ``config.json`` (a run that failed before its first
     checkpoint) counts as empty. With ``overwrite`` a previous run is moved aside to a hidden
-    sibling (``.NAME.replaced-PID-...``) and deleted only once the new run saved its first
+    sibling (``.NAME.replaced-PID@HOST-...``) and deleted only once the new run saved its first
     checkpoint (:meth:`RunFolder.save_epoch`); if the block raises before that, the new folder
     is removed and the previous run moved back. A failed resume leaves ``config.json`` as it
-    was.
+    was. A previous run left aside by a killed ``--overwrite`` run is settled first
+    (:func:`recover_killed_replacement`).
 
     Args:
         config: the run's validated config (``out``: the run folder).
@@ -298,6 +305,7 @@ def run_folder(
     training = config.model_dump(mode="json")
     if out.exists() and not out.is_dir():
         raise OutputError(f"Run folder {out} is a file; set out to a folder.")
+    recover_killed_replacement(out)
     existed, backup = out.exists(), None
     if resume:
         _check_resume(out, training)
@@ -325,9 +333,34 @@ def run_folder(
     run.commit()
 
 
+def recover_killed_replacement(out: Path) -> Path | None:
+    """Settle a previous run left aside by an ``--overwrite`` run that was killed.
+
+    When the killed run had saved a checkpoint, it replaced the previous run: the backup is
+    deleted. When it had not, the previous run is moved back in place of the new folder
+    (which then held at most a ``config.json``). Returns the backup handled, if any.
+    """
+    if not out.parent.is_dir():
+        return None
+    for backup in sorted(out.parent.glob(f".{glob.escape(out.name)}.replaced-*")):
+        if not backup.is_dir() or not owner_ended(backup.name[len(out.name) + 1 :]):
+            continue
+        if (out / "last").is_dir():
+            shutil.rmtree(backup, ignore_errors=True)
+        elif not out.exists() or is_stub(out) or not any(out.iterdir()):
+            if out.exists():
+                shutil.rmtree(out)
+            backup.rename(out)
+        else:
+            continue  # the folder holds files of unknown origin: leave both to the user
+        return backup
+    return None
+
+
 def _move_aside(out: Path) -> Path:
     """Rename ``out`` to a new hidden sibling and return it."""
-    backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-{os.getpid()}-", dir=out.parent))
+    prefix = f".{out.name}.replaced-{owner_tag()}-"
+    backup = Path(tempfile.mkdtemp(prefix=prefix, dir=out.parent))
     try:
         backup.rmdir()
         out.rename(backup)
