@@ -19,6 +19,7 @@ from torch import nn
 
 from histoblur.errors import InputError
 from histoblur.inference.segment import resolve_model, to_network_input
+from histoblur.io.checkpoints import config_number
 from histoblur.io.images import check_image, to_gray_float
 from histoblur.metrics.calibration import softmax
 from histoblur.models.classifier import BLUR_TYPES
@@ -88,8 +89,15 @@ class BlurClassifier:
         self.model = model.eval()
         self.config = dict(config)
         self.classes = tuple(self.config.get("classes", BLUR_TYPES))
-        self.tile = int(self.config.get("inference", {}).get("tile", 128))
-        self.temperature = float(self.config.get("calibration", {}).get("temperature", 1.0))
+        self.tile = config_number(self.config.get("inference", {}), "tile", 128, int)
+        calibration = self.config.get("calibration", {})
+        self.temperature = config_number(calibration, "temperature", 1.0, float)
+        if self.tile < MIN_SIDE or self.temperature <= 0:
+            raise InputError(
+                f"The classifier's config gives tile {self.tile} and temperature "
+                f"{self.temperature}; expected a tile of at least {MIN_SIDE} px and a positive "
+                "temperature."
+            )
         self.batch_size = batch_size
 
     @classmethod

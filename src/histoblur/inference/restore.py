@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from histoblur.diffusion.regional import RestoreSettings, check_budget, restore_region
 from histoblur.diffusion.schedule import ScheduleConfig
@@ -54,7 +55,12 @@ class Restorer:
         """
         path = resolve_model(model, SHIPPED)
         network, config = load_task_model(path, "restore-denoiser", "a restoration denoiser")
-        schedule = ScheduleConfig.model_validate(config.get("inference", {}).get("schedule", {}))
+        try:
+            schedule = ScheduleConfig.model_validate(
+                config.get("inference", {}).get("schedule", {})
+            )
+        except ValidationError as exc:
+            raise InputError(f"{path} holds an invalid noise schedule in its config.") from exc
         network = network.to(select_device(device)).eval()
         return cls(network, schedule, int(network.config.multiple))
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from histoblur.errors import InputError, ParameterError
 from histoblur.inference.tiling import count_tiles, predict_tiled
+from histoblur.io.checkpoints import config_number
 from histoblur.io.images import check_image, dtype_max, read_image, to_rgb, write_image
 from histoblur.io.report import outline
 from histoblur.models.registry import load_task_model
@@ -61,18 +62,6 @@ def resolve_model(model: str | Path, shipped: Mapping[str, str] = SHIPPED) -> Pa
             f"Model {model} is neither a shipped model ({', '.join(shipped)}) nor an existing path."
         )
     return path
-
-
-def checkpoint_number(block: Mapping[str, Any], key: str, default: float, kind: type) -> Any:
-    """``block[key]`` as ``kind`` (int or float), or ``default`` when absent.
-
-    Raises:
-        InputError: a value that is not a finite number.
-    """
-    value = block.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
-        raise InputError(f"The model's config gives {key} = {value!r}, which is not a number.")
-    return kind(value)
 
 
 def to_network_input(image: np.ndarray) -> np.ndarray:
@@ -122,8 +111,8 @@ class Segmenter:
     ) -> None:
         self.config = config or {}
         inference = self.config.get("inference", {})
-        self.tile = checkpoint_number(inference, "tile", 256, int) if tile is None else tile
-        self.threshold = checkpoint_number(inference, "threshold", 0.5, float)
+        self.tile = config_number(inference, "tile", 256, int) if tile is None else tile
+        self.threshold = config_number(inference, "threshold", 0.5, float)
         self.overlap = min(32, self.tile // 4) if overlap is None else overlap
         self.batch_size = batch_size
         if self.tile < MIN_TILE:

@@ -9,6 +9,7 @@ state dict is accepted through ``torch.load(weights_only=True)``, which refuses 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 from pathlib import Path
@@ -121,3 +122,20 @@ def load_state(path: Path) -> dict[str, torch.Tensor]:
     ):
         raise InputError(f"{weights} does not hold a mapping of parameter names to tensors.")
     return state
+
+
+def config_number(block: dict[str, Any], key: str, default: float, kind: type) -> Any:
+    """``block[key]`` of a checkpoint's config as ``kind`` (int or float), ``default`` if absent.
+
+    >>> config_number({"threshold": 0.4}, "threshold", 0.5, float)
+    0.4
+
+    Raises:
+        InputError: a value that is not a finite number, or a block that is not a mapping.
+    """
+    if not isinstance(block, dict):
+        raise InputError(f"The model's config holds {block!r} where settings were expected.")
+    value = block.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InputError(f"The model's config gives {key} = {value!r}, which is not a number.")
+    return kind(value)
