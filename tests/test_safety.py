@@ -142,6 +142,12 @@ def test_no_command_writes_over_its_inputs(tmp_path, images, capsys):
         line = one_error(capsys)
         assert "input" in line, (command, line)
         assert {p: digest(p) for p in tmp_path.rglob("*") if p.is_file()} == before, command
+    a = str(images / "a.png")
+    assert main(["qc", "--out", a, a]) == 2  # qc writes folders: a file is no output folder
+    assert "not a folder" in capsys.readouterr().err
+    assert main(["classify", "--out", a, a]) == 1
+    one_error(capsys, "must end in .csv")
+    assert {p: digest(p) for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
 @pytest.mark.parametrize("link", ["symlink", "hardlink"])

@@ -30,6 +30,8 @@ def ensure_writable_dir(path: Path) -> Path:
         OutputError: if the folder cannot be created or written.
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"Output path {path} exists and is not a folder.")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
