@@ -10,7 +10,9 @@ refused unless the caller raises the limit (:func:`pixel_limit`, ``--max-pixels`
 from __future__ import annotations
 
 import contextlib
+import struct
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -86,9 +88,11 @@ class ImageHeader:
 def read_header(path: str | Path) -> ImageHeader | None:
     """Declared size and EXIF orientation of an image file; None when the header is unreadable."""
     try:
-        with pil_unlimited() as Image, Image.open(path) as im:
-            width, height = im.size
-            orientation = _orientation(Image, im)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a damaged header: the decoder names the problem
+            with pil_unlimited() as Image, Image.open(path) as im:
+                width, height = im.size
+                orientation = _orientation(Image, im)
     except Exception:  # noqa: BLE001 - any parse failure: the decoder gives the precise error
         return None
     return ImageHeader(int(width), int(height), orientation if 1 <= orientation <= 8 else 1)
@@ -185,6 +189,29 @@ def to_gray_float(image: np.ndarray) -> np.ndarray:
     return (0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2]).astype(np.float32)
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_chunks_fit(data: np.ndarray) -> bool:
+    """False for a PNG whose chunk lengths run past the end of the file (True for non-PNGs).
+
+    OpenCV allocates a chunk's declared length before reading it: a 7 KB file declaring a 4 GB
+    chunk would cost 4 GB and seconds before failing.
+    """
+    if data[:8].tobytes() != PNG_SIGNATURE:
+        return True
+    view, pos, end = memoryview(data), 8, int(data.size)
+    while pos + 8 <= end:
+        (length,) = struct.unpack(">I", view[pos : pos + 4])
+        kind = bytes(view[pos + 4 : pos + 8])
+        pos += 12 + length
+        if pos > end:
+            return False
+        if kind == b"IEND":
+            return True
+    return True
+
+
 def check_size(path: Path, header: ImageHeader, max_pixels: int) -> None:
     """Refuse a file that declares more than ``max_pixels`` pixels, before decoding it.
 
@@ -235,6 +262,11 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
         check_size(path, header, _MAX_PIXELS.get() if max_pixels is None else max_pixels)
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
+        if not png_chunks_fit(data):
+            raise InputError(
+                f"Cannot read image {path}: the file is truncated or corrupt (a PNG chunk runs "
+                "past the end of the file)."
+            )
         image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     except cv2.error as exc:
         raise InputError(
@@ -271,7 +303,7 @@ def _read_tiff(path: Path) -> np.ndarray | None:
             image = tif.asarray()
     except Exception:  # noqa: BLE001 - any failure means a damaged file
         return None
-    if declared is not None and image.dtype != declared:
+    if declared is None or image.dtype != declared or image.size == 0:
         return None  # tifffile filled unreadable (truncated) data with another type
     # tifffile returns RGB already; convert to OpenCV's BGR so the caller's swap is uniform.
     if image.ndim == 3 and image.shape[2] in (3, 4):
