@@ -454,7 +454,7 @@ def test_truncated_tiff_is_called_truncated(tmp_path, capsys):
 def test_segment_tile_must_be_usable(tmp_path, images, capsys):
     out = str(tmp_path / "out")
     assert main(["segment", "--tile", "0", "--out", out, str(images / "a.png")]) == 1
-    one_error(capsys, "--tile must be at least")
+    one_error(capsys, "--tile must be between")
     assert main(["segment", "--overlap", "500", "--out", out, str(images / "a.png")]) == 1
     one_error(capsys, "--overlap")
 
@@ -468,3 +468,76 @@ def test_images_too_small_to_judge_are_marked(tmp_path, capsys):
     rows = {r.split(",")[0].split("/")[-1]: r.split(",") for r in out.read_text().splitlines()}
     assert rows["dot.png"][1] == "too_small" and rows["strip.png"][1] == "too_small"
     assert rows["ok.png"][1] != "too_small" and rows["dot.png"][-1] == "0"
+
+
+def test_folder_outputs_never_replace_a_file_or_hard_links_of_inputs(tmp_path, images, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    a, b = images / "a.png", images / "b.png"
+    dataset = ["synth", "dataset", "--sharp", str(images), "--n", "2", "--tile", "32"]
+    bench = ["bench", "real-pairs", "--sharp", str(a), "--blurred", str(b), "--tile", "32"]
+    for command in (dataset, bench):
+        assert main([*command, "--out", str(notes), "--overwrite"]) == 1
+        one_error(capsys, "is an existing file")
+        assert notes.read_text() == "keep me"
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    os.link(a, linked / "x.png")
+    assert main([*bench, "--n", "2", "--out", str(linked), "--overwrite"]) == 1
+    one_error(capsys, "or a link to it")
+    assert (linked / "x.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["synth", "blur", "--method", "gaussian", "--photons", "1e30"],
+        ["segment", "--tile", "100000"],
+    ],
+)
+def test_options_too_large_are_refused(tmp_path, images, capsys, command):
+    assert main([*command, "--out", str(tmp_path / "o"), str(images / "a.png")]) == 1
+    one_error(capsys)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "masks: {vertices: [3, 100000000]}",
+        "masks: {count: [100000, 100000]}",
+        "masks: {size: [-1, 100]}",
+        "degrade: {photons: [1.0e+30, 1.0e+30], noise_p: 1.0}",
+        "lr: .inf",
+    ],
+)
+def test_unbounded_config_values_are_refused(tmp_path, images, capsys, line):
+    config = tmp_path / "c.yaml"
+    config.write_text(line + "\n")
+    if line.startswith("lr"):
+        command = ["train", "segmenter", "--config", str(config)]
+    else:
+        command = ["synth", "dataset", "--sharp", str(images), "--config", str(config)]
+    assert main([*command, "--set", f"out={tmp_path / 'o'}"] if line.startswith("lr") else
+                [*command, "--out", str(tmp_path / "o")]) == 1  # fmt: skip
+    one_error(capsys, "Invalid")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_manifest_lists_what_finished_when_the_run_stops(tmp_path):
+    from histoblur.cli.common import Manifest, json_manifest, recorded
+    from histoblur.errors import InputError as Stop
+
+    manifest = Manifest(tmp_path / "run.json", json_manifest({"model": "m"}), every_s=3600)
+    with pytest.raises(KeyboardInterrupt), recorded(manifest):
+        manifest.add({"image": "a.png"})  # the first row is written at once
+        assert json.loads((tmp_path / "run.json").read_text())["images"] == [{"image": "a.png"}]
+        manifest.add({"image": "b.png"})  # within every_s: kept in memory
+        raise KeyboardInterrupt
+    saved = json.loads((tmp_path / "run.json").read_text())
+    assert [r["image"] for r in saved["images"]] == ["a.png", "b.png"]
+    assert saved["failed"] == "interrupted"
+    empty = Manifest(tmp_path / "none.json", json_manifest({}))
+    with pytest.raises(Stop), recorded(empty):
+        raise Stop("bad first image")
+    assert not (tmp_path / "none.json").exists()

@@ -226,3 +226,12 @@ def test_a_killed_overwrite_run_is_settled_by_the_next_run(tmp_path, checkpointe
         assert (out / "last").is_dir() and not (out / "history.csv").exists()
     else:
         assert (out / "history.csv").read_text() == "epoch\n1\n" and (out / "best").is_dir()
+
+
+def test_overwrite_refuses_a_run_folder_that_holds_the_config_file(run_copy, capsys):
+    config, run = run_copy
+    inside = shutil.copy(config, run / "train.yaml")
+    before = snapshot(run)
+    assert train(inside, "--overwrite") == 1
+    assert "holds the input" in one_error(capsys)
+    assert snapshot(run) == before

@@ -63,7 +63,7 @@ class CalibrationConfig(BaseModel):
             only tie or beat it).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     families: tuple[str, ...] = DEFAULT_FAMILIES
     freeform: bool = True

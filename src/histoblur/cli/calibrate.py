@@ -21,10 +21,10 @@ from histoblur.calibration import (
     kernel_montage,
 )
 from histoblur.cli.common import add_max_pixels, add_overwrite, progress_bar
-from histoblur.errors import OutputError, ParameterError
+from histoblur.errors import ParameterError
 from histoblur.io.atomic import atomic_dir, atomic_path, ensure_writable_dir, write_text_atomic
 from histoblur.io.images import read_image, write_image
-from histoblur.io.paths import refuse_folder_with_inputs
+from histoblur.io.paths import check_output_folder
 
 console = Console(stderr=True)
 
@@ -203,14 +203,7 @@ def run(args: argparse.Namespace) -> int:
     )
     out = args.out
     if out is not None:  # check before the work, which takes minutes
-        refuse_folder_with_inputs(out, (args.sharp, args.blurred))
-        if out.exists() and not out.is_dir():
-            raise OutputError(f"--out {out} is a file; give a folder.")
-        if out.exists() and not args.overwrite and any(out.iterdir()):
-            raise OutputError(
-                f"Output folder {out} already exists and is not empty; choose another "
-                "path or pass --overwrite."
-            )
+        check_output_folder(out, (args.sharp, args.blurred), args.overwrite)
         ensure_writable_dir(out.parent)
     sharp, blurred = read_image(args.sharp), read_image(args.blurred)
     steps = len(families) + int(config.freeform)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-from collections.abc import Iterator, Sequence
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +68,14 @@ def add_max_pixels(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def option_error(exc: ValidationError, what: str = "option") -> ParameterError:
+def option_error(exc: ValidationError, what: str = "option", flags: bool = True) -> ParameterError:
     """One sentence for the first problem of a pydantic validation error.
+
+    Args:
+        exc: the error.
+        what: what was being validated ("option", "dataset option"...).
+        flags: name a top-level field as its command-line flag (``jpeg_quality`` ->
+            ``--jpeg-quality``); otherwise fields keep their dotted config names.
 
     >>> from histoblur.synthesis import DegradeSpec
     >>> try:
@@ -78,29 +86,73 @@ def option_error(exc: ValidationError, what: str = "option") -> ParameterError:
     """
     first = exc.errors()[0]
     loc = [str(p) for p in first["loc"]]
-    where = "--" + loc[0].replace("_", "-") if len(loc) == 1 else ".".join(loc) or "value"
-    return ParameterError(f"Invalid {what} {where}: {first['msg']}.")
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if not loc:
+        return ParameterError(f"Invalid {what}: {message}.")
+    where = "--" + loc[0].replace("_", "-") if flags and len(loc) == 1 else ".".join(loc)
+    return ParameterError(f"Invalid {what} {where}: {message}.")
+
+
+class Manifest:
+    """The file that lists a run's finished outputs, kept up to date while the run goes on.
+
+    Rewritten atomically as rows arrive (at most every ``every_s`` seconds, and at the end), so
+    a run that fails, is interrupted or is killed still lists what it finished (a kill loses at
+    most the last ``every_s`` seconds of the list).
+
+    Args:
+        path: the manifest file.
+        render: ``(rows, failure or None) -> text``.
+        every_s: least time between two rewrites while rows arrive.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        render: Callable[[list[dict[str, Any]], str | None], str],
+        every_s: float = 2.0,
+    ) -> None:
+        self.path, self.render, self.every_s = Path(path), render, every_s
+        self.rows: list[dict[str, Any]] = []
+        self.failure: str | None = None
+        self._written = -math.inf
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Record one finished output."""
+        self.rows.append(row)
+        if time.monotonic() - self._written >= self.every_s:
+            self.write()
+
+    def write(self) -> None:
+        """Rewrite the file now (nothing is written before the first row)."""
+        if self.rows:
+            write_text_atomic(self.path, self.render(self.rows, self.failure))
+            self._written = time.monotonic()
+
+
+def json_manifest(header: dict[str, Any]) -> Callable[[list[dict[str, Any]], str | None], str]:
+    """A :class:`Manifest` renderer: ``{**header, "images": rows, "failed": error}`` as JSON."""
+
+    def render(rows: list[dict[str, Any]], failure: str | None) -> str:
+        summary = {**header, "images": rows, **({"failed": failure} if failure else {})}
+        return json.dumps(summary, indent=2) + "\n"
+
+    return render
 
 
 @contextlib.contextmanager
-def recorded(manifest: Path, header: dict[str, Any], rows: list[dict[str, Any]]) -> Iterator[None]:
-    """Write ``manifest`` (``header`` plus the ``rows`` done) when the block ends, even on error.
-
-    A run that stops at a bad input still lists every output it finished, and the error;
-    one that stops before finishing any writes nothing.
-    """
-    failure: str | None = None
+def recorded(manifest: Manifest) -> Iterator[Manifest]:
+    """Write ``manifest`` when the block ends, also when it fails (with the error) or stops."""
     try:
-        yield
+        yield manifest
     except HistoblurError as exc:
-        failure = str(exc)
+        manifest.failure = str(exc)
+        raise
+    except KeyboardInterrupt:
+        manifest.failure = "interrupted"
         raise
     finally:
-        if rows:
-            summary = {**header, "images": rows}
-            if failure is not None:
-                summary["failed"] = failure
-            write_text_atomic(manifest, json.dumps(summary, indent=2) + "\n")
+        manifest.write()
 
 
 def progress_bar(console: Console) -> Progress:

@@ -8,9 +8,11 @@ from pathlib import Path
 from rich.console import Console
 
 from histoblur.cli.common import (
+    Manifest,
     add_max_pixels,
     add_overwrite,
     expand_images,
+    json_manifest,
     progress_bar,
     recorded,
 )
@@ -78,14 +80,14 @@ def run(args: argparse.Namespace) -> int:
     networks = load_networks(args.model, args.kind)
     classifier = BlurClassifier.load(args.classifier) if args.kind == "auto" else None
     ensure_writable_dir(args.out)
-    rows: list[dict] = []
     header = {"kind": args.kind, "model": str(args.model)}
-    with recorded(manifest, header, rows), progress_bar(console) as bar:
+    record = Manifest(manifest, json_manifest(header))
+    with recorded(record), progress_bar(console) as bar:
         task = bar.add_task("deblurring", total=len(images))
         for path, out in zip(images, outputs, strict=True):
             result = deblur_image(read_image(path), args.kind, networks, classifier)
             write_image(out, result.image)  # atomic
-            rows.append(
+            record.add(
                 {
                     "image": str(path),
                     "output": str(out),

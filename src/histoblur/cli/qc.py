@@ -7,8 +7,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
-from histoblur.cli.common import progress_bar
+from histoblur.cli.common import option_error, progress_bar
 from histoblur.errors import HistoblurError
 from histoblur.inference.cohort import SchedulerUnreachableError, find_slides, run_cohort
 from histoblur.inference.qc import QCConfig
@@ -79,12 +80,10 @@ def run(args: argparse.Namespace) -> int:
         check_task(resolve_model(config.model), TASK, "a blur segmentation model")
         ensure_writable_dir(args.out)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = "--" + str(err["loc"][0]).replace("_", "-")
-        console.print(f"[red]histoblur: error:[/] {field}: {err['msg']}.")
+        console.print(f"[red]histoblur: error:[/] {escape(str(option_error(exc)))}", soft_wrap=True)
         return EXIT_USAGE
     except (HistoblurError, ValueError) as exc:
-        console.print(f"[red]histoblur: error:[/] {exc}")
+        console.print(f"[red]histoblur: error:[/] {escape(str(exc))}", soft_wrap=True)
         return EXIT_USAGE
     failed = 0
     with progress_bar(console) as bar:
@@ -98,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
             bar.advance(task)
             if row.get("error"):
                 failed += 1
-                bar.console.print(f"[red]{row['stem']}: {row['error']}[/]")
+                bar.console.print(
+                    f"[red]{escape(row['stem'])}: {escape(row['error'])}[/]", soft_wrap=True
+                )
             else:
                 note = " (already done)" if row.get("skipped") else f" in {row['seconds']:.1f} s"
                 bar.console.print(
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                 slide_progress=lambda done, total: bar.update(tiles, completed=done, total=total),
             )
         except SchedulerUnreachableError as exc:
-            console.print(f"[red]histoblur: error:[/] {exc}")
+            console.print(f"[red]histoblur: error:[/] {escape(str(exc))}", soft_wrap=True)
             return EXIT_USAGE
     console.print(
         f"{len(slides) - failed} of {len(slides)} slide(s) done; see {args.out / 'index.html'}"

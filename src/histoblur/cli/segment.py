@@ -8,9 +8,11 @@ from pathlib import Path
 from rich.console import Console
 
 from histoblur.cli.common import (
+    Manifest,
     add_max_pixels,
     add_overwrite,
     expand_images,
+    json_manifest,
     progress_bar,
     recorded,
 )
@@ -61,7 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     seg.add_argument("--tile", type=int, default=256, help="window side in px (default 256)")
     seg.add_argument(
-        "--overlap", type=int, help="window overlap in px (default 32, at most tile / 4)"
+        "--overlap",
+        type=int,
+        help="window overlap in px, up to half the tile (default 32, or tile / 4 if smaller)",
     )
     seg.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
     add_overwrite(seg)
@@ -86,19 +90,20 @@ def run(args: argparse.Namespace) -> int:
         tissue_only=not args.all_pixels,
     )
     ensure_writable_dir(args.out)
-    rows: list[dict] = []
-    with recorded(manifest, {"model": str(args.model)}, rows), progress_bar(console) as bar:
+    record = Manifest(manifest, json_manifest({"model": str(args.model)}))
+    with recorded(record), progress_bar(console) as bar:
         task = bar.add_task("segmenting", total=len(images))
         for path in images:
             image = read_image(path)
             sub = bar.add_task(f"  {path.name}", total=segmenter.tiles_for(image))
-            rows.append(
+            record.add(
                 segment_file(
                     segmenter, path, args.out, args.threshold, lambda k, s=sub: bar.advance(s, k)
                 )
             )
             bar.remove_task(sub)
             bar.advance(task)
+    rows = record.rows
     for row in rows:
         console.print(f"{row['image']}: {row['blurred_fraction']:.1%} flagged as blur")
     console.print(

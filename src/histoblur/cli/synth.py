@@ -13,15 +13,17 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from histoblur.cli.common import (
+    Manifest,
     add_max_pixels,
     add_overwrite,
     add_seed,
     option_error,
     parse_params,
     progress_bar,
+    recorded,
 )
 from histoblur.errors import InputError, ParameterError
-from histoblur.io.atomic import ensure_writable_dir, write_text_atomic
+from histoblur.io.atomic import ensure_writable_dir
 from histoblur.io.images import check_unique_stems, read_image, write_image
 from histoblur.io.paths import check_output_files
 from histoblur.synthesis import BLUR_KINDS, DegradeSpec, apply_blur
@@ -125,6 +127,8 @@ def method_ranges(methods: tuple[str, ...], params: dict[str, Any]) -> dict[str,
 def dataset_config(args: argparse.Namespace, methods: tuple[str, ...]) -> DatasetConfig:
     """The dataset's config: the ``--config`` file, or the command-line options."""
     if args.config is not None:
+        if not args.config.is_file():
+            raise InputError(f"Dataset config {args.config} does not exist.")
         try:
             data = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -152,7 +156,7 @@ def run_dataset(args: argparse.Namespace) -> int:
     try:
         config = dataset_config(args, methods)
     except ValidationError as exc:
-        raise option_error(exc, "dataset option") from None
+        raise option_error(exc, "dataset option", flags=args.config is None) from None
     inputs = [args.sharp] + ([args.config] if args.config is not None else [])
     with progress_bar(console) as bar:
         task = bar.add_task("synthesizing", total=config.n)
@@ -161,6 +165,11 @@ def run_dataset(args: argparse.Namespace) -> int:
         )
     console.print(f"Wrote {config.n} samples to {out} (images/, masks/, manifest.jsonl).")
     return 0
+
+
+def _jsonl(rows: list[dict[str, Any]], failure: str | None) -> str:
+    """``params.jsonl``: one JSON line per blurred image (a failure adds no line)."""
+    return "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows)
 
 
 def run_blur(args: argparse.Namespace) -> int:
@@ -180,18 +189,17 @@ def run_blur(args: argparse.Namespace) -> int:
     outputs = [args.out / f"{path.stem}.png" for path in args.images]
     check_output_files([*outputs, args.out / "params.jsonl"], args.images, args.overwrite)
     images = [(path, read_image(path)) for path in args.images]  # fail before writing anything
+    specs = [sampler.sample(np.random.default_rng([args.seed, i])) for i in range(len(images))]
     out_dir = ensure_writable_dir(args.out)
-    lines = []
-    with progress_bar(console) as bar:
+    record = Manifest(out_dir / "params.jsonl", _jsonl)
+    with recorded(record), progress_bar(console) as bar:
         task = bar.add_task("blurring", total=len(images))
-        for index, (path, image) in enumerate(images):
-            spec = sampler.sample(np.random.default_rng([args.seed, index]))
+        for (path, image), spec in zip(images, specs, strict=True):
             write_image(out_dir / f"{path.stem}.png", apply_blur(image, spec, post))
-            record = {"input": str(path), "output": f"{path.stem}.png", "blur": spec.model_dump()}
+            row = {"input": str(path), "output": f"{path.stem}.png", "blur": spec.model_dump()}
             if post.active:
-                record["degrade"] = post.model_dump()
-            lines.append(json.dumps(record, sort_keys=True))
+                row["degrade"] = post.model_dump()
+            record.add(row)
             bar.advance(task)
-    write_text_atomic(out_dir / "params.jsonl", "\n".join(lines) + "\n")
     console.print(f"Wrote {len(images)} image(s) to {out_dir} (parameters in params.jsonl).")
     return 0

@@ -14,7 +14,9 @@ from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+from histoblur.cli.common import option_error
 from histoblur.errors import InputError, ParameterError
+from histoblur.io.paths import refuse_folder_with_inputs
 from histoblur.training.classifier import ClassifierTrainConfig, train_classifier
 from histoblur.training.deblur import DeblurTrainConfig, train_deblur
 from histoblur.training.gan import GanTrainConfig, train_gan
@@ -224,9 +226,7 @@ def load_config(
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ParameterError(f"Invalid training config field {where}: {first['msg']}.") from exc
+        raise option_error(exc, "training config field", flags=False) from exc
 
 
 def run(args: argparse.Namespace) -> int:
@@ -236,6 +236,8 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False))
         return 0
+    if args.config is not None:  # the trainers protect the inputs their config names
+        refuse_folder_with_inputs(config.out, [args.config], "out")
     columns = (
         "[progress.description]{task.description}",
         BarColumn(),

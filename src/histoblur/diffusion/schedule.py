@@ -18,7 +18,7 @@ class ScheduleConfig(BaseModel):
     improved DDPM does for shorter chains), so the final ``ab_T`` is close to 0 either way.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     timesteps: int = Field(250, ge=2, le=4000)
     beta_start: float = Field(4e-4, gt=0, lt=1)
     beta_end: float = Field(0.08, gt=0, lt=1)

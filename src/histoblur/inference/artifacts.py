@@ -44,7 +44,7 @@ KINDS: tuple[Kind, ...] = ("blur", "dark", "pale")
 class ThresholdConfig(BaseModel):
     """Thresholds of :func:`threshold_artifacts` (images in [0, 1], lengths in pixels)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     kinds: tuple[Kind, ...] = KINDS
     sigma: float = Field(4.0, gt=0, le=64, description="smoothing of luma and saturation")
     energy_sigma: float = Field(8.0, gt=0, le=64, description="window of the Laplacian energy")

@@ -63,7 +63,7 @@ class QCConfig(BaseModel):
         thumbnail_side: longest side of the pictures in the report.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     model: str = "default"
     mpp: float = Field(0.5, gt=0.05, le=50)
     slide_mpp: float | None = Field(None, gt=0.01, le=50)

@@ -29,7 +29,7 @@ DEFAULT_MODEL = "default"
 # shipped checkpoints, by name, inside the package
 SHIPPED = {"default": "segmenter-default"}
 TASK = "blur-segmentation"
-MIN_TILE = 16
+MIN_TILE, MAX_TILE = 16, 2048  # window sides a segmenter accepts
 OVERLAY_COLOUR = (255, 0, 255)  # magenta: never a stain colour
 OVERLAY_ALPHA = 0.45
 
@@ -115,8 +115,10 @@ class Segmenter:
         self.threshold = config_number(inference, "threshold", 0.5, float)
         self.overlap = min(32, self.tile // 4) if overlap is None else overlap
         self.batch_size = batch_size
-        if self.tile < MIN_TILE:
-            raise ParameterError(f"--tile must be at least {MIN_TILE} px, got {self.tile}.")
+        if not MIN_TILE <= self.tile <= MAX_TILE:
+            raise ParameterError(
+                f"--tile must be between {MIN_TILE} and {MAX_TILE} px, got {self.tile}."
+            )
         if not 0 <= self.overlap <= self.tile // 2:
             raise ParameterError(
                 f"--overlap must be between 0 and half the tile ({self.tile // 2}), "

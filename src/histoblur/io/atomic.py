@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from histoblur.errors import OutputError
-from histoblur.io.paths import refuse_folder_with_inputs
+from histoblur.io.paths import check_output_folder
 
 # temporary names carry PID@HOST (.NAME.tmp-PID@HOST-RANDOM) so a later run can tell a stale one
 _OWNER = re.compile(r"-(\d+)@([A-Za-z0-9]*)-")
@@ -48,7 +48,10 @@ def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it onto ``final`` only on success."""
     final = Path(final)
     ensure_writable_dir(final.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=final.suffix, dir=final.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=final.suffix, dir=final.parent)
+    except OSError as exc:
+        raise OutputError(f"Cannot write {final}: {exc.strerror or exc}.") from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -145,16 +148,13 @@ def atomic_dir(final: Path, overwrite: bool = False, inputs: Iterable[Path] = ()
         OutputError: if ``final`` exists, is not empty and ``overwrite`` is false, or if it
             holds an input.
     """
-    final = Path(final)
-    refuse_folder_with_inputs(final, inputs)
-    if final.exists() and (not final.is_dir() or any(final.iterdir())) and not overwrite:
-        raise OutputError(
-            f"Output folder {final} already exists and is not empty; "
-            "choose another path or pass --overwrite."
-        )
+    final = check_output_folder(final, inputs, overwrite)
     ensure_writable_dir(final.parent)
     remove_stale_temporaries(final)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{owner_tag()}-", dir=final.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{owner_tag()}-", dir=final.parent))
+    except OSError as exc:
+        raise OutputError(f"Cannot write in {final.parent}: {exc.strerror or exc}.") from exc
     try:
         yield tmp
         os.chmod(tmp, default_mode(0o777))

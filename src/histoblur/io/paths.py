@@ -56,12 +56,52 @@ def refuse_folder_with_inputs(out: Path, inputs: Iterable[Path], option: str = "
     Raises:
         OutputError: naming the input.
     """
+    inputs = [Path(p) for p in inputs if p is not None]
+    linked = _inodes(out) if inputs and Path(out).is_dir() else {}
     for path in inputs:
-        if path is not None and holds(out, path):
+        held = holds(out, path)
+        if not held and path.is_file():
+            stat = path.stat()
+            held = (stat.st_dev, stat.st_ino) in linked
+        if held:
             raise OutputError(
-                f"{option} {out} holds the input {path}; replacing it would delete that input, "
-                "so choose an output folder that holds no input."
+                f"{option} {out} holds the input {path} (or a link to it); replacing it would "
+                "delete that input, so choose an output folder that holds no input."
             )
+
+
+def _inodes(folder: Path) -> set[tuple[int, int]]:
+    """(device, inode) of every file under ``folder``: hard links of an input are found too."""
+    found = set()
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                stat = os.stat(os.path.join(root, name))
+            except OSError:
+                continue
+            found.add((stat.st_dev, stat.st_ino))
+    return found
+
+
+def check_output_folder(
+    out: Path, inputs: Iterable[Path] = (), overwrite: bool = False, option: str = "--out"
+) -> Path:
+    """Check a folder output that will be replaced as a whole, before any work.
+
+    Raises:
+        OutputError: ``out`` is or holds an input, is an existing file, or is a non-empty
+            folder without ``overwrite``.
+    """
+    out = Path(out)
+    refuse_folder_with_inputs(out, inputs, option)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"Output folder {out} is an existing file; choose a folder path.")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise OutputError(
+            f"Output folder {out} already exists and is not empty; "
+            "choose another path or pass --overwrite."
+        )
+    return out
 
 
 def check_output_file(

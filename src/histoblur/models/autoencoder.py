@@ -32,7 +32,7 @@ class AutoencoderConfig(BaseModel):
             the code and the decoder; empty is the paper's plain autoencoder.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     arch: Literal["focal-ae"] = "focal-ae"
     width: int = Field(64, ge=2, le=256)
     levels: int = Field(5, ge=1, le=7)

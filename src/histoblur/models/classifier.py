@@ -34,7 +34,7 @@ class BlurTypeConfig(BaseModel):
         dropout: dropout before the last layer.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     arch: Literal["vgg"] = "vgg"
     in_channels: int = Field(3, ge=1, le=16)
     classes: int = Field(len(BLUR_TYPES), ge=2, le=64)

@@ -19,7 +19,7 @@ from histoblur.models.unit_ddpm import Denoiser
 class ConvDenoiserConfig(BaseModel):
     """Architecture of a :class:`ConvDenoiser` (``width`` doubles per level, up to 8x)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     arch: Literal["conv-denoiser"] = "conv-denoiser"
     channels: int = Field(3, ge=1, le=4)
     width: int = Field(32, ge=4, le=256)

@@ -37,7 +37,7 @@ class BlurGeneratorConfig(BaseModel):
         noise_scale: the noise map is drawn this many times coarser than the image.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     arch: Literal["blur-gan"] = "blur-gan"
     width: int = Field(16, ge=2, le=256)
     depth: int = Field(4, ge=1, le=7)
@@ -90,7 +90,7 @@ class PatchCriticConfig(BaseModel):
         layers: strided convolutions (3: 70 x 70 px patches, as pix2pix).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     arch: Literal["patch-critic"] = "patch-critic"
     width: int = Field(32, ge=2, le=512)
     layers: int = Field(3, ge=1, le=6)

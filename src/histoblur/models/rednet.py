@@ -28,7 +28,7 @@ class RedNetConfig(BaseModel):
         kernel: convolution kernel size (3 or 5, as in DBMID).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     arch: Literal["rednet"] = "rednet"
     channels: int = Field(3, ge=1, le=16)
     widths: tuple[int, ...] = (32, 64, 128)

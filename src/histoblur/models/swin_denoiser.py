@@ -36,7 +36,7 @@ class SwinDenoiserConfig(BaseModel):
         mlp_ratio: hidden width of each block's MLP, relative to its token width.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     arch: Literal["swin-denoiser"] = "swin-denoiser"
     channels: int = Field(3, ge=1, le=4)
     embed_dim: int = Field(32, ge=8, le=512)

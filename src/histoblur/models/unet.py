@@ -34,7 +34,7 @@ class UNetConfig(BaseModel):
             up-samples the logits bilinearly (about 4x cheaper; blur is a low-frequency label).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     arch: Literal["unet"] = "unet"
     in_channels: int = Field(3, ge=1, le=16)
     out_channels: int = Field(1, ge=1, le=16)

@@ -36,7 +36,7 @@ class UnitDDPMConfig(BaseModel):
             at high noise and gives usable translations after far fewer training steps.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     arch: Literal["unit-ddpm"] = "unit-ddpm"
     width: int = Field(32, ge=4, le=256)
     depth: int = Field(3, ge=1, le=5)

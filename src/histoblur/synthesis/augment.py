@@ -51,7 +51,7 @@ class RandomBlurConfig(BaseModel):
             fixes that parameter, a pair is a range, a list is a set of choices.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     kinds: tuple[str, ...]
     p: float = Field(ge=0, le=1)
     ranges: dict[str, dict[str, Any]]

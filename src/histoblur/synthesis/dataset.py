@@ -22,10 +22,10 @@ from histoblur.errors import InputError
 from histoblur.io.atomic import atomic_dir
 from histoblur.io.images import list_images, read_image, to_gray_float, to_rgb, write_image
 from histoblur.io.manifest import iter_jsonl
-from histoblur.io.paths import refuse_folder_with_inputs
+from histoblur.io.paths import check_output_folder
 from histoblur.synthesis.blur import apply_blur
 from histoblur.synthesis.composite import composite
-from histoblur.synthesis.degrade import DegradeSpec, degrade
+from histoblur.synthesis.degrade import MAX_PHOTONS, DegradeSpec, degrade
 from histoblur.synthesis.masks import (
     Polygon,
     PolygonMaskSampler,
@@ -34,7 +34,7 @@ from histoblur.synthesis.masks import (
     soft_alpha,
 )
 from histoblur.synthesis.registry import parse_method, spec_from_dict
-from histoblur.synthesis.spec import SEED_RANGE, Range
+from histoblur.synthesis.spec import SEED_RANGE, Range, check_range
 from histoblur.wsi.tissue import tissue_fraction
 
 
@@ -49,12 +49,19 @@ class DegradeSampler(BaseModel):
         jpeg_quality: range of JPEG quality.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     noise_p: float = Field(0.0, ge=0, le=1)
     photons: Range = (300.0, 3000.0)
     read_noise: Range = (0.0, 0.01)
     jpeg_p: float = Field(0.0, ge=0, le=1)
     jpeg_quality: tuple[int, int] = (60, 95)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> DegradeSampler:
+        check_range("photons", self.photons, 1e-6, MAX_PHOTONS)
+        check_range("read_noise", self.read_noise, 0.0, 0.5)
+        check_range("jpeg_quality", self.jpeg_quality, 1, 100)
+        return self
 
     def sample(self, rng: np.random.Generator) -> DegradeSpec | None:
         """Draw the degradation of one tile, or None when neither step is drawn."""
@@ -104,7 +111,7 @@ class DatasetConfig(BaseModel):
         ranges: per-kind sampler overrides, e.g. ``{"gaussian": {"sigma": (2, 4)}}``.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     methods: tuple[str, ...] = ("gaussian", "lens", "motion")
     n: int = Field(100, ge=1, le=10_000_000)
     tile: int = Field(256, ge=16, le=8192)
@@ -299,7 +306,7 @@ def build_dataset(
         OutputError: ``out_dir`` holds an input, or is not empty and ``overwrite`` is false.
     """
     sharp_dir = Path(sharp_dir)
-    refuse_folder_with_inputs(Path(out_dir), [sharp_dir, *inputs])
+    check_output_folder(Path(out_dir), [sharp_dir, *inputs], overwrite)  # before any work
     sources = usable_sources(sharp_dir, config.tile)
     with atomic_dir(Path(out_dir), overwrite, (sharp_dir, *inputs)) as tmp:
         (tmp / "images").mkdir()

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from histoblur.io.images import dtype_max
 
+MAX_PHOTONS = 1e9  # above this, shot noise is far below one grey level of 16-bit data
+
 
 class DegradeSpec(BaseModel):
     """Exact parameters of the post-blur degradation (None disables a step).
@@ -19,8 +21,8 @@ class DegradeSpec(BaseModel):
         seed: seed of the noise.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    photons: float | None = Field(None, gt=0)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    photons: float | None = Field(None, gt=0, le=MAX_PHOTONS)
     read_noise: float | None = Field(None, ge=0, le=0.5)
     jpeg_quality: int | None = Field(None, ge=1, le=100)
     seed: int = Field(0, ge=0)

@@ -6,13 +6,14 @@ import math
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from histoblur.synthesis.spec import IntRange, Range
+from histoblur.synthesis.spec import IntRange, Range, check_range
 
 # Vertex coordinates are stored rounded to this many decimals, so a manifest replays exactly.
 COORD_DECIMALS = 2
 Polygon = list[tuple[float, float]]
+MAX_POLYGONS, MAX_VERTICES = 64, 256  # per mask, per polygon
 
 
 class PolygonMaskSampler(BaseModel):
@@ -26,12 +27,20 @@ class PolygonMaskSampler(BaseModel):
         feather: edge softness in pixels (Gaussian sigma) used when compositing; 0 is a hard edge.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     count: IntRange = (1, 3)
     size: Range = (0.15, 0.45)
     vertices: IntRange = (5, 12)
     jitter: Range = (0.1, 0.5)
     feather: float = Field(0.0, ge=0, le=32)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> PolygonMaskSampler:
+        check_range("count", self.count, 1, MAX_POLYGONS)
+        check_range("size", self.size, 0.0, 1.0)
+        check_range("vertices", self.vertices, 3, MAX_VERTICES)
+        check_range("jitter", self.jitter, 0.0, 0.99)
+        return self
 
     def sample(self, rng: np.random.Generator, height: int, width: int) -> list[Polygon]:
         """Draw polygons in pixel coordinates (centres anywhere in the image)."""

@@ -27,7 +27,7 @@ from histoblur.errors import InputError, ParameterError
 from histoblur.io.atomic import atomic_dir
 from histoblur.io.images import read_image, read_mask, to_gray_float, write_image
 from histoblur.io.manifest import iter_jsonl
-from histoblur.io.paths import refuse_folder_with_inputs
+from histoblur.io.paths import check_output_folder
 from histoblur.synthesis.composite import composite
 from histoblur.synthesis.masks import PolygonMaskSampler, mask_to_png, rasterize, soft_alpha
 from histoblur.synthesis.register import Registration, align_pair
@@ -67,7 +67,7 @@ class RealPairConfig(BaseModel):
         masks: random polygon ranges of the mixed-region samples.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     n: int = Field(100, ge=1, le=10_000_000)
     tile: int = Field(256, ge=16, le=8192)
     seed: int = Field(0, ge=0)
@@ -287,7 +287,7 @@ def build_real_pairs(
             cannot be written.
     """
     sharp_path, blurred_path = Path(sharp_path), Path(blurred_path)
-    refuse_folder_with_inputs(Path(out_dir), (sharp_path, blurred_path))
+    check_output_folder(Path(out_dir), (sharp_path, blurred_path), overwrite)  # before work
     sharp_src = read_image(sharp_path)
     blurred_src = read_image(blurred_path)
     sharp, blurred, registration = align_pair(sharp_src, blurred_src, config.align)

@@ -42,7 +42,7 @@ class ShiftEstimate(BaseModel):
             in full-resolution pixels.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     shift: tuple[int, int]
     correlation: float
     phase_correlation: tuple[tuple[int, float, float, float], ...]
@@ -62,7 +62,7 @@ class Registration(BaseModel):
         blurred_box: ``(y0, x0, y1, x1)`` of the aligned region in the blurred image.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     shift: tuple[int, int]
     correlation: float
     phase_correlation: tuple[tuple[int, float, float, float], ...]
@@ -158,7 +158,7 @@ def estimate_shift(reference: np.ndarray, moving: np.ndarray) -> ShiftEstimate:
     if min(height, width) < MIN_REGISTER_SIDE:
         raise InputError(
             f"Images of {height} x {width} px are too small to register "
-            f"(at least {MIN_REGISTER_SIDE} px a side); pass --no-register if they are aligned."
+            f"(at least {MIN_REGISTER_SIDE} px a side)."
         )
     estimates = []
     for scale in PYRAMID_SCALES:
@@ -185,15 +185,16 @@ def estimate_shift(reference: np.ndarray, moving: np.ndarray) -> ShiftEstimate:
     candidates = [c for c in candidates if abs(c[0]) <= height // 2 and abs(c[1]) <= width // 2]
     if not candidates:
         raise InputError(
-            "Registration failed: the images carry no structure to correlate; "
-            "pass --no-register if they are already aligned."
+            "Registration failed: the images carry no structure to correlate (if they are "
+            "already aligned, skip registration: bench real-pairs --no-register)."
         )
     scores = [(correlation(smooth_a, smooth_b, c), c) for c in candidates]
     best_score, best = max(scores, key=lambda sc: sc[0])  # first of equals: candidates sorted
     if best_score <= 0:
         raise InputError(
             "Registration failed: no shift makes the two images correlate; check that they "
-            "show the same field, or pass --no-register if they are already aligned."
+            "show the same field (if they are already aligned, skip registration: bench "
+            "real-pairs --no-register)."
         )
     return ShiftEstimate(
         shift=best, correlation=round(best_score, 4), phase_correlation=tuple(estimates)

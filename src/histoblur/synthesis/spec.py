@@ -7,6 +7,7 @@ from an explicit ``numpy.random.Generator``.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, get_args
 
 import numpy as np
@@ -20,7 +21,7 @@ SEED_RANGE = (0, 2**31 - 1)
 class BlurSpec(BaseModel):
     """Base of every blur spec: frozen, strict about unknown fields, JSON round-trippable."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     kind: str
 
     def params(self) -> dict[str, Any]:
@@ -56,6 +57,16 @@ Range = tuple[float, float]
 IntRange = tuple[int, int]
 
 
+def check_range(name: str, value: tuple[float, float], low: float, high: float) -> None:
+    """Raise ValueError unless ``low <= value[0] <= value[1] <= high`` (finite numbers).
+
+    >>> check_range("size", (0.1, 0.4), 0.0, 1.0)
+    """
+    lo, hi = value
+    if not (math.isfinite(lo) and math.isfinite(hi) and low <= lo <= hi <= high):
+        raise ValueError(f"{name} must be a range (low, high) with {low} <= low <= high <= {high}")
+
+
 class Sampler(BaseModel):
     """Draw a spec: each field is a fixed value, a (low, high) range, or a list of choices.
 
@@ -64,7 +75,7 @@ class Sampler(BaseModel):
     given generator state always gives the same spec.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     spec_cls: ClassVar[type[BlurSpec]]
 
     def sample(self, rng: np.random.Generator) -> BlurSpec:

@@ -33,7 +33,7 @@ class AugmentConfig(BaseModel):
         grey_p: probability of converting the tile to grey (for brightfield and grey stacks).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     flip: bool = True
     stain_p: float = Field(0.5, ge=0, le=1)
     stain_scale: float = Field(0.3, ge=0, le=1)

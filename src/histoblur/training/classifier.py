@@ -72,7 +72,7 @@ class RealImage(BaseModel):
             bottom half is left for evaluation).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     path: Path
     label: Literal["in_focus", "defocus", "motion", "mixed"]
     train_box: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 0.5)
@@ -102,7 +102,7 @@ class ClassifierTrainConfig(BaseModel):
         seed: master seed.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     out: Path = Path("runs/classifier")
     sharp_dir: Path | None = None
     model: BlurTypeConfig = BlurTypeConfig()

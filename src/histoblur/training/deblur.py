@@ -62,7 +62,7 @@ class RealPair(BaseModel):
             on, the rest is left for evaluation.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     sharp: Path
     blurred: Path
     train_box: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 0.5)
@@ -89,7 +89,7 @@ class DeblurTrainConfig(BaseModel):
         workers, threads, device, seed: as for the other trainers.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     out: Path = Path("runs/deblur")
     family: Literal["defocus", "motion"] = "defocus"
     sharp_dir: Path | None = None

@@ -34,7 +34,7 @@ FULL: Box = (0.0, 0.0, 1.0, 1.0)
 class BlurredImage(BaseModel):
     """A real blurred image; only crops inside ``train_box`` (fractions) are trained on."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     path: Path
     train_box: Box = (0.0, 0.0, 1.0, 0.5)
 
@@ -52,7 +52,7 @@ class DomainConfig(BaseModel):
         seed: master seed.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     sharp_dir: Path | None = None
     blurred: tuple[BlurredImage, ...] = ()
     pairs: tuple[RealPair, ...] = ()

@@ -49,7 +49,7 @@ class FocalStackConfig(BaseModel):
         test_fraction: share of columns (the right side) held out for testing.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     name: str
     folder: Path
     glob: str = "*.png"

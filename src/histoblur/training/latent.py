@@ -70,7 +70,7 @@ class LatentTrainConfig(BaseModel):
         amp, workers, threads, device, seed: as for the other trainers.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     out: Path = Path("runs/latent")
     stacks: tuple[FocalStackConfig, ...] = ()
     variant: Variant = "weak"

@@ -67,7 +67,7 @@ class RestorationTrainConfig(BaseModel):
         amp, workers, threads, device, seed: as for the other trainers.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     out: Path = Path("runs/restore")
     sharp_dir: Path | None = None
     model: SwinDenoiserConfig | ConvDenoiserConfig = Field(

@@ -101,7 +101,7 @@ class SegmenterTrainConfig(BaseModel):
         seed: master seed (weights, batches, augmentation).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     out: Path = Path("runs/segmenter")
     sharp_dir: Path | None = None
     datasets: tuple[Path, ...] = ()
