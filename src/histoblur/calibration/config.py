@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from histoblur.errors import ParameterError
+from histoblur.synthesis.registry import BLUR_KINDS
 
 IDENTITY = "identity"
 FREEFORM = "free-form"
@@ -104,6 +105,12 @@ class CalibrationConfig(BaseModel):
     def _not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if len(value) != len(set(value)):
             raise ValueError("lists a value twice")
+        unknown = [v for v in value if v not in BLUR_KINDS]
+        if unknown:
+            raise ValueError(
+                f"{unknown[0]!r} is not a statistical blur kind; choose from "
+                + ", ".join(BLUR_KINDS)
+            )
         return value
 
     @model_validator(mode="after")
@@ -130,6 +137,8 @@ def build_config(**values: Any) -> CalibrationConfig:
         return CalibrationConfig(**values)
     except ValidationError as exc:
         parts = [
-            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: "
+            + str(e["msg"]).removeprefix("Value error, ")
+            for e in exc.errors()
         ]
         raise ParameterError("Invalid calibration settings: " + "; ".join(parts) + ".") from None
