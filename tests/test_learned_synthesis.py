@@ -344,10 +344,10 @@ def test_shipped_generator_blurs_a_tile_and_lowers_its_sharpness(tile):
 
 
 def test_unshipped_default_translator_gives_a_clear_error(tile):
-    from histoblur.inference.segment import shipped_model_path
-    from histoblur.synthesis.learned import LEARNED_MODELS, UnitDDPMSpec
+    from histoblur.models.hub import shipped_path
+    from histoblur.synthesis.learned import UnitDDPMSpec
 
-    if shipped_model_path("default", LEARNED_MODELS["unit-ddpm"]).is_dir():
+    if shipped_path("default", "unit-ddpm").is_dir():
         pytest.skip("a default UNIT-DDPM is shipped")
     with pytest.raises(InputError, match="missing from this installation"):
         apply_blur(tile, UnitDDPMSpec(model="default", seed=0))

@@ -19,12 +19,12 @@ from PIL import Image
 
 from histoblur.cli.main import main
 from histoblur.errors import InputError
-from histoblur.inference.segment import SHIPPED, shipped_model_path
 from histoblur.io.atomic import atomic_dir, remove_stale_temporaries
 from histoblur.io.images import pixel_limit, read_image, write_image
+from histoblur.models.hub import shipped_path
 
-CLASSIFIER = str(shipped_model_path("default", {"default": "classifier-default"}))
-SEGMENTER = str(shipped_model_path("default", SHIPPED))
+CLASSIFIER = str(shipped_path("default", "blur-type-classification"))
+SEGMENTER = str(shipped_path("default", "blur-segmentation"))
 
 
 def texture(h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -10,9 +10,9 @@ from conftest import DATA
 from histoblur.errors import InputError, ParameterError
 from histoblur.inference.benchmark import evaluate_benchmark, flagged_fraction
 from histoblur.inference.segment import Segmenter, overlay, probability_png
-from histoblur.inference.tiling import axis_starts, count_tiles, predict_tiled
 from histoblur.io.checkpoints import save_checkpoint
 from histoblur.models import UNet, UNetConfig, load_model
+from histoblur.models.tiling import axis_starts, count_tiles, predict_tiled
 from histoblur.synthesis import apply_blur, make_spec
 from histoblur.training.augment import AugmentConfig, augment_pair, stain_jitter
 from histoblur.training.losses import bce_dice_loss, soft_dice_loss

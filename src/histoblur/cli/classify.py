@@ -9,7 +9,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from histoblur.cli.common import add_max_pixels, add_overwrite, expand_images, progress_bar
+from histoblur.cli.common import (
+    add_device,
+    add_max_pixels,
+    add_overwrite,
+    expand_images,
+    progress_bar,
+)
 from histoblur.inference.classify import MIN_SIDE, TOO_SMALL, BlurClassifier
 from histoblur.io.atomic import write_text_atomic
 from histoblur.io.images import read_image
@@ -37,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument(
         "--model", default="default", help="shipped model (default) or checkpoint folder"
     )
+    add_device(cmd)
     add_overwrite(cmd, "an existing FILE.csv")
     add_max_pixels(cmd)
     cmd.set_defaults(func=run)
@@ -46,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     """Classify every image, then write the CSV atomically."""
     images = expand_images(args.images)
     check_output_file(args.out, images, args.overwrite, (".csv",))
-    classifier = BlurClassifier.load(args.model)
+    classifier = BlurClassifier.load(args.model, device=args.device)
     rows = []
     with progress_bar(console) as bar:
         task = bar.add_task("classifying", total=len(images))

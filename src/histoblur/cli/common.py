@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from histoblur.errors import HistoblurError, InputError, ParameterError
 from histoblur.io.atomic import write_text_atomic
 from histoblur.io.images import DEFAULT_MAX_PIXELS, check_sizes, list_images
+from histoblur.models.hub import DEVICES
 
 
 def parse_params(pairs: Sequence[str] | None) -> dict[str, Any]:
@@ -55,6 +56,16 @@ def add_seed(parser: argparse.ArgumentParser, default: int = 0) -> None:
 def add_overwrite(parser: argparse.ArgumentParser, what: str = "existing output files") -> None:
     """Add ``--overwrite``: without it an existing output is never replaced."""
     parser.add_argument("--overwrite", action="store_true", help=f"replace {what}")
+
+
+def add_device(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    """Add ``--device``: where the network runs."""
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default=default,
+        help=f"where networks run: auto (CUDA when available), cpu or cuda (default {default})",
+    )
 
 
 def add_max_pixels(parser: argparse.ArgumentParser) -> None:

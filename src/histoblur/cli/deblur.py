@@ -9,6 +9,7 @@ from rich.console import Console
 
 from histoblur.cli.common import (
     Manifest,
+    add_device,
     add_max_pixels,
     add_overwrite,
     expand_images,
@@ -52,22 +53,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="shipped networks (default) or a folder holding defocus/ and motion/ checkpoints",
     )
     cmd.add_argument("--classifier", default="default", help="blur-type classifier for --kind auto")
+    add_device(cmd)
     add_overwrite(cmd)
     add_max_pixels(cmd)
     cmd.set_defaults(func=run)
 
 
-def load_networks(model: str, kind: str) -> dict[Family, Deblurrer]:
+def load_networks(model: str, kind: str, device: str = "cpu") -> dict[Family, Deblurrer]:
     """The networks a ``--kind`` may need, from the shipped ones or ``MODEL/{defocus,motion}``."""
     families: tuple[Family, ...] = {
         "defocus": ("defocus",), "motion": ("motion",),
     }.get(kind, ("defocus", "motion"))  # type: ignore[assignment]  # fmt: skip
     if model == "default":
-        return {f: Deblurrer.load(f) for f in families}
+        return {f: Deblurrer.load(f, "default", device) for f in families}
     root = Path(model)
     if not root.is_dir():
         raise InputError(f"--model {model} is neither 'default' nor a folder.")
-    return {f: Deblurrer.load(f, root / f) for f in families}
+    return {f: Deblurrer.load(f, root / f, device) for f in families}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
     outputs = [args.out / f"{path.stem}.png" for path in images]
     manifest = args.out / "deblur.json"
     check_output_files([*outputs, manifest], images, args.overwrite)
-    networks = load_networks(args.model, args.kind)
-    classifier = BlurClassifier.load(args.classifier) if args.kind == "auto" else None
+    networks = load_networks(args.model, args.kind, args.device)
+    auto = args.kind == "auto"
+    classifier = BlurClassifier.load(args.classifier, device=args.device) if auto else None
     ensure_writable_dir(args.out)
     header = {"kind": args.kind, "model": str(args.model)}
     record = Manifest(manifest, json_manifest(header))

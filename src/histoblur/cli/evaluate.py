@@ -13,11 +13,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from histoblur.cli.common import add_max_pixels, add_overwrite, progress_bar
+from histoblur.cli.common import add_device, add_max_pixels, add_overwrite, progress_bar
 from histoblur.errors import ParameterError
 from histoblur.inference.baseline import BASELINES
 from histoblur.inference.benchmark import evaluate_benchmark, flagged_fraction
-from histoblur.inference.segment import DEFAULT_MODEL, SHIPPED, Segmenter
+from histoblur.inference.segment import DEFAULT_MODEL, TASK, Segmenter
 from histoblur.io.atomic import write_text_atomic
 from histoblur.io.paths import check_output_file
 from histoblur.metrics.segmentation import (
@@ -28,16 +28,19 @@ from histoblur.metrics.segmentation import (
     evaluate_mask_pairs,
     pair_mask_files,
 )
+from histoblur.models.hub import shipped_names
 from histoblur.synthesis.real_pairs import iter_records
 
 console = Console(stderr=True)
 
 
-def make_detector(model: str, threshold: float | None) -> Callable[[np.ndarray], np.ndarray]:
+def make_detector(
+    model: str, threshold: float | None, device: str = "cpu"
+) -> Callable[[np.ndarray], np.ndarray]:
     """Image to blur mask, from a model name or path, or a classical baseline's name."""
     if model in BASELINES:
         return BASELINES[model]
-    segmenter = Segmenter.load(model)
+    segmenter = Segmenter.load(model, device)
     return lambda image: segmenter.segment(image, threshold).mask
 
 
@@ -70,8 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     seg.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help=f"with --bench/--negatives: a shipped model ({', '.join(SHIPPED)}), a checkpoint "
-        f"folder, or a classical baseline ({', '.join(BASELINES)}); default {DEFAULT_MODEL}",
+        help="with --bench/--negatives: a shipped model "
+        f"({', '.join(shipped_names(TASK))}), a checkpoint folder, or a classical baseline "
+        f"({', '.join(BASELINES)}); default {DEFAULT_MODEL}",
     )
     seg.add_argument(
         "--negatives",
@@ -88,6 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write per-image (or per-benchmark) rows to this .csv and a summary .json beside "
         "it (default: print only)",
     )
+    add_device(seg)
     add_overwrite(seg, "an existing --out CSV and its JSON")
     add_max_pixels(seg)
     seg.add_argument(
@@ -158,7 +163,7 @@ def run_segmentation(args: argparse.Namespace) -> int:
 
 def run_detector(args: argparse.Namespace) -> int:
     """Run a model (or the baseline) on benchmarks and negative folders; print and save rows."""
-    detector = make_detector(args.model, args.threshold)
+    detector = make_detector(args.model, args.threshold, args.device)
     rows: list[dict[str, object]] = []
     negatives: list[dict[str, object]] = []
     with progress_bar(console) as bar:

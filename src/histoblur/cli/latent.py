@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from histoblur.cli.common import add_max_pixels, add_overwrite
+from histoblur.cli.common import add_device, add_max_pixels, add_overwrite
 from histoblur.errors import ParameterError
 from histoblur.inference.latent import FocalCodec, sweep_strip
 from histoblur.io.images import IMAGE_SUFFIXES, read_image, write_image
@@ -52,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             help="write N alphas evenly over [0, 1] (deblur: [0, 1)) side by side as one strip "
             f"(2 to {MAX_SWEEP})",
         )
+        add_device(cmd)
         add_overwrite(cmd, "an existing OUT.png")
         add_max_pixels(cmd)
         cmd.set_defaults(func=run, verb=name)
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     alphas = [args.alpha] if args.alpha is not None else sweep_alphas(args.verb, args.sweep)
     check_output_file(args.out, (args.first, args.second), args.overwrite, IMAGE_SUFFIXES)
     first, second = read_image(args.first), read_image(args.second)
-    codec = FocalCodec.load(args.model)
+    codec = FocalCodec.load(args.model, args.device)
     operation = codec.interpolate if args.verb == "interpolate" else codec.deblur
     images = operation(first, second, alphas)
     if len(images) == 1:

@@ -9,12 +9,13 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from histoblur.cli.common import option_error, progress_bar
+from histoblur.cli.common import add_device, option_error, progress_bar
 from histoblur.errors import HistoblurError
 from histoblur.inference.cohort import SchedulerUnreachableError, find_slides, run_cohort
 from histoblur.inference.qc import QCConfig
-from histoblur.inference.segment import DEFAULT_MODEL, SHIPPED, TASK, resolve_model
+from histoblur.inference.segment import DEFAULT_MODEL, TASK
 from histoblur.io.atomic import ensure_writable_dir
+from histoblur.models.hub import WHAT, resolve, shipped_names
 from histoblur.models.registry import check_task
 
 console = Console(stderr=True)
@@ -39,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     qc.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help=f"shipped model ({', '.join(SHIPPED)}) or checkpoint folder (default {DEFAULT_MODEL})",
+        help=f"shipped model ({', '.join(shipped_names(TASK))}) or checkpoint folder "
+        f"(default {DEFAULT_MODEL})",
     )
     qc.add_argument(
         "--mpp",
@@ -54,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     qc.add_argument("--threshold", type=float, help="blur probability threshold")
     qc.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
+    add_device(qc, QCConfig().device)
     qc.add_argument("--readers", type=int, default=2, help="decoding threads (default 2)")
     where = qc.add_mutually_exclusive_group()
     where.add_argument(
@@ -72,12 +75,13 @@ def run(args: argparse.Namespace) -> int:
             slide_mpp=args.slide_mpp,
             threshold=args.threshold,
             batch_size=args.batch_size,
+            device=args.device,
             readers=args.readers,
         )
         if args.workers < 1:
             raise ValueError("--workers must be at least 1")
         slides = find_slides(args.slides)
-        check_task(resolve_model(config.model), TASK, "a blur segmentation model")
+        check_task(resolve(config.model, TASK), TASK, WHAT[TASK])
         ensure_writable_dir(args.out)
     except ValidationError as exc:
         console.print(f"[red]histoblur: error:[/] {escape(str(option_error(exc)))}", soft_wrap=True)

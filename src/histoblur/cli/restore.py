@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from histoblur.cli.common import add_max_pixels, add_overwrite, progress_bar
+from histoblur.cli.common import add_device, add_max_pixels, add_overwrite, progress_bar
 from histoblur.diffusion.regional import RestoreSettings, check_budget
 from histoblur.errors import InputError, OutputError, ParameterError
 from histoblur.inference.artifacts import DETECTORS, make_detector
@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--jump-length", type=int, default=2, help="RePaint resampling jump (0: off)")
     cmd.add_argument("--resamples", type=int, default=3, help="RePaint resamplings per jump")
     cmd.add_argument("--batch-size", type=int, default=8, help="windows denoised together")
-    cmd.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_device(cmd)
     cmd.add_argument("--seed", type=int, default=0)
     add_overwrite(cmd)
     add_max_pixels(cmd)
@@ -124,7 +124,9 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(jobs, args)
     restorer = Restorer.load(args.model, args.device)
     passes = check_budget(settings, restorer.schedule)
-    detect = make_detector(args.detect, args.detector_model) if args.detect else None
+    detect = (
+        make_detector(args.detect, args.detector_model, device=args.device) if args.detect else None
+    )
     if args.image.is_dir():
         ensure_writable_dir(args.out)
     rows = ["image,flagged_fraction,after_fraction"]

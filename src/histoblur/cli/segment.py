@@ -9,6 +9,7 @@ from rich.console import Console
 
 from histoblur.cli.common import (
     Manifest,
+    add_device,
     add_max_pixels,
     add_overwrite,
     expand_images,
@@ -19,7 +20,7 @@ from histoblur.cli.common import (
 from histoblur.errors import ParameterError
 from histoblur.inference.segment import (
     DEFAULT_MODEL,
-    SHIPPED,
+    TASK,
     Segmenter,
     output_paths,
     segment_file,
@@ -27,6 +28,7 @@ from histoblur.inference.segment import (
 from histoblur.io.atomic import ensure_writable_dir
 from histoblur.io.images import check_unique_stems, read_image
 from histoblur.io.paths import check_output_files
+from histoblur.models.hub import shipped_names
 
 console = Console(stderr=True)
 
@@ -50,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     seg.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help=f"shipped model ({', '.join(SHIPPED)}) or checkpoint folder (default {DEFAULT_MODEL})",
+        help=f"shipped model ({', '.join(shipped_names(TASK))}) or checkpoint folder "
+        f"(default {DEFAULT_MODEL})",
     )
     seg.add_argument("--out", required=True, type=Path, help="output folder")
     seg.add_argument(
@@ -68,6 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="window overlap in px, up to half the tile (default 32, or tile / 4 if smaller)",
     )
     seg.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
+    add_device(seg)
     add_overwrite(seg)
     add_max_pixels(seg)
     seg.set_defaults(func=run)
@@ -84,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_files([*planned, manifest], images, args.overwrite)
     segmenter = Segmenter.load(
         args.model,
+        args.device,
         tile=args.tile,
         overlap=args.overlap,
         batch_size=args.batch_size,

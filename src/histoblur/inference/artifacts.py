@@ -131,7 +131,10 @@ DETECTORS = ("threshold", "segmenter")
 
 
 def make_detector(
-    name: str, model: str | Path = "default", config: ThresholdConfig | None = None
+    name: str,
+    model: str | Path = "default",
+    config: ThresholdConfig | None = None,
+    device: str = "cpu",
 ) -> Detector:
     """``image -> (H, W) bool`` artifact mask: the thresholds here, or the blur segmenter.
 
@@ -144,6 +147,6 @@ def make_detector(
     if name == "segmenter":
         from histoblur.inference.segment import Segmenter
 
-        segmenter = Segmenter.load(model)
+        segmenter = Segmenter.load(model, device)
         return lambda image: segmenter.segment(image).mask
     raise ParameterError(f"Unknown detector {name!r}; choose one of {', '.join(DETECTORS)}.")

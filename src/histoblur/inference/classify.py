@@ -18,14 +18,14 @@ import torch
 from torch import nn
 
 from histoblur.errors import InputError
-from histoblur.inference.segment import resolve_model, to_network_input
+from histoblur.inference.segment import to_network_input
 from histoblur.io.checkpoints import config_number
 from histoblur.io.images import check_image, to_gray_float
 from histoblur.metrics.calibration import softmax
 from histoblur.models.classifier import BLUR_TYPES
-from histoblur.models.registry import load_task_model
+from histoblur.models.hub import load_pretrained, select_device
 
-CLASSIFIER_MODELS = {"default": "classifier-default"}
+TASK = "blur-type-classification"
 MAX_WINDOWS = 64
 # images with a side below this carry too little structure to tell a blur type from
 MIN_SIDE = 32
@@ -85,8 +85,15 @@ class BlurClassifier:
         batch_size: windows per forward pass.
     """
 
-    def __init__(self, model: nn.Module, config: Mapping[str, Any], batch_size: int = 32) -> None:
-        self.model = model.eval()
+    def __init__(
+        self,
+        model: nn.Module,
+        config: Mapping[str, Any],
+        batch_size: int = 32,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.device = select_device(device)
+        self.model = model.to(self.device).eval()
         self.config = dict(config)
         self.classes = tuple(self.config.get("classes", BLUR_TYPES))
         self.tile = config_number(self.config.get("inference", {}), "tile", 128, int)
@@ -101,24 +108,27 @@ class BlurClassifier:
         self.batch_size = batch_size
 
     @classmethod
-    def load(cls, model: str | Path = "default", batch_size: int = 32) -> BlurClassifier:
-        """Load a shipped classifier (``default``) or a checkpoint folder.
+    def load(
+        cls, model: str | Path = "default", batch_size: int = 32, device: str = "cpu"
+    ) -> BlurClassifier:
+        """Load a shipped classifier (``default``) or a checkpoint folder onto ``device``.
 
         Raises:
-            InputError: missing or corrupt checkpoint, or one that is not a blur-type classifier.
+            InputError: missing or corrupt checkpoint, one that is not a blur-type classifier,
+                or an unavailable device.
         """
-        path = resolve_model(model, CLASSIFIER_MODELS)
-        network, config = load_task_model(
-            path, "blur-type-classification", "a blur-type classifier"
-        )
-        return cls(network, config, batch_size)
+        network, config, _ = load_pretrained(model, TASK, device)
+        return cls(network, config, batch_size, device)
 
     @torch.no_grad()
     def logits(self, image: np.ndarray) -> tuple[np.ndarray, int]:
         """Mean logits over the selected windows of ``image``, and the number of windows."""
         windows = select_windows(to_network_input(image), self.tile)
         out = [
-            self.model(torch.from_numpy(windows[i : i + self.batch_size])).float().numpy()
+            self.model(torch.from_numpy(windows[i : i + self.batch_size]).to(self.device))
+            .float()
+            .cpu()
+            .numpy()
             for i in range(0, len(windows), self.batch_size)
         ]
         return np.concatenate(out).mean(axis=0), len(windows)

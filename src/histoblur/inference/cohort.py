@@ -85,12 +85,12 @@ def error_row(slide: Path, exc: BaseException) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=2)
-def _segmenter(model: str, batch_size: int, threads: int) -> Segmenter:
+def _segmenter(model: str, batch_size: int, threads: int, device: str = "cpu") -> Segmenter:
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    return Segmenter.load(model, batch_size=batch_size)
+    return Segmenter.load(model, device, batch_size=batch_size)
 
 
 def qc_task(slide: str, out: str, config_json: str, threads: int = 0) -> dict[str, Any]:
@@ -98,7 +98,7 @@ def qc_task(slide: str, out: str, config_json: str, threads: int = 0) -> dict[st
     config = QCConfig.model_validate_json(config_json)
     path = Path(slide)
     try:
-        segmenter = _segmenter(config.model, config.batch_size, threads)
+        segmenter = _segmenter(config.model, config.batch_size, threads, config.device)
         return {**qc_slide(path, Path(out), config, segmenter), "error": ""}
     except Exception as exc:  # isolation: one broken slide must not stop a cohort
         return error_row(path, exc)
@@ -144,7 +144,7 @@ def run_cohort(
     else:
         for slide in todo:
             try:
-                segmenter = _segmenter(config.model, config.batch_size, 0)
+                segmenter = _segmenter(config.model, config.batch_size, 0, config.device)
                 row = {**qc_slide(slide, out, config, segmenter, slide_progress), "error": ""}
             except Exception as exc:
                 row = error_row(slide, exc)

@@ -21,17 +21,12 @@ from torch import nn
 
 from histoblur.errors import InputError
 from histoblur.inference.classify import BlurClassifier
-from histoblur.inference.segment import resolve_model
-from histoblur.inference.tiling import predict_tiled
 from histoblur.io.images import check_image, from_float, merge_alpha, split_alpha, to_float
-from histoblur.models.registry import load_task_model
+from histoblur.models.hub import load_pretrained, select_device
+from histoblur.models.tiling import predict_tiled
 
 Family = Literal["defocus", "motion"]
 Kind = Literal["auto", "defocus", "motion", "mixed"]
-DEBLUR_MODELS: dict[Family, dict[str, str]] = {
-    "defocus": {"default": "deblur-defocus-default"},
-    "motion": {"default": "deblur-motion-default"},
-}
 # networks applied for each blur type (DBMID: mixed = motion first, then defocus)
 ROUTES: dict[str, tuple[Family, ...]] = {
     "in_focus": (),
@@ -51,26 +46,31 @@ class Deblurrer:
     """
 
     def __init__(
-        self, model: nn.Module, config: Mapping[str, Any], tile: int = 512, overlap: int = 32
+        self,
+        model: nn.Module,
+        config: Mapping[str, Any],
+        tile: int = 512,
+        overlap: int = 32,
+        device: str | torch.device = "cpu",
     ) -> None:
-        self.model, self.config = model.eval(), dict(config)
+        self.device = select_device(device)
+        self.model, self.config = model.to(self.device).eval(), dict(config)
         self.tile, self.overlap = tile, overlap
 
     @classmethod
-    def load(cls, family: Family, model: str | Path = "default") -> Deblurrer:
-        """A shipped (``default``) or saved DL_defocus / DL_motion network.
+    def load(cls, family: Family, model: str | Path = "default", device: str = "cpu") -> Deblurrer:
+        """A shipped (``default``) or saved DL_defocus / DL_motion network on ``device``.
 
         Raises:
-            InputError: missing or corrupt checkpoint, or one for another task.
+            InputError: missing or corrupt checkpoint, one for another task, or an unavailable
+                device.
         """
-        path = resolve_model(model, DEBLUR_MODELS[family])
-        what = f"a {family} deblurring network"
-        network, config = load_task_model(path, f"deblur-{family}", what)
-        return cls(network, config)
+        network, config, _ = load_pretrained(model, f"deblur-{family}", device)
+        return cls(network, config, device=device)
 
     @torch.no_grad()
     def _predict(self, batch: np.ndarray) -> np.ndarray:
-        return self.model(torch.from_numpy(batch)).float().numpy()
+        return self.model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
 
     def run_float(self, rgb: np.ndarray) -> np.ndarray:
         """Deblur a (H, W, 3) float32 image in [0, 1]; returns the same shape, clipped to [0, 1]."""

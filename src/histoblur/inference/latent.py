@@ -22,14 +22,12 @@ import numpy as np
 import torch
 
 from histoblur.errors import InputError, ParameterError
-from histoblur.inference.segment import resolve_model
-from histoblur.inference.tiling import predict_tiled
 from histoblur.io.images import check_image, from_float, to_float, to_rgb
 from histoblur.models.autoencoder import Code, FocalAutoencoder, extrapolate, mix
-from histoblur.models.registry import load_task_model
+from histoblur.models.hub import load_pretrained
+from histoblur.models.tiling import predict_tiled
 from histoblur.synthesis.register import register_planes
 
-SHIPPED = {"default": "latent-default"}
 WINDOW, OVERLAP = 512, 64
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -42,14 +40,14 @@ class FocalCodec:
     path: Path
 
     @classmethod
-    def load(cls, model: str | Path = "default") -> FocalCodec:
-        """The shipped model (``default``) or a checkpoint folder.
+    def load(cls, model: str | Path = "default", device: str = "cpu") -> FocalCodec:
+        """The shipped model (``default``) or a checkpoint folder, on ``device``.
 
         Raises:
-            InputError: missing, corrupt or untrusted checkpoint, or one of another task.
+            InputError: missing, corrupt or untrusted checkpoint, one of another task, or an
+                unavailable device.
         """
-        path = resolve_model(model, SHIPPED)
-        network, _ = load_task_model(path, "focal-ae", "a focal autoencoder checkpoint")
+        network, _, path = load_pretrained(model, "focal-ae", device)
         return cls(network, path)
 
     def interpolate(
@@ -90,12 +88,12 @@ class FocalCodec:
         m = self.model.multiple
 
         def predict(batch: np.ndarray) -> np.ndarray:
-            x = torch.from_numpy(batch)
+            x = torch.from_numpy(batch).to(next(self.model.parameters()).device)
             with torch.no_grad():
                 za: Code = self.model.encode(x[:, :3])
                 zb: Code = self.model.encode(x[:, 3:])
                 outs = [self.model.decode(combine(za, zb, float(t))) for t in alphas]
-            return torch.cat(outs, dim=1).numpy()
+            return torch.cat(outs, dim=1).float().cpu().numpy()
 
         if max(h, w) <= WINDOW:  # one pass, padded only to the network's multiple
             ph, pw = -h % m, -w % m

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -27,13 +27,13 @@ from histoblur import __version__
 from histoblur.errors import InputError
 from histoblur.inference.reduce import RowReducer
 from histoblur.inference.segment import Segmenter, to_network_input
-from histoblur.inference.tiling import axis_starts, blend_bands
 from histoblur.io.atomic import atomic_dir
 from histoblur.io.geojson import mask_to_geojson, write_geojson
 from histoblur.io.images import write_image
 from histoblur.io.png_stream import PngRowWriter
 from histoblur.io.qc_report import slide_report_html
 from histoblur.io.report import heatmap
+from histoblur.models.tiling import axis_starts, blend_bands
 from histoblur.wsi.readers import SlideReader, best_level, open_slide, read_scaled, thumbnail
 from histoblur.wsi.tissue import detect_tissue, tissue_mask
 
@@ -54,6 +54,7 @@ class QCConfig(BaseModel):
         slide_mpp: level-0 resolution to assume for slides that state none (or to override).
         threshold: blur probability above which a pixel is blurred (default: the model's).
         batch_size: windows per forward pass.
+        device: where the network runs (``auto``: CUDA when available).
         readers: threads decoding windows ahead of the network.
         tissue_mpp: resolution of the tissue-detection thumbnail.
         min_tissue: smallest tissue fraction of a window for it to be evaluated.
@@ -69,6 +70,7 @@ class QCConfig(BaseModel):
     slide_mpp: float | None = Field(None, gt=0.01, le=50)
     threshold: float | None = Field(None, gt=0, lt=1)
     batch_size: int = Field(8, ge=1, le=256)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     readers: int = Field(2, ge=1, le=32)
     tissue_mpp: float = Field(8.0, gt=0)
     min_tissue: float = Field(0.05, ge=0, le=1)
@@ -360,7 +362,9 @@ def qc_slide(
     Raises:
         InputError: unreadable slide, unknown resolution, bad model.
     """
-    segmenter = segmenter or Segmenter.load(config.model, batch_size=config.batch_size)
+    segmenter = segmenter or Segmenter.load(
+        config.model, config.device, batch_size=config.batch_size
+    )
     reader = open_slide(path)
     try:
         qc = SlideQC(reader, segmenter, config)

@@ -23,12 +23,9 @@ from pydantic import ValidationError
 from histoblur.diffusion.regional import RestoreSettings, check_budget, restore_region
 from histoblur.diffusion.schedule import ScheduleConfig
 from histoblur.errors import InputError
-from histoblur.inference.segment import resolve_model
 from histoblur.io.images import check_image, from_float, to_float, to_rgb
-from histoblur.models.registry import load_task_model
-from histoblur.training.runs import select_device
+from histoblur.models.hub import load_pretrained
 
-SHIPPED = {"default": "restore-default"}
 Box = tuple[int, int, int, int]  # (y0, x0, y1, x1)
 CONTEXT, MAX_WINDOW = 32, 256
 
@@ -53,15 +50,13 @@ class Restorer:
             InputError: missing, corrupt or untrusted checkpoint, one of another task, or
                 ``cuda`` without a CUDA device.
         """
-        path = resolve_model(model, SHIPPED)
-        network, config = load_task_model(path, "restore-denoiser", "a restoration denoiser")
+        network, config, path = load_pretrained(model, "restore-denoiser", device)
         try:
             schedule = ScheduleConfig.model_validate(
                 config.get("inference", {}).get("schedule", {})
             )
         except ValidationError as exc:
             raise InputError(f"{path} holds an invalid noise schedule in its config.") from exc
-        network = network.to(select_device(device)).eval()
         return cls(network, schedule, int(network.config.multiple))
 
     def restore(

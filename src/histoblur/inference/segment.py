@@ -7,9 +7,8 @@ and blended) and returns a float32 probability map of the same height and width.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -18,50 +17,18 @@ import torch
 from torch import nn
 
 from histoblur.errors import InputError, ParameterError
-from histoblur.inference.tiling import count_tiles, predict_tiled
 from histoblur.io.checkpoints import config_number
 from histoblur.io.images import check_image, dtype_max, read_image, to_rgb, write_image
 from histoblur.io.report import outline
-from histoblur.models.registry import load_task_model
+from histoblur.models.hub import load_pretrained, select_device
+from histoblur.models.tiling import count_tiles, predict_tiled
 from histoblur.wsi.tissue import tissue_mask
 
 DEFAULT_MODEL = "default"
-# shipped checkpoints, by name, inside the package
-SHIPPED = {"default": "segmenter-default"}
 TASK = "blur-segmentation"
 MIN_TILE, MAX_TILE = 16, 2048  # window sides a segmenter accepts
 OVERLAY_COLOUR = (255, 0, 255)  # magenta: never a stain colour
 OVERLAY_ALPHA = 0.45
-
-
-def shipped_model_path(name: str, shipped: Mapping[str, str] = SHIPPED) -> Path:
-    """Folder of a checkpoint shipped inside the package (``default``...)."""
-    folder = resources.files("histoblur.models") / "weights" / shipped[name]
-    return Path(str(folder))
-
-
-def resolve_model(model: str | Path, shipped: Mapping[str, str] = SHIPPED) -> Path:
-    """A shipped model name (``default``) or a checkpoint path, as a path.
-
-    Args:
-        model: the name or path.
-        shipped: shipped names -> folders under ``histoblur/models/weights`` (segmenters by
-            default).
-
-    Raises:
-        InputError: the name is unknown and no such path exists.
-    """
-    if isinstance(model, str) and model in shipped:
-        path = shipped_model_path(model, shipped)
-        if not (path / "model.safetensors").is_file():
-            raise InputError(f"The shipped '{model}' model is missing from this installation.")
-        return path
-    path = Path(model)
-    if not path.exists():
-        raise InputError(
-            f"Model {model} is neither a shipped model ({', '.join(shipped)}) nor an existing path."
-        )
-    return path
 
 
 def to_network_input(image: np.ndarray) -> np.ndarray:
@@ -128,19 +95,25 @@ class Segmenter:
             raise ParameterError(f"--batch-size must be at least 1, got {self.batch_size}.")
         if not 0.0 < self.threshold < 1.0:
             raise InputError(f"The model's threshold {self.threshold} is not in (0, 1).")
-        self.device = torch.device(device)
+        self.device = select_device(device)
         self.tissue_only = tissue_only
         self.model = model.to(self.device).eval()
 
     @classmethod
-    def load(cls, model: str | Path = DEFAULT_MODEL, **kwargs: Any) -> Segmenter:
-        """Load a shipped model by name or a checkpoint folder/file.
+    def load(
+        cls, model: str | Path = DEFAULT_MODEL, device: str = "cpu", **kwargs: Any
+    ) -> Segmenter:
+        """Load a shipped model by name or a checkpoint folder/file onto ``device``.
+
+        >>> Segmenter.load("default", "cpu", tile=128).tile
+        128
 
         Raises:
-            InputError: missing, corrupt or untrusted checkpoint, or one of another task.
+            InputError: missing, corrupt or untrusted checkpoint, one of another task, or an
+                unavailable device.
         """
-        net, config = load_task_model(resolve_model(model), TASK, "a blur segmentation model")
-        return cls(net, config, **kwargs)
+        net, config, _ = load_pretrained(model, TASK, device)
+        return cls(net, config, device=device, **kwargs)
 
     @torch.inference_mode()
     def _predict(self, batch: np.ndarray) -> np.ndarray:

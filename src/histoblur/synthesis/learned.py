@@ -17,12 +17,12 @@ import torch
 from pydantic import Field
 
 from histoblur.errors import InputError
-from histoblur.inference.tiling import predict_tiled
+from histoblur.models.hub import load_pretrained
+from histoblur.models.tiling import predict_tiled
 from histoblur.synthesis.plans import NetworkPlan
 from histoblur.synthesis.spec import SEED_RANGE, BlurSpec, IntRange, Sampler
 
 # shipped weights per learned kind, and the checkpoint task each kind accepts
-LEARNED_MODELS = {"gan": {"default": "gan-default"}, "unit-ddpm": {"default": "unit-ddpm-default"}}
 TASKS = {"gan": "blur-gan", "unit-ddpm": "unit-ddpm"}
 WINDOW, OVERLAP = 512, 32
 
@@ -102,14 +102,10 @@ def load_learned(runner: str, model: str) -> tuple[torch.nn.Module, dict[str, fl
     Raises:
         InputError: missing, corrupt or untrusted checkpoint, or one of another task.
     """
-    from histoblur.inference.segment import resolve_model
-    from histoblur.models.registry import load_task_model
-
     if runner not in TASKS:
         raise InputError(f"Unknown learned blur kind {runner!r}.")
-    path = resolve_model(model, LEARNED_MODELS[runner])
-    network, config = load_task_model(path, TASKS[runner], f"a {runner} checkpoint")
-    return network.eval(), dict(config.get("inference", {}))
+    network, config, _ = load_pretrained(model, TASKS[runner])
+    return network, dict(config.get("inference", {}))
 
 
 def run_network(plan: NetworkPlan, image: np.ndarray) -> np.ndarray:

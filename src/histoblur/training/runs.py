@@ -32,6 +32,7 @@ from histoblur.io.atomic import (
 )
 from histoblur.io.checkpoints import provenance, save_checkpoint
 from histoblur.io.paths import refuse_folder_with_inputs
+from histoblur.models.hub import select_device
 from histoblur.models.registry import build_model, load_model
 
 TRAINER_STATE = "trainer.pt"
@@ -104,19 +105,6 @@ def train_steps(
         if progress is not None:
             progress(first + i + 1, total, {"loss": losses[-1]})
     return losses
-
-
-def select_device(name: str) -> torch.device:
-    """``auto`` (CUDA when available), ``cpu`` or ``cuda``.
-
-    Raises:
-        InputError: ``cuda`` asked for without a CUDA device.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("device 'cuda' was asked for but no CUDA device is available.")
-    return torch.device(name)
 
 
 def start_torch(threads: int, device: str, seed: int) -> torch.device:
