@@ -48,8 +48,8 @@ def peak_mb() -> float:
 def large_slide(side: int, cache: Path) -> tuple[Path, tuple[int, int, int, int]]:
     """The generated slide (written once into ``cache``) and its blurred box."""
     from histoblur.io.images import read_image, to_rgb
+    from histoblur.synthesis.slide import make_synthetic_slide
     from histoblur.wsi.pyramid import write_pyramidal_tiff
-    from histoblur.wsi.synthetic import make_synthetic_slide
 
     texture_path = DATA / "sharp" / "he" / "tiatoolbox_target_image.png"
     texture = to_rgb(read_image(texture_path))[:512, :512] if texture_path.is_file() else None

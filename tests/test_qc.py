@@ -15,9 +15,9 @@ from histoblur.inference.cohort import find_slides, run_cohort
 from histoblur.inference.qc import QCConfig, SlideQC, qc_slide, write_outputs
 from histoblur.inference.segment import Segmenter
 from histoblur.io.images import read_image, write_image
+from histoblur.synthesis.slide import make_synthetic_slide
 from histoblur.wsi.pyramid import write_pyramidal_tiff
 from histoblur.wsi.readers import ArrayReader
-from histoblur.wsi.synthetic import make_synthetic_slide
 
 WSI = Path(__file__).resolve().parents[2] / "shared" / "data" / "wsi"
 

@@ -31,8 +31,8 @@ from histoblur.synthesis import BLUR_KINDS, DegradeSpec, apply_blur
 from histoblur.synthesis.composite import composite
 from histoblur.synthesis.masks import PolygonMaskSampler, mask_to_png, rasterize
 from histoblur.synthesis.registry import spec_from_dict
+from histoblur.synthesis.slide import GLASS, make_synthetic_slide
 from histoblur.wsi.pyramid import write_pyramidal_tiff
-from histoblur.wsi.synthetic import GLASS, make_synthetic_slide
 
 DEMO_MASKS = PolygonMaskSampler(count=(1, 2), size=(0.22, 0.38), vertices=(6, 10))
 DEMO_NOISE = DegradeSpec(photons=800.0, read_noise=0.004, jpeg_quality=75, seed=11)
