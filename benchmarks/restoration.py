@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from histoblur.diffusion.regional import RestoreSettings, denoiser_passes, restore_region
-from histoblur.inference.artifacts import make_detector
+from histoblur.inference.detectors import make_detector
 from histoblur.inference.inpaint import inpaint
 from histoblur.inference.restore import Restorer, detect_and_restore
 from histoblur.io.images import from_float, to_float, write_image

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from histoblur.inference.baseline import BASELINES, smoothed_laplacian_map
+from histoblur.inference.baseline import smoothed_laplacian_map
 from histoblur.inference.benchmark import evaluate_benchmark, flagged_fraction
+from histoblur.inference.detectors import make_detector
 from histoblur.inference.segment import Segmenter, overlay
 from histoblur.io.images import write_image
 from histoblur.io.report import outline
@@ -59,7 +60,7 @@ def detectors(runs: Path) -> dict[str, object]:
         out[ckpt.parent.name] = lambda im, s=seg: s.segment(im).mask
     seg = Segmenter.load("default")
     out["default (shipped)"] = lambda im, s=seg: s.segment(im).mask
-    for name, fn in BASELINES.items():
+    for name, fn in ((n, make_detector(n)) for n in ("laplacian", "histoqc")):
         out[f"baseline: {name}"] = fn
     return out
 
@@ -77,7 +78,9 @@ def pictures(bench: Path, out: Path, n: int = 6) -> None:
                 [
                     outline(image, truth),
                     outline(overlay(image, result.mask, result.probability), truth),
-                    outline(np.where(BASELINES["histoqc"](image), 255, 0).astype(np.uint8), truth),
+                    outline(
+                        np.where(make_detector("histoqc")(image), 255, 0).astype(np.uint8), truth
+                    ),
                 ],
                 axis=1,
             )

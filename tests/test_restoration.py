@@ -324,13 +324,14 @@ def test_threshold_detector_finds_each_artifact(ihc, kind):
 
 def test_detector_names_and_kinds(ihc):
     from histoblur.errors import ParameterError
-    from histoblur.inference.artifacts import ThresholdConfig, make_detector
+    from histoblur.inference.artifacts import ThresholdConfig
+    from histoblur.inference.detectors import make_detector
 
     image, truth = _degraded(ihc, "bubble")
-    only_dark = make_detector("threshold", config=ThresholdConfig(kinds=("dark",)))
+    only_dark = make_detector("threshold", thresholds=ThresholdConfig(kinds=("dark",)))
     assert only_dark(image)[truth].mean() < make_detector("threshold")(image)[truth].mean()
     with pytest.raises(ParameterError, match="Unknown detector"):
-        make_detector("histoqc")
+        make_detector("no-such-detector")
     blurred, truth = _degraded(ihc, "blur")
     found = make_detector("segmenter")(blurred)  # the shipped blur segmenter
     assert found.shape == truth.shape and found.dtype == bool
@@ -338,7 +339,7 @@ def test_detector_names_and_kinds(ihc):
 
 
 def test_detect_and_restore_changes_only_flagged_pixels(denoiser_dir, ihc):
-    from histoblur.inference.artifacts import make_detector
+    from histoblur.inference.detectors import make_detector
     from histoblur.inference.restore import Restorer, detect_and_restore
 
     image, _ = _degraded(ihc, "bubble")

@@ -6,18 +6,16 @@ import argparse
 import csv
 import io
 import json
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from histoblur.cli.common import add_device, add_max_pixels, add_overwrite, progress_bar
 from histoblur.errors import ParameterError
-from histoblur.inference.baseline import BASELINES
 from histoblur.inference.benchmark import evaluate_benchmark, flagged_fraction
-from histoblur.inference.segment import DEFAULT_MODEL, TASK, Segmenter
+from histoblur.inference.detectors import CLASSICAL, make_detector
+from histoblur.inference.segment import DEFAULT_MODEL, TASK
 from histoblur.io.atomic import write_text_atomic
 from histoblur.io.paths import check_output_file
 from histoblur.metrics.segmentation import (
@@ -32,16 +30,6 @@ from histoblur.models.hub import shipped_names
 from histoblur.synthesis.real_pairs import iter_records
 
 console = Console(stderr=True)
-
-
-def make_detector(
-    model: str, threshold: float | None, device: str = "cpu"
-) -> Callable[[np.ndarray], np.ndarray]:
-    """Image to blur mask, from a model name or path, or a classical baseline's name."""
-    if model in BASELINES:
-        return BASELINES[model]
-    segmenter = Segmenter.load(model, device)
-    return lambda image: segmenter.segment(image, threshold).mask
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_MODEL,
         help="with --bench/--negatives: a shipped model "
         f"({', '.join(shipped_names(TASK))}), a checkpoint folder, or a classical baseline "
-        f"({', '.join(BASELINES)}); default {DEFAULT_MODEL}",
+        f"({', '.join(CLASSICAL)}); default {DEFAULT_MODEL}",
     )
     seg.add_argument(
         "--negatives",
@@ -163,7 +151,8 @@ def run_segmentation(args: argparse.Namespace) -> int:
 
 def run_detector(args: argparse.Namespace) -> int:
     """Run a model (or the baseline) on benchmarks and negative folders; print and save rows."""
-    detector = make_detector(args.model, args.threshold, args.device)
+    name = args.model if args.model in CLASSICAL else "segmenter"
+    detector = make_detector(name, args.model, args.threshold, args.device)
     rows: list[dict[str, object]] = []
     negatives: list[dict[str, object]] = []
     with progress_bar(console) as bar:

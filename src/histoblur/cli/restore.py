@@ -11,7 +11,7 @@ from rich.console import Console
 from histoblur.cli.common import add_device, add_max_pixels, add_overwrite, progress_bar
 from histoblur.diffusion.regional import RestoreSettings, check_budget
 from histoblur.errors import InputError, OutputError, ParameterError
-from histoblur.inference.artifacts import DETECTORS, make_detector
+from histoblur.inference.detectors import DETECTORS, make_detector
 from histoblur.inference.restore import Restorer, detect_and_restore
 from histoblur.io.atomic import ensure_writable_dir, write_text_atomic
 from histoblur.io.images import (
@@ -45,7 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("image", type=Path, metavar="IMAGE")
     where = cmd.add_mutually_exclusive_group(required=True)
     where.add_argument("--mask", type=Path, help="mask PNG or folder (non-zero = restore)")
-    where.add_argument("--detect", choices=DETECTORS, help="find the regions to restore")
+    where.add_argument(
+        "--detect",
+        choices=DETECTORS,
+        help="find the regions to restore: "
+        + "; ".join(f"{k}: {v.summary}" for k, v in DETECTORS.items()),
+    )
     cmd.add_argument("--out", required=True, type=Path)
     cmd.add_argument("--model", default="default", help="shipped denoiser (default) or a folder")
     cmd.add_argument("--detector-model", default="default", help="segmenter for --detect segmenter")

@@ -18,23 +18,20 @@ artifacts of :mod:`histoblur.synthesis.artifacts` and Gaussian blur):
   for glass.
 
 Each kind is opened, small regions are dropped and the union is grown by ``grow`` pixels so a
-restorer also replaces the artifact's soft edge. :func:`make_detector` gives a mask function
-from these thresholds or from the blur segmenter.
+restorer also replaces the artifact's soft edge. :mod:`histoblur.inference.detectors` registers
+it beside the blur segmenter and the classical blur detectors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from histoblur.errors import ParameterError
 from histoblur.io.images import to_float, to_rgb
+from histoblur.metrics.sharpness import local_laplacian_map
 from histoblur.wsi.tissue import tissue_mask
 
 Kind = Literal["blur", "dark", "pale"]
@@ -71,8 +68,7 @@ def artifact_maps(image: np.ndarray, config: ThresholdConfig) -> dict[Kind, np.n
     maps: dict[Kind, np.ndarray] = {}
     tissue = tissue_mask(image)
     if "blur" in config.kinds:
-        laplacian = cv2.Laplacian(luma, cv2.CV_32F)
-        energy = np.sqrt(cv2.GaussianBlur(laplacian**2, (0, 0), config.energy_sigma))
+        energy = np.sqrt(local_laplacian_map(luma, config.energy_sigma))
         inside = cv2.GaussianBlur(tissue.astype(np.float32), (0, 0), config.sigma) > 0.5
         reference = float(np.median(energy[tissue])) if tissue.any() else 0.0
         low = np.maximum(config.blur_energy, config.blur_ratio * reference)
@@ -124,29 +120,3 @@ def _drop_small(mask: np.ndarray, min_area: int) -> np.ndarray:
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), 8)
     keep = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= min_area)
     return np.isin(labels, keep[keep > 0])
-
-
-Detector = Callable[[np.ndarray], np.ndarray]
-DETECTORS = ("threshold", "segmenter")
-
-
-def make_detector(
-    name: str,
-    model: str | Path = "default",
-    config: ThresholdConfig | None = None,
-    device: str = "cpu",
-) -> Detector:
-    """``image -> (H, W) bool`` artifact mask: the thresholds here, or the blur segmenter.
-
-    Raises:
-        ParameterError: an unknown detector name.
-        InputError: a segmenter checkpoint that cannot be loaded.
-    """
-    if name == "threshold":
-        return partial(threshold_artifacts, config=config or ThresholdConfig())
-    if name == "segmenter":
-        from histoblur.inference.segment import Segmenter
-
-        segmenter = Segmenter.load(model, device)
-        return lambda image: segmenter.segment(image).mask
-    raise ParameterError(f"Unknown detector {name!r}; choose one of {', '.join(DETECTORS)}.")

@@ -6,10 +6,10 @@ baseline that every learned detector must beat.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from histoblur.io.images import to_gray_float
+from histoblur.metrics.sharpness import local_laplacian_map
 
 # Threshold of the smoothed absolute Laplacian (luma in [0, 1], sigma 7 px) below which
 # ``histoqc_blur_mask`` calls a pixel blurred; chosen on synthetic blur (docs/segmentation.md).
@@ -18,9 +18,7 @@ HISTOQC_THRESHOLD = 0.02
 
 def laplacian_energy_map(image: np.ndarray, window: int = 31) -> np.ndarray:
     """Local mean of the squared Laplacian (float32, same H x W); low values mean blur."""
-    grey = to_gray_float(image)
-    lap = cv2.Laplacian(grey, cv2.CV_32F, ksize=3, borderType=cv2.BORDER_REFLECT_101)
-    return cv2.boxFilter(lap * lap, cv2.CV_32F, (window, window), borderType=cv2.BORDER_REFLECT_101)
+    return local_laplacian_map(to_gray_float(image), window, "box", squared=True, ksize=3)
 
 
 def laplacian_blur_mask(image: np.ndarray, window: int = 31, ratio: float = 0.25) -> np.ndarray:
@@ -36,9 +34,7 @@ def laplacian_blur_mask(image: np.ndarray, window: int = 31, ratio: float = 0.25
 
 def smoothed_laplacian_map(image: np.ndarray, sigma: float = 7.0) -> np.ndarray:
     """Absolute 4-neighbour Laplacian of the luma in [0, 1], smoothed by a Gaussian (float32)."""
-    grey = to_gray_float(image)
-    lap = np.abs(cv2.Laplacian(grey, cv2.CV_32F, ksize=1, borderType=cv2.BORDER_REFLECT_101))
-    return cv2.GaussianBlur(lap, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)
+    return local_laplacian_map(to_gray_float(image), sigma, "gaussian", squared=False)
 
 
 def histoqc_blur_mask(
@@ -50,10 +46,6 @@ def histoqc_blur_mask(
     tile can be called entirely sharp or entirely blurred.
     """
     return smoothed_laplacian_map(image, sigma) <= threshold
-
-
-# Explicit registry of the classical detectors (name -> image -> boolean blur mask).
-BASELINES = {"laplacian": laplacian_blur_mask, "histoqc": histoqc_blur_mask}
 
 
 # HistoQC's own slide-level defaults (BlurDetectionModule): 2.5x working size, radius 7, 0.1.

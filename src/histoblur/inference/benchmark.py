@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from histoblur.inference.detectors import Detector
 from histoblur.io.images import list_images, read_image
 from histoblur.metrics.segmentation import SegmentationSummary, aggregate_segmentation
 from histoblur.synthesis.real_pairs import KIND_SHARP, iter_benchmark, iter_records
-
-Detector = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
