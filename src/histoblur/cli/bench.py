@@ -6,12 +6,18 @@ import argparse
 from pathlib import Path
 
 from pydantic import ValidationError
-from rich.console import Console
 
-from histoblur.cli.common import add_max_pixels, add_overwrite, add_seed, option_error, progress_bar
+from histoblur.cli.common import (
+    add_max_pixels,
+    add_overwrite,
+    add_seed,
+    messages,
+    option_error,
+    progress_bar,
+)
 from histoblur.synthesis.real_pairs import SHARPNESS_SCALES, RealPairConfig, build_real_pairs
 
-console = Console(stderr=True)
+console = messages()
 
 
 def register(sub: argparse._SubParsersAction) -> None:

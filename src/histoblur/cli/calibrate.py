@@ -20,13 +20,13 @@ from histoblur.calibration import (
     calibrate,
     kernel_montage,
 )
-from histoblur.cli.common import add_max_pixels, add_overwrite, progress_bar
+from histoblur.cli.common import add_max_pixels, add_overwrite, messages, progress_bar
 from histoblur.errors import ParameterError
 from histoblur.io.atomic import atomic_dir, atomic_path, ensure_writable_dir, write_text_atomic
 from histoblur.io.images import read_image, write_image
 from histoblur.io.paths import check_output_folder
 
-console = Console(stderr=True)
+console = messages()
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,13 +7,12 @@ import csv
 import io
 from pathlib import Path
 
-from rich.console import Console
-
 from histoblur.cli.common import (
     add_device,
     add_max_pixels,
     add_overwrite,
     expand_images,
+    messages,
     progress_bar,
 )
 from histoblur.inference.classify import MIN_SIDE, TOO_SMALL, BlurClassifier
@@ -22,7 +21,7 @@ from histoblur.io.images import read_image
 from histoblur.io.paths import check_output_file
 from histoblur.models.classifier import BLUR_TYPES
 
-console = Console(stderr=True)
+console = messages()
 COLUMNS = ("path", "label", *(f"p_{c}" for c in BLUR_TYPES), "windows")
 
 

@@ -22,6 +22,14 @@ from histoblur.io.images import DEFAULT_MAX_PIXELS, check_sizes, list_images
 from histoblur.models.hub import DEVICES
 
 
+def messages() -> Console:
+    """The console every command prints its messages to: stderr, lines never hard-wrapped.
+
+    A terminal wraps long lines itself; a log file or a pipe gets each message on one line.
+    """
+    return Console(stderr=True, soft_wrap=True)
+
+
 def parse_params(pairs: Sequence[str] | None) -> dict[str, Any]:
     """Turn ``["k=v", ...]`` into a dict, values parsed as YAML scalars or lists.
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.console import Console
-
 from histoblur.cli.common import (
     Manifest,
     add_device,
@@ -14,6 +12,7 @@ from histoblur.cli.common import (
     add_overwrite,
     expand_images,
     json_manifest,
+    messages,
     progress_bar,
     recorded,
 )
@@ -24,7 +23,7 @@ from histoblur.io.atomic import ensure_writable_dir
 from histoblur.io.images import check_unique_stems, read_image, write_image
 from histoblur.io.paths import check_output_files
 
-console = Console(stderr=True)
+console = messages()
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,13 +6,11 @@ import argparse
 import time
 from pathlib import Path
 
-from rich.console import Console
-
-from histoblur.cli.common import add_seed
+from histoblur.cli.common import add_seed, messages
 from histoblur.demo import run_demo
 from histoblur.errors import ParameterError
 
-console = Console(stderr=True)
+console = messages()
 
 
 def register(sub: argparse._SubParsersAction) -> None:

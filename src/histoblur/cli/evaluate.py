@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from histoblur.cli.common import add_device, add_max_pixels, add_overwrite, progress_bar
+from histoblur.cli.common import add_device, add_max_pixels, add_overwrite, messages, progress_bar
 from histoblur.errors import ParameterError
 from histoblur.inference.benchmark import evaluate_benchmark, flagged_fraction
 from histoblur.inference.detectors import CLASSICAL, make_detector
@@ -29,7 +29,7 @@ from histoblur.metrics.segmentation import (
 from histoblur.models.hub import shipped_names
 from histoblur.synthesis.real_pairs import iter_records
 
-console = Console(stderr=True)
+console = messages()
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,15 +6,14 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 
-from histoblur.cli.common import add_device, add_max_pixels, add_overwrite
+from histoblur.cli.common import add_device, add_max_pixels, add_overwrite, messages
 from histoblur.errors import ParameterError
 from histoblur.inference.latent import FocalCodec, sweep_strip
 from histoblur.io.images import IMAGE_SUFFIXES, read_image, write_image
 from histoblur.io.paths import check_output_file
 
-console = Console(stderr=True)
+console = messages()
 MAX_SWEEP = 64  # alphas of one --sweep strip
 
 VERBS = {

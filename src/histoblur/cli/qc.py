@@ -6,10 +6,9 @@ import argparse
 from pathlib import Path
 
 from pydantic import ValidationError
-from rich.console import Console
 from rich.markup import escape
 
-from histoblur.cli.common import add_device, option_error, progress_bar
+from histoblur.cli.common import add_device, messages, option_error, progress_bar
 from histoblur.errors import HistoblurError
 from histoblur.inference.cohort import SchedulerUnreachableError, find_slides, run_cohort
 from histoblur.inference.qc import QCConfig
@@ -18,7 +17,7 @@ from histoblur.io.atomic import ensure_writable_dir
 from histoblur.models.hub import WHAT, resolve, shipped_names
 from histoblur.models.registry import check_task
 
-console = Console(stderr=True)
+console = messages()
 EXIT_SOME_FAILED = 3
 EXIT_USAGE = 2
 

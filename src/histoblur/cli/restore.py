@@ -6,9 +6,8 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 
-from histoblur.cli.common import add_device, add_max_pixels, add_overwrite, progress_bar
+from histoblur.cli.common import add_device, add_max_pixels, add_overwrite, messages, progress_bar
 from histoblur.diffusion.regional import RestoreSettings, check_budget
 from histoblur.errors import InputError, OutputError, ParameterError
 from histoblur.inference.detectors import DETECTORS, make_detector
@@ -24,7 +23,7 @@ from histoblur.io.images import (
 )
 from histoblur.io.paths import check_output_file, check_output_files
 
-console = Console(stderr=True)
+console = messages()
 MASK_SUFFIXES = ("_mask", "_after_mask")  # --detect: the masks before and after restoration
 
 

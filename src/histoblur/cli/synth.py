@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import yaml
 from pydantic import ValidationError
-from rich.console import Console
 
 from histoblur.cli.common import (
     Manifest,
     add_max_pixels,
     add_overwrite,
     add_seed,
+    messages,
     option_error,
     parse_params,
     progress_bar,
@@ -31,7 +31,7 @@ from histoblur.synthesis.dataset import DatasetConfig, DegradeSampler, build_dat
 from histoblur.synthesis.masks import PolygonMaskSampler
 from histoblur.synthesis.registry import LEARNED_KINDS, parse_method
 
-console = Console(stderr=True)
+console = messages()
 
 
 def register(sub: argparse._SubParsersAction) -> None:

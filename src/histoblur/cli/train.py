@@ -11,10 +11,9 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from histoblur.cli.common import option_error
+from histoblur.cli.common import messages, option_error
 from histoblur.errors import InputError, ParameterError
 from histoblur.io.paths import refuse_folder_with_inputs
 from histoblur.training.classifier import ClassifierTrainConfig, train_classifier
@@ -25,7 +24,7 @@ from histoblur.training.restoration import RestorationTrainConfig, train_restora
 from histoblur.training.segmenter import SegmenterTrainConfig, train_segmenter
 from histoblur.training.unit_ddpm import UnitDDPMTrainConfig, train_unit_ddpm
 
-console = Console(stderr=True)
+console = messages()
 
 
 @dataclass(frozen=True)
