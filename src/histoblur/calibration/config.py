@@ -14,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from histoblur.errors import ParameterError
+from histoblur.errors import ParameterError, describe_validation
 from histoblur.synthesis.registry import BLUR_KINDS
 
 IDENTITY = "identity"
@@ -136,9 +136,4 @@ def build_config(**values: Any) -> CalibrationConfig:
     try:
         return CalibrationConfig(**values)
     except ValidationError as exc:
-        parts = [
-            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: "
-            + str(e["msg"]).removeprefix("Value error, ")
-            for e in exc.errors()
-        ]
-        raise ParameterError("Invalid calibration settings: " + "; ".join(parts) + ".") from None
+        raise ParameterError(describe_validation(exc, "calibration settings", every=True)) from None

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from histoblur.errors import HistoblurError, InputError, ParameterError
+from histoblur.errors import HistoblurError, InputError, ParameterError, describe_validation
 from histoblur.io.atomic import write_text_atomic
 from histoblur.io.images import DEFAULT_MAX_PIXELS, check_sizes, list_images
 from histoblur.models.hub import DEVICES
@@ -103,13 +103,7 @@ def option_error(exc: ValidationError, what: str = "option", flags: bool = True)
     ...     print(option_error(exc))
     Invalid option --jpeg-quality: Input should be greater than or equal to 1.
     """
-    first = exc.errors()[0]
-    loc = [str(p) for p in first["loc"]]
-    message = str(first["msg"]).removeprefix("Value error, ")
-    if not loc:
-        return ParameterError(f"Invalid {what}: {message}.")
-    where = "--" + loc[0].replace("_", "-") if flags and len(loc) == 1 else ".".join(loc)
-    return ParameterError(f"Invalid {what} {where}: {message}.")
+    return ParameterError(describe_validation(exc, what, flags))
 
 
 class Manifest:

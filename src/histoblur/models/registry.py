@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from torch import nn
 
-from histoblur.errors import InputError
+from histoblur.errors import InputError, describe_validation
 from histoblur.io.checkpoints import load_state, read_config
 from histoblur.models.autoencoder import AutoencoderConfig, FocalAutoencoder
 from histoblur.models.classifier import BlurTypeConfig, BlurTypeNet
@@ -62,9 +62,7 @@ def build_model(config: BaseModel | dict[str, Any]) -> nn.Module:
     try:
         parsed = entry.config.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InputError(f"Invalid {name} configuration ({where}: {first['msg']}).") from exc
+        raise InputError(describe_validation(exc, f"{name} configuration")) from exc
     return entry.module(parsed)
 
 

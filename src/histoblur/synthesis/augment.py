@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from histoblur.errors import InputError, ParameterError
+from histoblur.errors import InputError, ParameterError, describe_validation
 from histoblur.io.images import merge_alpha, split_alpha
 from histoblur.synthesis.blur import apply_blur
 from histoblur.synthesis.composite import composite
@@ -84,9 +84,7 @@ def _config(
             ranges={k: dict(v) for k, v in (ranges or {}).items()},
         )
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(x) for x in err["loc"])
-        raise ParameterError(f"Invalid random blur setting {where}: {err['msg']}.") from None
+        raise ParameterError(describe_validation(exc, "random blur setting")) from None
     extra = sorted(set(config.ranges) - set(config.kinds))
     if extra:
         raise ParameterError(

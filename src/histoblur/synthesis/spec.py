@@ -13,7 +13,7 @@ from typing import Any, ClassVar, get_args
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from histoblur.errors import ParameterError
+from histoblur.errors import ParameterError, describe_validation
 
 SEED_RANGE = (0, 2**31 - 1)
 
@@ -42,15 +42,9 @@ def validate_spec(spec_cls: type[BlurSpec], values: dict[str, Any]) -> BlurSpec:
 
 
 def _describe(owner: str, exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or owner
-        parts.append(
-            f"{loc}: {err['msg']}" + (f" (got {err['input']!r})" if "input" in err else "")
-        )
-    return f"Invalid {owner.replace('Spec', '').replace('Sampler', ' sampler')} parameters: " + (
-        "; ".join(parts) + "."
-    )
+    """The sentence for invalid parameters of a spec or sampler class named ``owner``."""
+    name = owner.replace("Spec", "").replace("Sampler", " sampler")
+    return describe_validation(exc, f"{name} parameters", every=True)
 
 
 Range = tuple[float, float]
