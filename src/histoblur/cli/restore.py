@@ -53,17 +53,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--out", required=True, type=Path)
     cmd.add_argument("--model", default="default", help="shipped denoiser (default) or a folder")
     cmd.add_argument("--detector-model", default="default", help="segmenter for --detect segmenter")
-    cmd.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim")
-    cmd.add_argument("--steps", type=int, default=10, help="reverse steps (0: all T)")
-    cmd.add_argument("--eta", type=float, default=1.0, help="step noise, 0 (deterministic) to 1")
+    fast = RestoreSettings()  # the defaults: histoblur's fast recipe
+    cmd.add_argument("--sampler", choices=("ddpm", "ddim"), default=fast.sampler)
+    cmd.add_argument(
+        "--steps", type=int, default=fast.steps, help=f"reverse steps (0: all T; {fast.steps})"
+    )
+    cmd.add_argument(
+        "--eta", type=float, default=fast.eta, help="step noise, 0 (deterministic) to 1"
+    )
     cmd.add_argument(
         "--strength",
         type=float,
-        default=1.0,
+        default=fast.strength,
         help="start from the artifact noised to this share of the schedule (1: from pure noise)",
     )
-    cmd.add_argument("--jump-length", type=int, default=2, help="RePaint resampling jump (0: off)")
-    cmd.add_argument("--resamples", type=int, default=3, help="RePaint resamplings per jump")
+    cmd.add_argument(
+        "--jump-length",
+        type=int,
+        default=fast.jump_length,
+        help="RePaint resampling jump (0: off)",
+    )
+    cmd.add_argument(
+        "--resamples", type=int, default=fast.resamples, help="RePaint resamplings per jump"
+    )
     cmd.add_argument("--batch-size", type=int, default=8, help="windows denoised together")
     add_device(cmd)
     cmd.add_argument("--seed", type=int, default=0)

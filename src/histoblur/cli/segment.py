@@ -63,7 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also flag glass (by default only tissue pixels can be called blurred)",
     )
-    seg.add_argument("--tile", type=int, default=256, help="window side in px (default 256)")
+    seg.add_argument(
+        "--tile", type=int, help="window side in px (default: the model's, 256 for the shipped)"
+    )
     seg.add_argument(
         "--overlap",
         type=int,
