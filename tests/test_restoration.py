@@ -420,3 +420,26 @@ def test_restorer_refuses_cuda_without_a_device(denoiser_dir):
     with pytest.raises(InputError, match="CUDA"):
         Restorer.load(denoiser_dir, "cuda")
     assert next(Restorer.load(denoiser_dir, "auto").model.parameters()).device.type == "cpu"
+
+
+def test_restoration_training_resumes_where_it_stopped(sharp_dir, tmp_path):
+    from histoblur.cli.main import main
+
+    def config(out, epochs):
+        (tmp_path / f"{out}.yaml").write_text(
+            f"out: {tmp_path / out}\nsharp_dir: {sharp_dir}\n"
+            "model: {arch: conv-denoiser, width: 4, depth: 2}\n"
+            "schedule: {timesteps: 20}\ntile: 32\nbatch_size: 2\nmin_tissue: 0.0\n"
+            f"epochs: {epochs}\nsteps_per_epoch: 2\nval_crops: 2\nval_steps: 3\nema: 0.9\n"
+            "threads: 1\nworkers: 0\n"
+        )
+        return ["train", "restore", "--config", str(tmp_path / f"{out}.yaml")]
+
+    assert main(config("straight", 2)) == 0
+    assert main(config("resumed", 1)) == 0
+    assert main([*config("resumed", 1), "--set", "epochs=2", "--resume"]) == 0
+    straight, resumed = tmp_path / "straight" / "last", tmp_path / "resumed" / "last"
+    assert (straight / "model.safetensors").read_bytes() == (
+        resumed / "model.safetensors"
+    ).read_bytes()
+    assert len((tmp_path / "resumed" / "history.csv").read_text().splitlines()) == 3

@@ -143,8 +143,9 @@ TRAINERS: dict[str, Trainer] = {
         "Train the DDPM denoiser that regenerates artifact regions (ArtiFusion): epsilon "
         "prediction on sharp tiles only; held-out tiles validate a regional DDIM restoration.",
         RestorationTrainConfig,
-        lambda c, a, p: train_restoration(c, a.overwrite, p),
+        lambda c, a, p: train_restoration(c, a.overwrite, p, a.resume),
         _restore_report,
+        resumable=True,
         loss_digits=5,
     ),
 }

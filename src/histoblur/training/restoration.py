@@ -34,14 +34,17 @@ from histoblur.synthesis.dataset import usable_sources
 from histoblur.training.data import holdout_split
 from histoblur.training.domains import flip, sharp_crop, stack
 from histoblur.training.runs import (
+    GeneratorPart,
     RunFolder,
     checkpoint_meta,
     ema_update,
     endless,
     mixed_precision,
     new_network,
+    resume_trainer,
     run_folder,
     start_torch,
+    trainer_state,
     warmup_cosine,
     worker_batches,
 )
@@ -96,10 +99,10 @@ class SharpBatches(IterableDataset):
     """Endless (B, 3, t, t) batches of tissue crops in [0, 1]; batch ``b`` uses ``[seed, b]``."""
 
     def __init__(self, sources: list[Path], tile: int, batch_size: int, min_tissue: float,
-                 seed: int) -> None:  # fmt: skip
+                 seed: int, start: int = 0) -> None:  # fmt: skip
         super().__init__()
         self.sources, self.tile, self.batch_size = sources, tile, batch_size
-        self.min_tissue, self.seed = min_tissue, seed
+        self.min_tissue, self.seed, self.start = min_tissue, seed, start
 
     def batch(self, b: int) -> torch.Tensor:
         """Batch ``b``."""
@@ -111,7 +114,7 @@ class SharpBatches(IterableDataset):
         return stack(tiles)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        return worker_batches(self.batch)
+        return worker_batches(self.batch, self.start)
 
 
 def denoising_loss(
@@ -149,8 +152,13 @@ def train_restoration(
     config: RestorationTrainConfig,
     overwrite: bool = False,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train the denoiser; keep the best held-out restoration PSNR.
+
+    ``resume`` continues the run in ``config.out`` from its last epoch (same config; ``epochs``
+    may grow): weights, weight average, optimizer, schedule, noise generator and batch stream
+    carry on where they stopped.
 
     Raises:
         InputError: no sharp folder, or too few usable images to hold some out.
@@ -162,8 +170,8 @@ def train_restoration(
         raise InputError(f"{config.sharp_dir} needs at least two usable images (one held out).")
     if config.tile % config.model.multiple:
         raise InputError(f"tile must be a multiple of {config.model.multiple} for this network.")
-    with run_folder(config, overwrite=overwrite) as run:
-        return _train(config, run, train, held, progress)
+    with run_folder(config, resume, overwrite) as run:
+        return _train(config, run, train, held, progress, resume)
 
 
 def _train(
@@ -172,6 +180,7 @@ def _train(
     train: list[Path],
     held: list[Path],
     progress: Callable[[int, int, dict[str, float]], None] | None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """The training loop of :func:`train_restoration` in its prepared run folder."""
     device = start_torch(config.threads, config.device, config.seed)
@@ -181,17 +190,22 @@ def _train(
     total = config.epochs * config.steps_per_epoch
     schedule = warmup_cosine(optimizer, total, max(1, total // 50)) if config.cosine else None
     alpha_bar = config.schedule.alpha_bar().float().to(device)
-    batches = endless(
-        SharpBatches(train, config.tile, config.batch_size, config.min_tissue, config.seed),
-        config.workers,
+    noise = torch.Generator().manual_seed(config.seed)
+    parts: dict[str, Any] = {"raw": model, "optimizer": optimizer, "noise": GeneratorPart(noise)}
+    if schedule is not None:
+        parts["schedule"] = schedule
+    if config.ema:
+        parts["ema"] = averaged
+    step, best, history = resume_trainer(run.path, parts) if resume else (0, -math.inf, [])
+    stream = SharpBatches(
+        train, config.tile, config.batch_size, config.min_tissue, config.seed, start=step
     )
+    batches = endless(stream, config.workers)
     val = SharpBatches(held, config.tile, config.val_crops, config.min_tissue, config.seed + 1)
     val_batch = val.batch(0).to(device)
     mask = centre_mask(val_batch)
     autocast = mixed_precision(device, config.amp)
-    noise = torch.Generator().manual_seed(config.seed)
-    step, best, history = 0, -math.inf, []
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(step // config.steps_per_epoch + 1, config.epochs + 1):
         started, losses = time.perf_counter(), []
         model.train()
         for _ in range(config.steps_per_epoch):
@@ -221,6 +235,7 @@ def _train(
         }
         history.append(row)
         saved = checkpoint_config(config, {"epoch": epoch, "metrics": row, "seed": config.seed})
+        state = trainer_state(parts, step, history)
         best = run.save_epoch(history, averaged.state_dict(), saved,
-                              row["val_psnr_region"], best)  # fmt: skip
+                              row["val_psnr_region"], best, state)  # fmt: skip
     return {"out": str(config.out), "history": history, "best_val_psnr": best}

@@ -397,6 +397,21 @@ def trainer_state(
     return {**state, "step": step, "history": json.dumps(history)}
 
 
+class GeneratorPart:
+    """A ``torch.Generator`` as a trainer part (``state_dict`` / ``load_state_dict``)."""
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The generator's state."""
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore the generator's state."""
+        self.generator.set_state(state["state"])
+
+
 def resume_trainer(run: Path, parts: dict[str, Any]) -> tuple[int, float, list[dict[str, Any]]]:
     """Restore ``parts`` from ``run/last/trainer.pt`` (see :func:`trainer_state`).
 
