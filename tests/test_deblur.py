@@ -1,5 +1,6 @@
 """Deblurring networks, DBMID routing, Richardson-Lucy baseline, training, CLI."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -186,3 +187,25 @@ def test_shipped_networks_load_and_keep_shape():
     for family in ("defocus", "motion"):
         out = deblur_image(image, family, {family: Deblurrer.load(family)}).image
         assert out.shape == image.shape and out.dtype == np.uint8
+
+
+def test_deblur_training_resumes(tmp_path, ihc):
+    from histoblur.cli.main import main
+    from histoblur.io.images import write_image
+
+    sharp = tmp_path / "sharp"
+    for k in range(7):  # every sixth image is held out
+        write_image(sharp / f"t{k}.png", ihc[k * 40 : k * 40 + 128, k * 30 : k * 30 + 128])
+    (tmp_path / "d.yaml").write_text(
+        f"out: {tmp_path / 'run'}\nsharp_dir: {sharp}\n"
+        f"model: {json.dumps(TINY.model_dump(mode='json'))}\n"
+        "epochs: 1\nsteps_per_epoch: 2\nbatch_size: 2\nheldout: 2\nworkers: 0\ntile: 48\n"
+    )
+    command = ["train", "deblur", "--config", str(tmp_path / "d.yaml")]
+    assert main(command) == 0
+    first = (tmp_path / "run" / "last" / "model.safetensors").read_bytes()
+    assert main([*command, "--set", "epochs=2", "--resume"]) == 0
+    rows = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[-1].startswith("2,4,")
+    assert (tmp_path / "run" / "last" / "model.safetensors").read_bytes() != first
+    assert main([*command, "--set", "epochs=2", "--set", "lr=0.5", "--resume"]) == 1

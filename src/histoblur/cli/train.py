@@ -109,8 +109,9 @@ TRAINERS: dict[str, Trainer] = {
         "DL_defocus or DL_motion deblurring network on synthetic and real aligned pairs",
         "Train a RED-Net-style deblurring network (family: defocus or motion).",
         DeblurTrainConfig,
-        lambda c, a, p: train_deblur(c, a.overwrite, p),
+        lambda c, a, p: train_deblur(c, a.overwrite, p, a.resume),
         _deblur_report,
+        resumable=True,
         loss_digits=5,
     ),
     "gan": Trainer(

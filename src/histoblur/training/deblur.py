@@ -38,9 +38,11 @@ from histoblur.training.runs import (
     checkpoint_meta,
     endless,
     new_network,
+    resume_trainer,
     run_folder,
     start_torch,
     train_steps,
+    trainer_state,
     warmup_cosine,
     worker_batches,
 )
@@ -167,11 +169,17 @@ class DeblurPairs(IterableDataset):
     """Batches ``(blurred (B, 3, t, t), sharp (B, 3, t, t))``; sample ``i`` uses rng [seed, i]."""
 
     def __init__(
-        self, config: DeblurTrainConfig, sources: list[Path], batch_size: int, real: bool = True
+        self,
+        config: DeblurTrainConfig,
+        sources: list[Path],
+        batch_size: int,
+        real: bool = True,
+        start: int = 0,
     ) -> None:
         super().__init__()
         self.config, self.sources, self.batch_size = config, sources, batch_size
         self.real = config.real if real else ()
+        self.start = start
 
     def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Pair ``index`` as (3, t, t) arrays."""
@@ -190,7 +198,7 @@ class DeblurPairs(IterableDataset):
         return blurred, torch.from_numpy(np.stack([p[1] for p in pairs]))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return worker_batches(self.batch)
+        return worker_batches(self.batch, self.start)
 
 
 def checkpoint_config(config: DeblurTrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
@@ -203,8 +211,12 @@ def train_deblur(
     config: DeblurTrainConfig,
     overwrite: bool = False,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Train with MSE and Adam, keep the checkpoint with the best held-out PSNR."""
+    """Train with MSE and Adam, keep the checkpoint with the best held-out PSNR.
+
+    ``resume`` continues the run in ``config.out`` from its last epoch (``epochs`` may grow).
+    """
     if config.sharp_dir is None:
         raise InputError("Set sharp_dir (sharp images to synthesize from) in the config.")
     for pair in config.real:
@@ -214,8 +226,8 @@ def train_deblur(
     sources = usable_sources(Path(config.sharp_dir), 64)
     train_sources, held_sources = holdout_split(sources)
     train_sources = train_sources or sorted(sources)
-    with run_folder(config, overwrite=overwrite) as run:
-        return _train(config, run, train_sources, held_sources, progress)
+    with run_folder(config, resume, overwrite) as run:
+        return _train(config, run, train_sources, held_sources, progress, resume)
 
 
 def _train(
@@ -224,6 +236,7 @@ def _train(
     train_sources: list[Path],
     held_sources: list[Path],
     progress: Callable[[int, int, dict[str, float]], None] | None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """The training loop of :func:`train_deblur` in its prepared run folder."""
     device = start_torch(config.threads, config.device, config.seed)
@@ -235,10 +248,12 @@ def _train(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     total = config.epochs * config.steps_per_epoch
     schedule = warmup_cosine(optimizer, total, config.warmup_steps)
-    batches = endless(DeblurPairs(config, train_sources, config.batch_size), config.workers)
+    parts = {"raw": model, "optimizer": optimizer, "schedule": schedule}
+    step, best, history = resume_trainer(run.path, parts) if resume else (0, -math.inf, [])
+    stream = DeblurPairs(config, train_sources, config.batch_size, start=step)
+    batches = endless(stream, config.workers)
     base = float(np.mean([psnr(s, b) for s, b in zip(val_sharp, val_blurred.numpy(), strict=True)]))
-    best, history, step = -math.inf, [], 0
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(step // config.steps_per_epoch + 1, config.epochs + 1):
         started = time.perf_counter()
         model.train()
         losses = train_steps(
@@ -265,5 +280,6 @@ def _train(
         history.append(row)
         extra = {"epoch": epoch, "metrics": row, "seed": config.seed}
         saved = checkpoint_config(config, extra)
-        best = run.save_epoch(history, model.state_dict(), saved, score, best)
+        state = trainer_state(parts, step, history)
+        best = run.save_epoch(history, model.state_dict(), saved, score, best, state)
     return {"out": str(config.out), "history": history, "best_psnr": best}
