@@ -151,6 +151,10 @@ def test_training_runs_and_reports_calibration(tmp_path):
     assert 0.0 <= report["ece"] <= 1.0 and report["temperature"] > 0
     assert (tmp_path / "run" / "best" / "model.safetensors").is_file()
     assert BlurClassifier.load(tmp_path / "run" / "best").temperature == report["temperature"]
+    longer = config.model_copy(update={"epochs": 2, "ema": 0.0})
+    resumed = train_classifier(longer, resume=True)
+    assert [r["epoch"] for r in resumed["history"]] == [1, 2]
+    assert resumed["history"][-1]["step"] == 6
 
 
 SHIPPED = Path(__file__).resolve().parents[1] / "src/histoblur/models/weights/classifier-default"

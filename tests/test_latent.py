@@ -238,6 +238,10 @@ def test_cli_trains_a_tiny_model(stack_dir, tmp_path):
     assert main(["train", "latent", "--config", str(config)]) == 0
     assert (tmp_path / "run" / "best" / "config.json").is_file()
     assert main(["train", "latent", "--set", "tile=100"]) == 1
+    resume = ["train", "latent", "--config", str(config), "--set", "epochs=2", "--resume"]
+    assert main(resume) == 0
+    rows = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[-1].startswith("2,4,")
 
 
 def test_shipped_model_synthesizes_the_real_middle_plane_better_than_the_ends(data_dir):

@@ -102,8 +102,9 @@ TRAINERS: dict[str, Trainer] = {
         "Train the blur-type classifier on tiles synthesized on the fly from sharp_dir; "
         "a sixth of the source images is held out to select, calibrate and report.",
         ClassifierTrainConfig,
-        lambda c, a, p: train_classifier(c, a.overwrite, p),
+        lambda c, a, p: train_classifier(c, a.overwrite, p, a.resume),
         _classifier_report,
+        resumable=True,
     ),
     "deblur": Trainer(
         "DL_defocus or DL_motion deblurring network on synthetic and real aligned pairs",
@@ -135,8 +136,9 @@ TRAINERS: dict[str, Trainer] = {
         "Train the autoencoder whose latent codes interpolate along the focal axis: variant "
         "baseline (reconstruction), weak (eq. 4) or strong (eq. 5, init from a weak model).",
         LatentTrainConfig,
-        lambda c, a, p: train_latent(c, a.overwrite, p),
+        lambda c, a, p: train_latent(c, a.overwrite, p, a.resume),
         _latent_report,
+        resumable=True,
         loss_digits=5,
     ),
     "restore": Trainer(

@@ -44,9 +44,11 @@ from histoblur.training.runs import (
     checkpoint_meta,
     endless,
     new_network,
+    resume_trainer,
     run_folder,
     start_torch,
     train_steps,
+    trainer_state,
     warmup_cosine,
     worker_batches,
 )
@@ -253,16 +255,21 @@ def train_classifier(
     config: ClassifierTrainConfig,
     overwrite: bool = False,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Train, select on held-out half A, calibrate on it, report on half B; returns the report."""
+    """Train, select on held-out half A, calibrate on it, report on half B; returns the report.
+
+    ``resume`` continues the run in ``config.out`` from its last epoch (``epochs`` may grow);
+    calibration and the report are redone at the end.
+    """
     if config.sharp_dir is None:
         raise InputError("Set sharp_dir (sharp images to synthesize from) in the config.")
     for real in config.real:
         if not Path(real.path).is_file():
             raise InputError(f"Real image {real.path} does not exist.")
     train_sources, held_sources = split_sources(Path(config.sharp_dir), config.tile)
-    with run_folder(config, overwrite=overwrite) as run:
-        return _train(config, run, train_sources, held_sources, progress)
+    with run_folder(config, resume, overwrite) as run:
+        return _train(config, run, train_sources, held_sources, progress, resume)
 
 
 def _train(
@@ -271,6 +278,7 @@ def _train(
     train_sources: list[Path],
     held_sources: list[Path],
     progress: Callable[[int, int, dict[str, float]], None] | None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """The training loop of :func:`train_classifier` in its prepared run folder."""
     device = start_torch(config.threads, config.device, config.seed)
@@ -288,10 +296,15 @@ def _train(
     )
     total = config.epochs * config.steps_per_epoch
     schedule = warmup_cosine(optimizer, total, config.warmup_steps)
-    stream = BlurTypeSamples(config, train_sources, augment=True, batch_size=config.batch_size)
+    parts: dict[str, Any] = {"raw": model, "optimizer": optimizer, "schedule": schedule}
+    if config.ema:
+        parts["ema"] = averaged
+    step, best, history = resume_trainer(run.path, parts) if resume else (0, -math.inf, [])
+    stream = BlurTypeSamples(
+        config, train_sources, augment=True, batch_size=config.batch_size, start=step
+    )
     batches = endless(stream, config.workers)
-    best, history, step = -math.inf, [], 0
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(step // config.steps_per_epoch + 1, config.epochs + 1):
         started = time.perf_counter()
         model.train()
         losses = train_steps(
@@ -320,7 +333,8 @@ def _train(
         extra = {"epoch": epoch, "metrics": row, "seed": config.seed}
         score = accuracy - 1e-3 * nll
         saved = checkpoint_config(config, extra)
-        best = run.save_epoch(history, averaged.state_dict(), saved, score, best)
+        state = trainer_state(parts, step, history)
+        best = run.save_epoch(history, averaged.state_dict(), saved, score, best, state)
     chosen, saved = load_model(config.out / "best")
     temperature = fit_temperature(predict_logits(chosen, images[half_a], device), labels[half_a])
     report = heldout_report(

@@ -45,8 +45,10 @@ from histoblur.training.runs import (
     endless,
     mixed_precision,
     new_network,
+    resume_trainer,
     run_folder,
     start_torch,
+    trainer_state,
 )
 
 Variant = Literal["baseline", "weak", "strong"]
@@ -196,8 +198,12 @@ def train_latent(
     config: LatentTrainConfig,
     overwrite: bool = False,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train one variant; keep the lowest held-out loss.
+
+    ``resume`` continues the run in ``config.out`` from its last epoch (``epochs`` may grow);
+    the crop stream starts afresh (it is drawn per worker, not by index).
 
     Raises:
         InputError: no stacks, or a stack that cannot be read or is too small for ``tile``.
@@ -209,8 +215,8 @@ def train_latent(
         stacks, config.tile, config.batch_size, config.seed, config.fixed_share
     )
     held = held_out_batches(stacks, config.tile, config.test_crops)
-    with run_folder(config, overwrite=overwrite) as run:
-        return _train(config, run, batches_source, held, progress)
+    with run_folder(config, resume, overwrite) as run:
+        return _train(config, run, batches_source, held, progress, resume)
 
 
 def _train(
@@ -219,6 +225,7 @@ def _train(
     batches_source: TripletBatches,
     held: list[tuple[Any, ...]],
     progress: Callable[[int, int, dict[str, float]], None] | None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """The training loop of :func:`train_latent` in its prepared run folder."""
     device = start_torch(config.threads, config.device, config.seed)
@@ -229,8 +236,10 @@ def _train(
     )
     batches = endless(batches_source, config.workers)
     autocast = mixed_precision(device, config.amp)
-    total, step, best, history = config.epochs * config.steps_per_epoch, 0, -np.inf, []
-    for epoch in range(1, config.epochs + 1):
+    total = config.epochs * config.steps_per_epoch
+    trained = {"raw": model, "optimizer": optimizer, "schedule": schedule}
+    step, best, history = resume_trainer(run.path, trained) if resume else (0, -np.inf, [])
+    for epoch in range(step // config.steps_per_epoch + 1, config.epochs + 1):
         started = time.perf_counter()
         model.train()
         sums: dict[str, float] = {}
@@ -266,5 +275,6 @@ def _train(
         history.append(row)
         extra = {"epoch": epoch, "metrics": row, "seed": config.seed, "variant": config.variant}
         saved = checkpoint_config(config, extra)
-        best = run.save_epoch(history, model.state_dict(), saved, -row["val_loss"], best)
+        state = trainer_state(trained, step, history)
+        best = run.save_epoch(history, model.state_dict(), saved, -row["val_loss"], best, state)
     return {"out": str(config.out), "history": history, "best_val_loss": -best}
