@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from histoblur.calibration import (
-    DEFAULT_FAMILIES,
     FREEFORM,
     IDENTITY,
+    CalibrationConfig,
     CalibrationResult,
     build_config,
     calibrate,
@@ -27,6 +27,7 @@ from histoblur.io.images import read_image, write_image
 from histoblur.io.paths import check_output_folder
 
 console = messages()
+DEFAULTS = CalibrationConfig()  # the parser's defaults are the config's
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,15 +67,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--register-search",
         type=int,
-        default=4,
+        default=DEFAULTS.register_search,
         metavar="PX",
         help="with --register: also try integer shifts up to PX px around the phase-correlation "
-        "estimate and keep the one a fitted Gaussian PSF explains best (default 4; 0 = off)",
+        f"estimate and keep the one a fitted Gaussian PSF explains best (default "
+        f"{DEFAULTS.register_search}; 0 = off)",
     )
     p.add_argument(
         "--scale",
         type=float,
-        default=1.0,
+        default=DEFAULTS.scale,
         metavar="S",
         help="magnification of the blurred image relative to the sharp one; the blurred image "
         "is resampled by 1/S first (default 1)",
@@ -82,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--scale-search",
         type=float,
-        default=0.0,
+        default=DEFAULTS.scale_search,
         metavar="R",
         help="estimate the magnification within S*(1 +- R) by fit quality (focal-stack planes "
         "differ by a few percent; e.g. 0.05); implies --register",
@@ -90,40 +92,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-size",
         type=int,
-        default=512,
+        default=DEFAULTS.max_size,
         metavar="PX",
-        help="fit on a centre crop of at most PX x PX pixels (default 512; 0 = whole image)",
+        help=f"fit on a centre crop of at most PX x PX pixels (default {DEFAULTS.max_size}; "
+        "0 = whole image)",
     )
     p.add_argument(
         "--families",
-        default=",".join(DEFAULT_FAMILIES),
-        help=f"comma-separated blur kinds to fit (default {','.join(DEFAULT_FAMILIES)})",
+        default=",".join(DEFAULTS.families),
+        help=f"comma-separated blur kinds to fit (default {','.join(DEFAULTS.families)})",
     )
     p.add_argument("--no-freeform", action="store_true", help="skip the free-form kernel")
     p.add_argument(
-        "--freeform-size", type=int, default=21, metavar="PX", help="free-form kernel side (odd)"
+        "--freeform-size",
+        type=int,
+        default=DEFAULTS.freeform_size,
+        metavar="PX",
+        help="free-form kernel side (odd)",
     )
     p.add_argument(
-        "--freeform-steps", type=int, default=300, metavar="N", help="free-form Adam steps"
+        "--freeform-steps",
+        type=int,
+        default=DEFAULTS.freeform_steps,
+        metavar="N",
+        help="free-form Adam steps",
     )
     p.add_argument(
         "--max-radius",
         type=float,
-        default=12.0,
+        default=DEFAULTS.max_radius,
         metavar="PX",
-        help="largest defocus radius searched (Gaussian sigma up to half of it; default 12)",
+        help="largest defocus radius searched (Gaussian sigma up to half of it; default "
+        f"{DEFAULTS.max_radius:g})",
     )
     p.add_argument(
         "--max-length",
         type=float,
-        default=30.0,
+        default=DEFAULTS.max_length,
         metavar="PX",
-        help="largest motion length searched (default 30)",
+        help=f"largest motion length searched (default {DEFAULTS.max_length:g})",
     )
     p.add_argument(
         "--channels",
         choices=("all", "luma"),
-        default="all",
+        default=DEFAULTS.channels,
         help="search on every colour channel (default) or on the luma only (faster); gains, "
         "offsets and scores are always per channel",
     )
