@@ -32,6 +32,7 @@ from histoblur.synthesis.masks import PolygonMaskSampler
 from histoblur.synthesis.registry import LEARNED_KINDS, parse_method
 
 console = messages()
+DATASET = DatasetConfig()  # the parser's defaults are the config's
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,8 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ds.add_argument("--out", required=True, type=Path, help="output folder (created)")
     ds.add_argument(
         "--method",
-        default="gaussian,lens,motion",
-        help="comma-separated kinds (default gaussian,lens,motion; any of "
+        default=",".join(DATASET.methods),
+        help=f"comma-separated kinds (default {','.join(DATASET.methods)}; any of "
         + ", ".join(BLUR_KINDS)
         + ", or gan:PATH / unit-ddpm:PATH)",
     )
@@ -86,12 +87,34 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="K=V",
         help="fix or range a parameter of every --method that has it (unit-ddpm start=0.3)",
     )
-    ds.add_argument("--n", type=int, default=100, help="number of samples (default 100)")
-    ds.add_argument("--tile", type=int, default=256, help="tile side in px (default 256)")
-    ds.add_argument("--min-tissue", type=float, default=0.5, help="min tissue fraction (0.5)")
-    ds.add_argument("--feather", type=float, default=0.0, help="mask edge softness, px (0)")
-    ds.add_argument("--noise-p", type=float, default=0.0, help="probability of sensor noise (0)")
-    ds.add_argument("--jpeg-p", type=float, default=0.0, help="probability of JPEG (0)")
+    ds.add_argument("--n", type=int, default=DATASET.n, help=f"number of samples ({DATASET.n})")
+    ds.add_argument(
+        "--tile", type=int, default=DATASET.tile, help=f"tile side, px ({DATASET.tile})"
+    )
+    ds.add_argument(
+        "--min-tissue",
+        type=float,
+        default=DATASET.min_tissue,
+        help=f"min tissue fraction ({DATASET.min_tissue})",
+    )
+    ds.add_argument(
+        "--feather",
+        type=float,
+        default=DATASET.masks.feather,
+        help=f"mask edge softness, px ({DATASET.masks.feather:g})",
+    )
+    ds.add_argument(
+        "--noise-p",
+        type=float,
+        default=DATASET.degrade.noise_p,
+        help=f"probability of sensor noise ({DATASET.degrade.noise_p:g})",
+    )
+    ds.add_argument(
+        "--jpeg-p",
+        type=float,
+        default=DATASET.degrade.jpeg_p,
+        help=f"probability of JPEG ({DATASET.degrade.jpeg_p:g})",
+    )
     ds.add_argument(
         "--config",
         type=Path,
