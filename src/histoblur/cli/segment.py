@@ -104,7 +104,12 @@ def run(args: argparse.Namespace) -> int:
             sub = bar.add_task(f"  {path.name}", total=segmenter.tiles_for(image))
             record.add(
                 segment_file(
-                    segmenter, path, args.out, args.threshold, lambda k, s=sub: bar.advance(s, k)
+                    segmenter,
+                    path,
+                    args.out,
+                    args.threshold,
+                    lambda k, s=sub: bar.advance(s, k),
+                    image,  # decoded once, above
                 )
             )
             bar.remove_task(sub)

@@ -184,13 +184,16 @@ def segment_file(
     out_dir: Path,
     threshold: float | None = None,
     progress: Callable[[int], None] | None = None,
+    image: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Segment one image file and write its mask, probability and overlay PNGs atomically.
+
+    ``image``: the file's pixels when the caller has read them already (read here otherwise).
 
     Returns:
         A summary row: input, outputs, size, blurred fraction, threshold.
     """
-    image = read_image(image_path)
+    image = read_image(image_path) if image is None else image
     result = segmenter.segment(image, threshold, progress)
     paths = output_paths(out_dir, image_path)
     pictures = {
