@@ -17,14 +17,8 @@ from typing import Literal
 
 import torch
 
-from histoblur.diffusion.schedule import (
-    ScheduleConfig,
-    clean_from_eps,
-    from_signed,
-    q_sample,
-    step_back,
-    to_signed,
-)
+from histoblur.diffusion.schedule import ScheduleConfig, from_signed, q_sample, to_signed
+from histoblur.diffusion.scheduler import Scheduler
 from histoblur.errors import ParameterError
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t) -> predicted noise
@@ -79,14 +73,6 @@ class RestoreSettings:
         return 1.0 if self.sampler == "ddpm" else 0.0
 
 
-def respaced(alpha_bar: torch.Tensor, steps: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(timesteps, their alpha_bar) of a sampling schedule of ``steps`` (ascending)."""
-    total = len(alpha_bar)
-    n = total if steps is None else max(2, min(steps, total))
-    ts = torch.linspace(0, total - 1, n).round().long().unique()
-    return ts, alpha_bar[ts]
-
-
 def time_path(n: int, jump_length: int, resamples: int) -> list[int]:
     """Positions (indices into a schedule of ``n`` steps, -1 = clean) from ``n - 1`` down.
 
@@ -110,16 +96,11 @@ def time_path(n: int, jump_length: int, resamples: int) -> list[int]:
     return path
 
 
-def sampling_times(
-    schedule: ScheduleConfig, settings: RestoreSettings
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(timesteps, their alpha_bar) the sampling visits, ascending, cut at ``strength``."""
-    ts, abs_ = respaced(schedule.alpha_bar(), settings.steps)
-    if settings.strength < 1:
-        keep = ts <= round(settings.strength * (schedule.timesteps - 1))
-        keep[0] = True
-        ts, abs_ = ts[keep], abs_[keep]
-    return ts, abs_
+def scheduler_for(schedule: ScheduleConfig, settings: RestoreSettings) -> Scheduler:
+    """The epsilon-prediction scheduler of ``schedule`` set to the timesteps ``settings`` visit."""
+    scheduler = Scheduler(schedule.alpha_bar())
+    scheduler.set_timesteps(settings.steps, settings.strength)
+    return scheduler
 
 
 def path_passes(n: int, jump_length: int, resamples: int) -> int:
@@ -130,7 +111,7 @@ def path_passes(n: int, jump_length: int, resamples: int) -> int:
 
 def denoiser_passes(settings: RestoreSettings, schedule: ScheduleConfig) -> int:
     """How many times the denoiser runs for these settings (the cost of one restoration)."""
-    n = len(sampling_times(schedule, settings)[0])
+    n = len(scheduler_for(schedule, settings).timesteps)
     return path_passes(n, settings.jump_length, settings.resamples)
 
 
@@ -175,16 +156,13 @@ def restore_region(
     """
     mask = mask.bool()
     device, dtype = image.device, image.dtype
-    ts, abs_ = sampling_times(schedule, settings)
-    ab = abs_.tolist()
+    scheduler = scheduler_for(schedule, settings)
+    ts = scheduler.timesteps
     known = to_signed(image)
     eta = settings.noise_scale()
 
     def noise() -> torch.Tensor:
         return torch.randn(image.shape, generator=generator).to(device, dtype)
-
-    def alpha_at(position: int) -> float:
-        return 1.0 if position < 0 else ab[position]
 
     if settings.strength < 1:
         x = q_sample(schedule.alpha_bar(), known, ts[-1].expand(len(image)).to(device), noise())
@@ -193,14 +171,11 @@ def restore_region(
     path = time_path(len(ts), settings.jump_length, settings.resamples)
     for cur, nxt in zip(path, path[1:], strict=False):
         if nxt > cur:  # RePaint: diffuse forward again from cur to nxt
-            ratio = alpha_at(nxt) / alpha_at(cur)
-            x = ratio**0.5 * x + (1 - ratio) ** 0.5 * noise()
+            x = scheduler.renoise(x, cur, nxt, noise())
             continue
         t = ts[cur].expand(len(image)).to(device)
         x = torch.where(mask, x, q_sample(schedule.alpha_bar(), known, t, noise()))  # eq. 2
         if observe is not None:
             observe(int(ts[cur]), from_signed(x))
-        x0 = clean_from_eps(x, denoise(x, t), ab[cur])
-        last = nxt < 0
-        x = step_back(x, x0, ab[cur], alpha_at(nxt), eta, None if last else noise())
+        x = scheduler.step(denoise(x, t), cur, x, eta, None if nxt < 0 else noise(), to=nxt)
     return torch.where(mask, from_signed(x), image)

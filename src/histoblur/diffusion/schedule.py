@@ -2,7 +2,8 @@
 
 ``x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps`` with ``ab_t = prod_{s <= t} (1 - beta_s)``;
 timesteps are 0-based (t = 0 is the first noising step). Images live in [-1, 1] inside the
-diffusion (:func:`to_signed` / :func:`from_signed`).
+diffusion (:func:`to_signed` / :func:`from_signed`); sampling (respacing and the reverse step)
+is :class:`histoblur.diffusion.scheduler.Scheduler`.
 """
 
 from __future__ import annotations
@@ -54,28 +55,3 @@ def q_sample(
     """``q(x_t | x_0)``: ``sqrt(ab_t) x0 + sqrt(1 - ab_t) noise`` per sample (``t``: (N,))."""
     ab = alpha_bar.to(x0.device)[t].to(x0.dtype)[:, None, None, None]
     return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-
-
-def clean_from_eps(x_t: torch.Tensor, eps: torch.Tensor, ab_t: float) -> torch.Tensor:
-    """The ``x_0`` an epsilon prediction implies at ``ab_t``, clamped to [-1, 1]."""
-    return ((x_t - (1 - ab_t) ** 0.5 * eps) / ab_t**0.5).clamp(-1, 1)
-
-
-def step_back(
-    x_t: torch.Tensor,
-    x0: torch.Tensor,
-    ab_t: float,
-    ab_prev: float,
-    eta: float,
-    noise: torch.Tensor | None,
-) -> torch.Tensor:
-    """One reverse step from ``ab_t`` to ``ab_prev`` given a clean estimate ``x0``.
-
-    ``eta`` 1 is the ancestral DDPM posterior, 0 the deterministic DDIM update.
-    """
-    eps = (x_t - ab_t**0.5 * x0) / (1 - ab_t) ** 0.5
-    sigma = eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)) ** 0.5
-    out = ab_prev**0.5 * x0 + max(1 - ab_prev - sigma**2, 0.0) ** 0.5 * eps
-    if noise is not None and sigma > 0:
-        out = out + sigma * noise
-    return out

@@ -5,7 +5,8 @@ Each domain has a noise-predicting U-Net ``eps_X(x_t, c_t, t)`` conditioned on a
 added inside every block). The translators ``A -> B`` and ``B -> A`` (small U-Nets predicting a
 correction, identity at start) make the other-domain condition during training, when no pair
 exists. :class:`UnitDDPM` holds the four networks so one checkpoint carries the whole model;
-the diffusion schedule (linear betas) is part of its config.
+the diffusion schedule (linear betas) is part of its config. Translation (sampling) is
+:func:`histoblur.diffusion.translation.translate`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from histoblur.diffusion.schedule import q_sample, to_signed
+from histoblur.diffusion.schedule import ScheduleConfig, q_sample, to_signed
 from histoblur.models.gan import BlurGenerator, BlurGeneratorConfig
 
 
@@ -46,10 +47,17 @@ class UnitDDPMConfig(BaseModel):
     beta_end: float = Field(0.02, gt=0, lt=1)
     prediction: Literal["epsilon", "v"] = "v"
 
-    def alphas_cumprod(self) -> torch.Tensor:
-        """``prod_{s <= t} (1 - beta_s)`` for t = 0..T-1 (float64)."""
-        betas = torch.linspace(self.beta_start, self.beta_end, self.timesteps, dtype=torch.float64)
-        return torch.cumprod(1 - betas, dim=0)
+    @model_validator(mode="after")
+    def _ordered(self) -> UnitDDPMConfig:
+        if self.beta_end < self.beta_start:
+            raise ValueError("beta_end must not be below beta_start")
+        return self
+
+    def schedule(self) -> ScheduleConfig:
+        """The linear noise schedule of training."""
+        return ScheduleConfig(
+            timesteps=self.timesteps, beta_start=self.beta_start, beta_end=self.beta_end
+        )
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -143,7 +151,7 @@ class UnitDDPM(nn.Module):
         self.eps_b = Denoiser(config.width, config.depth)
         self.a_to_b = translator(config.translator_width)
         self.b_to_a = translator(config.translator_width)
-        self.register_buffer("alpha_bar", config.alphas_cumprod().float(), persistent=False)
+        self.register_buffer("alpha_bar", config.schedule().alpha_bar().float(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The A -> B translator (one pass; the diffusion translation is :func:`translate`)."""
@@ -175,100 +183,3 @@ def denoising_loss(
         ab = model.alpha_bar[t].to(x0.dtype)[:, None, None, None]
         target = ab.sqrt() * noise - (1 - ab).sqrt() * signed
     return F.mse_loss(denoiser(x_t, c_t, t), target)
-
-
-def clean_estimate(
-    prediction: str, x_t: torch.Tensor, output: torch.Tensor, ab_t: float
-) -> torch.Tensor:
-    """The denoiser's estimate of ``x0`` from its ``output`` at ``alpha_bar = ab_t``."""
-    if prediction == "v":
-        return math.sqrt(ab_t) * x_t - math.sqrt(1 - ab_t) * output
-    return (x_t - math.sqrt(1 - ab_t) * output) / math.sqrt(ab_t)
-
-
-def respaced(alpha_bar: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(timesteps, their alpha_bar) of a ``steps``-step sampling schedule (ascending)."""
-    total = len(alpha_bar)
-    ts = torch.linspace(0, total - 1, min(steps, total)).round().long().unique()
-    return ts, alpha_bar[ts].double()
-
-
-def reverse_step(
-    x_t: torch.Tensor,
-    x0: torch.Tensor,
-    ab_t: float,
-    ab_prev: float,
-    z: torch.Tensor | None,
-    eta: float = 1.0,
-) -> torch.Tensor:
-    """One step from ``ab_t`` to ``ab_prev``: ancestral DDPM at ``eta = 1``, DDIM at ``eta = 0``.
-
-    The clean estimate ``x0`` is clamped to [-1, 1] and the noise estimate recomputed from it,
-    so an imperfect denoiser cannot push the chain out of the image range.
-    """
-    x0 = x0.clamp(-1, 1)
-    eps = (x_t - math.sqrt(ab_t) * x0) / math.sqrt(1 - ab_t)
-    sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))
-    x_prev = math.sqrt(ab_prev) * x0 + math.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * eps
-    if z is None or sigma == 0:
-        return x_prev
-    return x_prev + sigma * z
-
-
-@torch.no_grad()
-def translate(
-    model: UnitDDPM,
-    x_a: torch.Tensor,
-    release: float = 0.5,
-    steps: int = 50,
-    generator: torch.Generator | None = None,
-    eta: float = 1.0,
-    start: float = 1.0,
-) -> torch.Tensor:
-    """Translate sharp images ``x_a`` (N, 3, H, W) in [0, 1] to the blurred domain.
-
-    The release-time procedure: ``x_B`` starts from noise at ``T``; while ``t > t_r`` the source
-    is re-noised from ``x_A`` by the forward process, from ``t_r`` on both chains run the reverse
-    process jointly, each denoiser conditioned on the other chain. ``release`` is ``t_r / T``;
-    ``steps`` respaces the ``T`` training steps for sampling; ``eta`` is the share of fresh
-    noise per reverse step (0: deterministic DDIM updates, 1: ancestral DDPM).
-
-    ``start < 1`` is histoblur's shortcut for under-trained models: ``x_B`` starts at
-    ``t_s = start * T`` from the source noised by the forward process instead of from pure noise
-    at ``T`` (as SDEdit does), so the tissue layout comes from ``x_A`` and the denoisers only add
-    the blurred domain's appearance.
-    """
-    device, dtype = x_a.device, x_a.dtype
-    ts, abs_ = respaced(model.alpha_bar.cpu(), steps)
-    if start < 1:
-        keep = ts <= start * (model.config.timesteps - 1)
-        keep[0] = True
-        ts, abs_ = ts[keep], abs_[keep]
-    source = to_signed(x_a)
-    t_r = release * (model.config.timesteps - 1)
-    prediction = model.config.prediction
-
-    def noise() -> torch.Tensor:
-        return torch.randn(x_a.shape, generator=generator).to(device, dtype)
-
-    x_a_t = q_sample(model.alpha_bar, source, ts[-1:].expand(len(x_a)).to(device), noise())
-    x_b = (
-        noise()
-        if start >= 1
-        else q_sample(model.alpha_bar, source, ts[-1:].expand(len(x_a)).to(device), noise())
-    )
-    for i in reversed(range(len(ts))):
-        t, ab_t = ts[i], float(abs_[i])
-        ab_prev = float(abs_[i - 1]) if i > 0 else 1.0
-        tt = t.expand(len(x_a)).to(device)
-        if t > t_r:  # source chain is the forward process of x_A
-            x_a_t = q_sample(model.alpha_bar, source, tt, noise())
-        x0_b = clean_estimate(prediction, x_b, model.eps_b(x_b, x_a_t, tt), ab_t)
-        next_a = None
-        if t <= t_r:
-            x0_a = clean_estimate(prediction, x_a_t, model.eps_a(x_a_t, x_b, tt), ab_t)
-            next_a = reverse_step(x_a_t, x0_a, ab_t, ab_prev, noise() if i > 0 else None, eta)
-        x_b = reverse_step(x_b, x0_b, ab_t, ab_prev, noise() if i > 0 else None, eta)
-        if next_a is not None:
-            x_a_t = next_a
-    return ((x_b + 1) / 2).clamp(0, 1)

@@ -52,7 +52,7 @@ class UnitDDPMSpec(BlurSpec):
     """Blur by UNIT-DDPM translation: release time ``t_r / T``, sampling steps, start ``t_s / T``.
 
     ``start`` 1 is the paper's translation from pure noise; below 1 the blurred chain starts
-    from the noised sharp tile (see :func:`histoblur.models.unit_ddpm.translate`). A setting
+    from the noised sharp tile (see :func:`histoblur.diffusion.translation.translate`). A setting
     left at None takes the value the checkpoint was validated with (its ``inference``).
     """
 
@@ -124,7 +124,7 @@ def run_network(plan: NetworkPlan, image: np.ndarray) -> np.ndarray:
             return network(x[:, :3], x[:, 3:]).numpy()
 
     else:
-        from histoblur.models.unit_ddpm import translate
+        from histoblur.diffusion.translation import translate
 
         options = {**UNIT_DDPM_SETTINGS, **stored, **dict(plan.options)}
         stacked = np.ascontiguousarray(rgb, np.float32)

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from histoblur.models.unit_ddpm import UnitDDPM, UnitDDPMConfig, denoising_loss, translate
+from histoblur.diffusion.translation import translate
+from histoblur.models.unit_ddpm import UnitDDPM, UnitDDPMConfig, denoising_loss
 from histoblur.training.domains import (
     DomainBatches,
     DomainConfig,
