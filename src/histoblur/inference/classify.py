@@ -4,6 +4,20 @@ An image of any size is cut into network-sized windows; the windows with the mos
 (standard deviation of luma at least half the image's best window) are classified, their logits
 averaged, and the temperature fitted on held-out data turns them into calibrated probabilities.
 Windows of glass or empty background carry no blur evidence and are left out.
+
+Examples:
+    >>> import skimage.data
+    >>> from histoblur.synthesis import apply_blur, make_spec
+    >>> tissue = skimage.data.immunohistochemistry()[100:196, 150:278]
+    >>> classifier = BlurClassifier.load("default", device="cpu")
+    >>> classifier.classes
+    ('in_focus', 'defocus', 'motion', 'mixed')
+    >>> [classifier.classify(image).label for image in (
+    ...     tissue,
+    ...     apply_blur(tissue, make_spec("lens", radius=4)),
+    ...     apply_blur(tissue, make_spec("motion", length=15, angle=0)),
+    ... )]
+    ['in_focus', 'defocus', 'motion']
 """
 
 from __future__ import annotations
@@ -41,7 +55,11 @@ class BlurType:
     windows: int
 
     def row(self) -> dict[str, Any]:
-        """``label`` and ``p_<class>`` columns."""
+        """``label`` and ``p_<class>`` columns.
+
+        >>> BlurType("motion", {"in_focus": 0.1, "motion": 0.9}, windows=3).row()
+        {'label': 'motion', 'p_in_focus': 0.1, 'p_motion': 0.9}
+        """
         return {
             "label": self.label,
             **{f"p_{k}": round(v, 6) for k, v in self.probabilities.items()},
@@ -49,7 +67,11 @@ class BlurType:
 
 
 def window_starts(size: int, tile: int) -> list[int]:
-    """Non-overlapping window origins covering ``[0, size)``; the last one ends at ``size``."""
+    """Non-overlapping window origins covering ``[0, size)``; the last one ends at ``size``.
+
+    >>> window_starts(300, 128), window_starts(100, 128)
+    ([0, 128, 172], [0])
+    """
     if size <= tile:
         return [0]
     starts = list(range(0, size - tile + 1, tile))
@@ -59,7 +81,19 @@ def window_starts(size: int, tile: int) -> list[int]:
 
 
 def select_windows(x: np.ndarray, tile: int, limit: int = MAX_WINDOWS) -> np.ndarray:
-    """Up to ``limit`` (N, 3, t, t) windows of a (H, W, 3) float image, most structure first."""
+    """Up to ``limit`` (N, 3, t, t) windows of a (H, W, 3) float image, most structure first.
+
+    Windows with less than half the luma spread of the best one are left out; an image smaller
+    than one window is reflect-padded.
+
+    Examples:
+        >>> x = np.zeros((64, 96, 3), np.float32)  # flat, except for a textured corner
+        >>> x[:32, :32] = np.random.default_rng(0).random((32, 32, 3))
+        >>> select_windows(x, 32).shape
+        (1, 3, 32, 32)
+        >>> select_windows(np.zeros((20, 20, 3), np.float32), 32).shape  # padded
+        (1, 3, 32, 32)
+    """
     h, w = x.shape[:2]
     if h < tile or w < tile:
         pad = ((0, max(0, tile - h)), (0, max(0, tile - w)), (0, 0))
@@ -83,6 +117,17 @@ class BlurClassifier:
         model: the network (logits out).
         config: its checkpoint config (classes, tile, calibration temperature).
         batch_size: windows per forward pass.
+        device: where the network runs (``auto``, ``cpu``, ``cuda``).
+
+    Raises:
+        InputError: a config with a tile under :data:`MIN_SIDE` or a non-positive temperature.
+
+    Examples:
+        >>> from histoblur.models.hub import load_pretrained
+        >>> network, config, _ = load_pretrained("default", TASK)
+        >>> classifier = BlurClassifier(network, config, batch_size=8)
+        >>> classifier.tile, classifier.temperature > 0
+        (128, True)
     """
 
     def __init__(
@@ -116,13 +161,24 @@ class BlurClassifier:
         Raises:
             InputError: missing or corrupt checkpoint, one that is not a blur-type classifier,
                 or an unavailable device.
+
+        Examples:
+            >>> BlurClassifier.load("default", batch_size=16).batch_size
+            16
         """
         network, config, _ = load_pretrained(model, TASK, device)
         return cls(network, config, batch_size, device)
 
     @torch.no_grad()
     def logits(self, image: np.ndarray) -> tuple[np.ndarray, int]:
-        """Mean logits over the selected windows of ``image``, and the number of windows."""
+        """Mean logits over the selected windows of ``image``, and the number of windows.
+
+        >>> classifier = BlurClassifier.load()
+        >>> image = np.random.default_rng(0).integers(0, 256, (128, 256, 3), dtype=np.uint8)
+        >>> logits, windows = classifier.logits(image)
+        >>> logits.shape, logits.dtype, windows
+        ((4,), dtype('float32'), 2)
+        """
         windows = select_windows(to_network_input(image), self.tile)
         out = [
             self.model(torch.from_numpy(windows[i : i + self.batch_size]).to(self.device))
@@ -138,6 +194,19 @@ class BlurClassifier:
 
         Raises:
             InputError: an image with a side below :data:`MIN_SIDE` px (too small to judge).
+
+        Examples:
+            >>> classifier = BlurClassifier.load()
+            >>> image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+            >>> result = classifier.classify(image)
+            >>> result.label in classifier.classes, result.windows
+            (True, 1)
+            >>> list(result.probabilities), round(sum(result.probabilities.values()), 3)
+            (['in_focus', 'defocus', 'motion', 'mixed'], 1.0)
+            >>> classifier.classify(np.zeros((16, 64, 3), np.uint8))  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            histoblur.errors.InputError: A 64 x 16 px image is too small to judge its blur type; ...
         """
         check_image(image)
         h, w = image.shape[:2]

@@ -4,10 +4,13 @@
 here, by name: the blur segmentation network, ArtiFusion's artifact thresholds, or a classical
 Laplacian blur rule.
 
->>> import numpy as np
->>> detect = make_detector("laplacian")
->>> detect(np.zeros((32, 32, 3), np.uint8)).shape
-(32, 32)
+Examples:
+    >>> import numpy as np
+    >>> list(DETECTORS), CLASSICAL
+    (['segmenter', 'threshold', 'laplacian', 'histoqc'], ('threshold', 'laplacian', 'histoqc'))
+    >>> detect = make_detector("laplacian")
+    >>> detect(np.zeros((32, 32, 3), np.uint8)).shape
+    (32, 32)
 """
 
 from __future__ import annotations
@@ -80,6 +83,20 @@ def make_detector(
     Raises:
         ParameterError: an unknown name.
         InputError: a segmenter checkpoint that cannot be loaded.
+
+    Examples:
+        >>> image = np.full((64, 64, 3), 200, np.uint8)
+        >>> for name in DETECTORS:
+        ...     mask = make_detector(name, threshold=0.5)(image)
+        ...     print(name, mask.shape, mask.dtype)
+        segmenter (64, 64) bool
+        threshold (64, 64) bool
+        laplacian (64, 64) bool
+        histoqc (64, 64) bool
+        >>> make_detector("otsu")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        histoblur.errors.ParameterError: Unknown detector 'otsu'; choose one of segmenter, ...
     """
     if name not in DETECTORS:
         raise ParameterError(f"Unknown detector {name!r}; choose one of {', '.join(DETECTORS)}.")

@@ -6,6 +6,29 @@ cover tissue are read and run through the segmenter, while a pool of reader thre
 next windows; predictions are blended band by band and each finished block of rows is streamed
 into the full-resolution PNGs and reduced to picture and GeoJSON scale, so memory holds one band
 of accumulators and the reduced maps, whatever the slide's size.
+
+Examples:
+    A tiny pyramidal slide at 0.5 um/px whose right half is out of focus:
+
+    >>> import tempfile
+    >>> import skimage.data
+    >>> from histoblur.synthesis import apply_blur, make_spec
+    >>> from histoblur.wsi.pyramid import write_pyramidal_tiff
+    >>> tissue = skimage.data.immunohistochemistry()[:256, :256]
+    >>> slide = tissue.copy()
+    >>> slide[:, 128:] = apply_blur(tissue, make_spec("lens", radius=4))[:, 128:]
+    >>> segmenter = Segmenter.load("default", "cpu", tile=64)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = write_pyramidal_tiff(Path(tmp) / "slide.tif", slide, mpp=0.5)
+    ...     summary = qc_slide(path, Path(tmp) / "qc", QCConfig(device="cpu"), segmenter)
+    ...     outputs = sorted(p.name for p in (Path(tmp) / "qc" / "slide").iterdir())
+    >>> outputs  # doctest: +NORMALIZE_WHITESPACE
+    ['blur.geojson', 'blur_mask.png', 'heatmap.png', 'overlay.png', 'probability.png',
+     'report.html', 'summary.json', 'thumbnail.png']
+    >>> summary["working_size"], summary["tiles"], summary["mpp_source"]
+    ([256, 256], 25, 'metadata')
+    >>> 0.3 < summary["blurred_fraction"] < 0.7  # about the blurred half of the tissue
+    True
 """
 
 from __future__ import annotations
@@ -62,6 +85,16 @@ class QCConfig(BaseModel):
             traced mask would exceed 4096 px a side).
         min_region_um2: blurred regions smaller than this are left out of the GeoJSON.
         thumbnail_side: longest side of the pictures in the report.
+
+    Examples:
+        >>> config = QCConfig(mpp=1.0, device="cpu")
+        >>> config.model, config.mpp, config.slide_mpp, config.threshold
+        ('default', 1.0, None, None)
+        >>> QCConfig(mpp=0)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        pydantic_core._pydantic_core.ValidationError: 1 validation error for QCConfig
+        ...
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -80,7 +113,23 @@ class QCConfig(BaseModel):
 
 
 def slide_mpp(reader: SlideReader, config: QCConfig) -> tuple[float, str]:
-    """Level-0 microns per pixel and where it came from; refuses to guess."""
+    """Level-0 microns per pixel and where it came from; refuses to guess.
+
+    Raises:
+        InputError: the slide states no plausible resolution and the config gives none.
+
+    Examples:
+        >>> from histoblur.wsi.readers import ArrayReader
+        >>> image = np.zeros((64, 64, 3), np.uint8)
+        >>> slide_mpp(ArrayReader(image, mpp=0.25), QCConfig())
+        (0.25, 'metadata')
+        >>> slide_mpp(ArrayReader(image), QCConfig(slide_mpp=0.5))
+        (0.5, 'option')
+        >>> slide_mpp(ArrayReader(image), QCConfig())  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        histoblur.errors.InputError: <array> states no (plausible) microns per pixel; ...
+    """
     if config.slide_mpp is not None:
         return config.slide_mpp, "option"
     if reader.mpp is not None:
@@ -102,7 +151,24 @@ def _coverage(tissue: np.ndarray, box: tuple[float, float, float, float]) -> flo
 
 
 class SlideQC:
-    """QC of one opened slide with one segmenter; :meth:`run` returns the maps and numbers."""
+    """QC of one opened slide with one segmenter; :meth:`run` returns the maps and numbers.
+
+    Raises:
+        InputError: the slide's resolution is unknown (see :func:`slide_mpp`).
+
+    Examples:
+        >>> import skimage.data
+        >>> from histoblur.wsi.readers import ArrayReader
+        >>> reader = ArrayReader(skimage.data.immunohistochemistry()[:256, :256], mpp=0.25)
+        >>> qc = SlideQC(reader, Segmenter.load("default", tile=64), QCConfig(mpp=0.5))
+        >>> qc.scale, qc.size, qc.level  # level-0 px per working px, (H, W) working
+        (2.0, (128, 128), 0)
+        >>> result = qc.run()  # no folder: maps in memory only
+        >>> sorted(result)
+        ['geo', 'geo_cell', 'mask', 'prob', 'summary', 'thumbnail', 'tissue']
+        >>> result["prob"].shape, result["prob"].dtype, result["summary"]["tiles"]
+        ((128, 128), dtype('uint8'), 9)
+    """
 
     def __init__(self, reader: SlideReader, segmenter: Segmenter, config: QCConfig) -> None:
         self.reader, self.segmenter, self.config = reader, segmenter, config
@@ -120,7 +186,18 @@ class SlideQC:
         self.compute_seconds = 0.0
 
     def windows(self, tissue: np.ndarray) -> tuple[list[int], list[list[int]], int]:
-        """Window row origins, the tissue windows' column origins per row, and their count."""
+        """Window row origins, the tissue windows' column origins per row, and their count.
+
+        >>> from histoblur.wsi.readers import ArrayReader
+        >>> reader = ArrayReader(np.full((256, 256, 3), 245, np.uint8), mpp=0.5)
+        >>> qc = SlideQC(reader, Segmenter.load("default", tile=64), QCConfig())
+        >>> qc.thumb_down  # the tissue mask is at 8 um/px: 16 level-0 px per pixel
+        16.0
+        >>> tissue = np.zeros((16, 16), bool)
+        >>> tissue[:4, :4] = True  # tissue in the top-left 64 x 64 px only
+        >>> qc.windows(tissue)
+        ([0, 48, 96, 144, 192], [[0, 48], [0, 48], [], [], []], 4)
+        """
         tile, overlap = self.segmenter.tile, self.segmenter.overlap
         H, W = max(self.size[0], tile), max(self.size[1], tile)
         ys, xs = axis_starts(H, tile, overlap), axis_starts(W, tile, overlap)
@@ -294,7 +371,16 @@ def _resize_to(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def pictures(result: dict[str, Any], side: int) -> dict[str, np.ndarray]:
-    """Thumbnail, overlay (blurred tissue tinted) and heatmap (probability on tissue), same size."""
+    """Thumbnail, overlay (blurred tissue tinted) and heatmap (probability on tissue), same size.
+
+    Examples:
+        >>> import skimage.data
+        >>> from histoblur.wsi.readers import ArrayReader
+        >>> reader = ArrayReader(skimage.data.immunohistochemistry()[:256, :256], mpp=0.5)
+        >>> result = SlideQC(reader, Segmenter.load("default", tile=64), QCConfig()).run()
+        >>> {name: picture.shape for name, picture in pictures(result, side=64).items()}
+        {'thumbnail': (64, 64, 3), 'overlay': (64, 64, 3), 'heatmap': (64, 64, 3)}
+    """
     thumb = result["thumbnail"]
     h, w = thumb.shape[:2]
     s = min(1.0, side / max(h, w))
@@ -328,7 +414,12 @@ def _clamp(collection: dict[str, Any], width: float, height: float) -> dict[str,
 
 
 def write_outputs(result: dict[str, Any], folder: Path, config: QCConfig) -> dict[str, Any]:
-    """Write the pictures, GeoJSON, report and (last) summary into an existing ``folder``."""
+    """Write the pictures, GeoJSON, report and (last) summary into an existing ``folder``.
+
+    Returns:
+        The summary with ``blurred_regions`` (the number of GeoJSON polygons) added; the module
+        example shows the files.
+    """
     summary = dict(result["summary"])
     w0, h0 = summary["level0_size"]
     min_area = config.min_region_um2 / summary["slide_mpp"] ** 2
@@ -361,6 +452,20 @@ def qc_slide(
 
     Raises:
         InputError: unreadable slide, unknown resolution, bad model.
+
+    Examples:
+        A slide that states no resolution needs ``slide_mpp``:
+
+        >>> import tempfile
+        >>> from histoblur.io.images import write_image
+        >>> tissue = np.random.default_rng(0).integers(60, 200, (128, 128, 3), dtype=np.uint8)
+        >>> config = QCConfig(device="cpu", slide_mpp=0.5)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = write_image(Path(tmp) / "scan.png", tissue)
+        ...     summary = qc_slide(path, Path(tmp) / "qc", config, Segmenter.load(tile=64))
+        ...     done = (Path(tmp) / "qc" / "scan" / SUMMARY).is_file()
+        >>> summary["reader"], summary["mpp_source"], summary["working_size"], done
+        ('image', 'option', [128, 128], True)
     """
     segmenter = segmenter or Segmenter.load(
         config.model, config.device, batch_size=config.batch_size

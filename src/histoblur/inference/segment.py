@@ -3,6 +3,21 @@
 ``Segmenter`` wraps a network rebuilt from a checkpoint. It accepts every image histoblur reads
 (RGB, RGBA, grey; 8 or 16 bit; any size: small images are padded, large ones tiled with overlap
 and blended) and returns a float32 probability map of the same height and width.
+
+Examples:
+    Real tissue (scikit-image's IHC sample) with its right half put out of focus:
+
+    >>> import skimage.data
+    >>> from histoblur.synthesis import apply_blur, make_spec
+    >>> tissue = skimage.data.immunohistochemistry()[100:196, 150:278]
+    >>> image = tissue.copy()
+    >>> image[:, 64:] = apply_blur(tissue, make_spec("lens", radius=4))[:, 64:]
+    >>> segmenter = Segmenter.load("default", "cpu", tile=64)
+    >>> result = segmenter.segment(image)
+    >>> result.probability.shape, result.probability.dtype, result.mask.dtype
+    ((96, 128), dtype('float32'), dtype('bool'))
+    >>> bool(result.mask[:, 80:].mean() > 0.5), bool(result.mask[:, :48].mean() < 0.1)
+    (True, True)
 """
 
 from __future__ import annotations
@@ -32,14 +47,25 @@ OVERLAY_ALPHA = 0.45
 
 
 def to_network_input(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) float32 in [0, 1] from any supported image (grey repeated, alpha dropped)."""
+    """(H, W, 3) float32 in [0, 1] from any supported image (grey repeated, alpha dropped).
+
+    >>> x = to_network_input(np.full((8, 10), 65535, np.uint16))
+    >>> x.shape, x.dtype, float(x.max())
+    ((8, 10, 3), dtype('float32'), 1.0)
+    """
     check_image(image)
     return to_rgb(image).astype(np.float32) / dtype_max(image.dtype)
 
 
 @dataclass(frozen=True)
 class SegmentationResult:
-    """Output of :meth:`Segmenter.segment` for one image."""
+    """Output of :meth:`Segmenter.segment` for one image.
+
+    >>> mask = np.zeros((4, 4), bool)
+    >>> mask[:1] = True
+    >>> SegmentationResult(np.zeros((4, 4), np.float32), mask, 0.5).blurred_fraction
+    0.25
+    """
 
     probability: np.ndarray  # (H, W) float32 in [0, 1]
     mask: np.ndarray  # (H, W) bool
@@ -64,6 +90,17 @@ class Segmenter:
         tissue_only: flag blur on tissue only: glass (bright, unsaturated pixels, see
             :func:`histoblur.wsi.tissue.tissue_mask`) is never called blurred, as featureless
             glass looks the same in and out of focus. The probability map is not changed.
+
+    Raises:
+        ParameterError: a tile, overlap or batch size out of range.
+        InputError: a checkpoint threshold outside (0, 1).
+
+    Examples:
+        >>> from histoblur.models.hub import load_pretrained
+        >>> network, config, _ = load_pretrained("default", TASK)
+        >>> segmenter = Segmenter(network, config, tile=64, batch_size=4)
+        >>> segmenter.tile, segmenter.overlap, segmenter.threshold, segmenter.device.type
+        (64, 16, 0.5, 'cpu')
     """
 
     def __init__(
@@ -123,7 +160,15 @@ class Segmenter:
     def predict_proba(
         self, image: np.ndarray, progress: Callable[[int], None] | None = None
     ) -> np.ndarray:
-        """Blur probability (H, W) float32 for one image."""
+        """Blur probability (H, W) float32 for one image.
+
+        Examples:
+            >>> segmenter = Segmenter.load("default", tile=64)
+            >>> grey = np.random.default_rng(0).integers(0, 65536, (40, 70), dtype=np.uint16)
+            >>> prob = segmenter.predict_proba(grey)  # any size, grey or colour, 8 or 16 bit
+            >>> prob.shape, prob.dtype, bool(0 <= prob.min() and prob.max() <= 1)
+            ((40, 70), dtype('float32'), True)
+        """
         x = to_network_input(image)
         h, w = x.shape[:2]
         out = np.empty((h, w), np.float32)
@@ -139,7 +184,20 @@ class Segmenter:
         threshold: float | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> SegmentationResult:
-        """Probability map and mask (probability > threshold) for one image."""
+        """Probability map and mask (probability > threshold) for one image.
+
+        With ``tissue_only`` (the default) glass is never flagged.
+
+        Raises:
+            ParameterError: a threshold outside (0, 1).
+
+        Examples:
+            >>> segmenter = Segmenter.load("default", tile=64)
+            >>> glass = np.full((64, 64, 3), 245, np.uint8)
+            >>> result = segmenter.segment(glass, threshold=0.3)
+            >>> result.threshold, bool(result.mask.any())
+            (0.3, False)
+        """
         t = self.threshold if threshold is None else threshold
         if not 0.0 < t < 1.0:
             raise ParameterError(f"Threshold must be in (0, 1), got {t}.")
@@ -150,17 +208,33 @@ class Segmenter:
         return SegmentationResult(prob, mask, t)
 
     def tiles_for(self, image: np.ndarray) -> int:
-        """Windows needed for ``image`` (for progress bars)."""
+        """Windows needed for ``image`` (for progress bars).
+
+        >>> Segmenter.load("default", tile=64).tiles_for(np.zeros((100, 200, 3), np.uint8))
+        8
+        """
         return count_tiles(image.shape[0], image.shape[1], self.tile, self.overlap)
 
 
 def probability_png(prob: np.ndarray) -> np.ndarray:
-    """uint8 0-255 picture of a probability map."""
+    """uint8 0-255 picture of a probability map.
+
+    >>> probability_png(np.array([[0.0, 0.5, 1.0]], np.float32))
+    array([[  0, 128, 255]], dtype=uint8)
+    """
     return np.clip(np.rint(prob * 255.0), 0, 255).astype(np.uint8)
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, prob: np.ndarray | None = None) -> np.ndarray:
-    """RGB uint8 picture: the image with flagged pixels tinted magenta and outlined."""
+    """RGB uint8 picture: the image with flagged pixels tinted magenta and outlined.
+
+    >>> image = np.full((16, 16), 128, np.uint8)  # any supported image
+    >>> mask = np.zeros((16, 16), bool)
+    >>> mask[4:12, 4:12] = True
+    >>> picture = overlay(image, mask)
+    >>> picture.shape, picture.dtype, picture[0, 0].tolist()  # unflagged pixels unchanged
+    ((16, 16, 3), dtype('uint8'), [128, 128, 128])
+    """
     rgb = outline(image, np.zeros(mask.shape, bool))  # RGB uint8 copy
     a = OVERLAY_ALPHA * (mask.astype(np.float32) if prob is None else prob * mask)
     tint = np.asarray(OVERLAY_COLOUR, np.float32)
@@ -169,7 +243,11 @@ def overlay(image: np.ndarray, mask: np.ndarray, prob: np.ndarray | None = None)
 
 
 def output_paths(out_dir: Path, image_path: Path) -> dict[str, Path]:
-    """Where ``histoblur segment`` writes the outputs of one input."""
+    """Where ``histoblur segment`` writes the outputs of one input.
+
+    >>> {k: p.name for k, p in output_paths(Path("out"), Path("slides/a.tif")).items()}
+    {'mask': 'a_mask.png', 'prob': 'a_prob.png', 'overlay': 'a_overlay.png'}
+    """
     stem = image_path.stem
     return {
         "mask": out_dir / f"{stem}_mask.png",
@@ -192,6 +270,18 @@ def segment_file(
 
     Returns:
         A summary row: input, outputs, size, blurred fraction, threshold.
+
+    Examples:
+        >>> import tempfile
+        >>> segmenter = Segmenter.load("default", tile=64)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = write_image(Path(tmp) / "tile.png", np.full((32, 48, 3), 200, np.uint8))
+        ...     row = segment_file(segmenter, path, Path(tmp))
+        ...     written = sorted(p.name for p in Path(tmp).iterdir())
+        >>> written
+        ['tile.png', 'tile_mask.png', 'tile_overlay.png', 'tile_prob.png']
+        >>> row["height"], row["width"], row["threshold"]
+        (32, 48, 0.5)
     """
     image = read_image(image_path) if image is None else image
     result = segmenter.segment(image, threshold, progress)

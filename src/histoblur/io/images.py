@@ -5,6 +5,15 @@ uint16, channels in RGB order. Files are read with OpenCV (PNG, JPEG, TIFF, BMP)
 by their EXIF orientation as image viewers do, and written as PNG atomically. A file's declared
 size is checked before its pixels are decoded: images above :data:`DEFAULT_MAX_PIXELS` are
 refused unless the caller raises the limit (:func:`pixel_limit`, ``--max-pixels``).
+
+Examples:
+    >>> import tempfile
+    >>> image = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = write_image(Path(tmp) / "tile.png", image)
+    ...     back = read_image(path)
+    >>> back.shape, back.dtype, bool((back == image).all())  # PNG is lossless, RGB order kept
+    ((16, 24, 3), dtype('uint8'), True)
 """
 
 from __future__ import annotations
@@ -73,7 +82,11 @@ def pil_unlimited() -> Iterator[Any]:
 
 @dataclass(frozen=True)
 class ImageHeader:
-    """What a file declares before any pixel is decoded."""
+    """What a file declares before any pixel is decoded.
+
+    >>> ImageHeader(width=40_000, height=30_000).pixels
+    1200000000
+    """
 
     width: int
     height: int
@@ -86,7 +99,15 @@ class ImageHeader:
 
 
 def read_header(path: str | Path) -> ImageHeader | None:
-    """Declared size and EXIF orientation of an image file; None when the header is unreadable."""
+    """Declared size and EXIF orientation of an image file; None when the header is unreadable.
+
+    Examples:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = write_image(Path(tmp) / "a.png", np.zeros((16, 24), np.uint8))
+        ...     read_header(path)
+        ImageHeader(width=24, height=16, orientation=1)
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a damaged header: the decoder names the problem
@@ -110,7 +131,11 @@ def _orientation(module: Any, im: Any) -> int:
 
 
 def upright(image: np.ndarray, orientation: int) -> np.ndarray:
-    """Apply an EXIF orientation (1-8) so the array looks as a viewer shows the file."""
+    """Apply an EXIF orientation (1-8) so the array looks as a viewer shows the file.
+
+    >>> upright(np.arange(6, dtype=np.uint8).reshape(2, 3), 6).shape  # rotated 90 degrees
+    (3, 2)
+    """
     if orientation in (5, 6, 7, 8):
         image = np.swapaxes(image, 0, 1)  # transpose, then flip as for the rotated cases
     flips = {2: (1,), 3: (0, 1), 4: (0,), 6: (1,), 7: (0, 1), 8: (0,)}.get(orientation, ())
@@ -124,6 +149,14 @@ def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
 
     Raises:
         InputError: for an unsupported dtype, channel count or an empty image.
+
+    Examples:
+        >>> check_image(np.zeros((4, 4, 3), np.uint8)).shape
+        (4, 4, 3)
+        >>> check_image(np.zeros((4, 4), np.float32))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        histoblur.errors.InputError: The image has dtype float32; histoblur supports uint8 and ...
     """
     if not isinstance(image, np.ndarray):
         raise InputError(f"The {name} must be a numpy array, got {type(image).__name__}.")
@@ -141,37 +174,64 @@ def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
 
 
 def dtype_max(dtype: np.dtype) -> float:
-    """Largest value of an integer image dtype (255 or 65535)."""
+    """Largest value of an integer image dtype (255 or 65535).
+
+    >>> dtype_max(np.dtype(np.uint8)), dtype_max(np.dtype(np.uint16))
+    (255.0, 65535.0)
+    """
     return float(np.iinfo(dtype).max)
 
 
 def to_float(image: np.ndarray) -> np.ndarray:
-    """Scale an integer image to float32 in [0, 1]."""
+    """Scale an integer image to float32 in [0, 1].
+
+    >>> to_float(np.array([[0, 51, 255]], np.uint8))
+    array([[0. , 0.2, 1. ]], dtype=float32)
+    """
     return image.astype(np.float32) / dtype_max(image.dtype)
 
 
 def from_float(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Round a [0, 1] float image back to an integer dtype, clipping out-of-range values."""
+    """Round a [0, 1] float image back to an integer dtype, clipping out-of-range values.
+
+    >>> from_float(np.array([[-0.5, 0.2, 1.5]], np.float32), np.uint8)
+    array([[  0,  51, 255]], dtype=uint8)
+    """
     peak = dtype_max(np.dtype(dtype))
     return np.clip(np.rint(image * peak), 0, peak).astype(dtype)
 
 
 def split_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Split an RGBA image into colour and alpha; other images return ``(image, None)``."""
+    """Split an RGBA image into colour and alpha; other images return ``(image, None)``.
+
+    >>> colour, alpha = split_alpha(np.zeros((4, 4, 4), np.uint8))
+    >>> colour.shape, alpha.shape
+    ((4, 4, 3), (4, 4))
+    >>> split_alpha(np.zeros((4, 4), np.uint8))[1] is None
+    True
+    """
     if image.ndim == 3 and image.shape[2] == 4:
         return image[..., :3], image[..., 3]
     return image, None
 
 
 def merge_alpha(colour: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
-    """Inverse of :func:`split_alpha`."""
+    """Inverse of :func:`split_alpha`.
+
+    >>> merge_alpha(*split_alpha(np.zeros((4, 4, 4), np.uint8))).shape
+    (4, 4, 4)
+    """
     if alpha is None:
         return colour
     return np.concatenate([colour, alpha[..., None]], axis=2)
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
-    """Return a 3-channel RGB view of any supported image (grey is repeated, alpha dropped)."""
+    """Return a 3-channel RGB view of any supported image (grey is repeated, alpha dropped).
+
+    >>> to_rgb(np.zeros((4, 5), np.uint8)).shape, to_rgb(np.zeros((4, 5, 4), np.uint8)).shape
+    ((4, 5, 3), (4, 5, 3))
+    """
     if image.ndim == 2:
         return np.repeat(image[..., None], 3, axis=2)
     if image.shape[2] == 1:
@@ -180,7 +240,11 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
 
 
 def to_gray_float(image: np.ndarray) -> np.ndarray:
-    """Luma (ITU-R BT.601) in [0, 1] as float32, for metrics and registration."""
+    """Luma (ITU-R BT.601) in [0, 1] as float32, for metrics and registration.
+
+    >>> to_gray_float(np.array([[[255, 255, 255], [255, 0, 0]]], np.uint8)).round(3)
+    array([[1.   , 0.299]], dtype=float32)
+    """
     f = image.astype(np.float32) / dtype_max(image.dtype) if image.dtype.kind in "ui" else image
     if f.ndim == 2:
         return f.astype(np.float32)
@@ -231,6 +295,16 @@ def check_sizes(paths: Sequence[Path], max_pixels: int | None = None) -> None:
 
     Raises:
         InputError: a missing input, or one above the limit (see :func:`check_size`).
+
+    Examples:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = write_image(Path(tmp) / "a.png", np.zeros((100, 100), np.uint8))
+        ...     check_sizes([path], max_pixels=10_000)  # fits: nothing happens
+        ...     check_sizes([path], max_pixels=9_999)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        histoblur.errors.InputError: Image ... is 100 x 100 px, above the limit of 9,999 pixels ...
     """
     limit = _MAX_PIXELS.get() if max_pixels is None else max_pixels
     for path in paths:
@@ -251,6 +325,18 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     Raises:
         InputError: if the file is missing, unreadable, corrupt, truncated, too large or of an
             unsupported kind.
+
+    Examples:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     rgba = write_image(Path(tmp) / "rgba.png", np.zeros((8, 8, 4), np.uint8))
+        ...     deep = write_image(Path(tmp) / "deep.png", np.zeros((8, 8), np.uint16))
+        ...     read_image(rgba).shape, read_image(deep).dtype
+        ((8, 8, 4), dtype('uint16'))
+        >>> read_image("missing.png")
+        Traceback (most recent call last):
+        ...
+        histoblur.errors.InputError: Image missing.png does not exist.
     """
     path = Path(path)
     if not path.exists():
@@ -314,9 +400,20 @@ def _read_tiff(path: Path) -> np.ndarray | None:
 def write_image(path: str | Path, image: np.ndarray) -> Path:
     """Write an image atomically (PNG recommended; format from the suffix).
 
+    Returns:
+        ``path``.
+
     Raises:
         InputError: if the array does not follow the conventions.
+        ParameterError: if the suffix names a format OpenCV cannot encode.
         OutputError: if the folder cannot be written.
+
+    Examples:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = write_image(Path(tmp) / "mask.png", np.full((8, 8), 255, np.uint8))
+        ...     path.name, sorted(p.name for p in Path(tmp).iterdir())  # no temporary left over
+        ('mask.png', ['mask.png'])
     """
     path = Path(path)
     check_image(image)
@@ -337,7 +434,15 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """Read a mask file as a boolean array (any non-zero pixel is foreground)."""
+    """Read a mask file as a boolean array (any non-zero pixel is foreground).
+
+    Examples:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = write_image(Path(tmp) / "m.png", np.array([[0, 1, 255]], np.uint8))
+        ...     read_mask(path)
+        array([[False,  True,  True]])
+    """
     image = read_image(path)
     if image.ndim == 3:
         image = image[..., :3].max(axis=2)
@@ -349,6 +454,14 @@ def list_images(folder: str | Path) -> list[Path]:
 
     Raises:
         InputError: if the folder is missing or holds no image.
+
+    Examples:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     for name in ("b.png", "a.tif", "notes.txt"):
+        ...         (Path(tmp) / name).touch()
+        ...     [p.name for p in list_images(tmp)]
+        ['a.tif', 'b.png']
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -368,6 +481,14 @@ def check_unique_stems(paths: Sequence[Path], advice: str) -> None:
 
     Raises:
         InputError: naming the first clash.
+
+    Examples:
+        >>> check_unique_stems([Path("a/x.png"), Path("b/y.png")], "Rename one.")  # no clash
+        >>> check_unique_stems([Path("a/x.png"), Path("b/x.tif")], "Rename one.")
+        ... # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        histoblur.errors.InputError: Inputs a/x.png and b/x.tif share the name 'x'; ... Rename one.
     """
     seen: dict[str, Path] = {}
     for p in paths:

@@ -21,6 +21,18 @@ def disk_kernel(radius: float, factor: int = SUPERSAMPLE) -> np.ndarray:
     Args:
         radius: radius in pixels (>= 0); 0 gives the identity kernel.
         factor: sub-pixel samples per axis used for the edge coverage.
+
+    Raises:
+        ValueError: a negative radius.
+
+    Examples:
+        >>> k = disk_kernel(3.0)
+        >>> k.shape, round(float(k.sum()), 6), float(k[0, 0])  # corners lie outside the disk
+        ((7, 7), 1.0, 0.0)
+        >>> disk_kernel(0.0)  # the identity
+        array([[1.]])
+        >>> [disk_kernel(r).shape for r in (1.0, 2.5, 6.0)]
+        [(3, 3), (5, 5), (13, 13)]
     """
     if radius < 0:
         raise ValueError(f"Disk radius must be >= 0, got {radius}.")
@@ -43,6 +55,16 @@ def polygon_kernel(
         blades: number of polygon sides (>= 3).
         rotation: rotation of the polygon in degrees.
         factor: sub-pixel samples per axis.
+
+    Raises:
+        ValueError: a negative radius or fewer than 3 blades.
+
+    Examples:
+        >>> k = polygon_kernel(4.0, blades=5, rotation=18.0)
+        >>> k.shape, round(float(k.sum()), 6), bool((k >= 0).all())
+        ((9, 9), 1.0, True)
+        >>> bool(polygon_kernel(4.0, blades=6).sum() > 0)
+        True
     """
     if radius < 0:
         raise ValueError(f"Aperture radius must be >= 0, got {radius}.")

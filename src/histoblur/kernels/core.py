@@ -9,7 +9,16 @@ from scipy.signal import fftconvolve
 
 
 def normalize(kernel: np.ndarray) -> np.ndarray:
-    """Clip negatives from round-off and scale to unit sum (float64)."""
+    """Clip negatives from round-off and scale to unit sum (float64).
+
+    Raises:
+        ValueError: a kernel without positive mass.
+
+    Examples:
+        >>> normalize(np.array([[1.0, 3.0], [-1e-17, 4.0]]))
+        array([[0.125, 0.375],
+               [0.   , 0.5  ]])
+    """
     k = np.clip(np.asarray(kernel, dtype=np.float64), 0.0, None)
     total = k.sum()
     if total <= 0:
@@ -18,7 +27,17 @@ def normalize(kernel: np.ndarray) -> np.ndarray:
 
 
 def centroid_offset(kernel: np.ndarray) -> tuple[float, float]:
-    """Centre of mass of a kernel relative to its central pixel, as (dy, dx) in pixels."""
+    """Centre of mass of a kernel relative to its central pixel, as (dy, dx) in pixels.
+
+    A PSF with a non-zero offset shifts the image it blurs.
+
+    Examples:
+        >>> centroid_offset(np.array([[0.0, 0.0, 1.0]]))
+        (0.0, 1.0)
+        >>> from histoblur.kernels import motion_kernel
+        >>> [round(v, 6) + 0.0 for v in centroid_offset(motion_kernel(10, 30))]
+        [0.0, 0.0]
+    """
     k = np.asarray(kernel, dtype=np.float64)
     h, w = k.shape
     ys, xs = np.mgrid[0:h, 0:w]
@@ -30,7 +49,16 @@ def centroid_offset(kernel: np.ndarray) -> tuple[float, float]:
 
 
 def combine(*kernels: np.ndarray) -> np.ndarray:
-    """Convolve kernels into one (the PSF of applying them in sequence)."""
+    """Convolve kernels into one (the PSF of applying them in sequence).
+
+    The result's side is the sum of the sides minus one per extra kernel, and it sums to 1.
+
+    Examples:
+        >>> from histoblur.kernels import disk_kernel, motion_kernel
+        >>> k = combine(disk_kernel(2.0), motion_kernel(7, 0))
+        >>> k.shape, round(float(k.sum()), 6)
+        ((11, 11), 1.0)
+    """
     out = np.ones((1, 1))
     for k in kernels:
         out = fftconvolve(out, k, mode="full")
@@ -71,7 +99,16 @@ def _rank_one(kernel_bytes: bytes, shape: tuple[int, int]) -> tuple[np.ndarray, 
 
 
 def separable_factors(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """(column, row) factors of a kernel that is exactly an outer product, else None (cached)."""
+    """(column, row) factors of a kernel that is exactly an outer product, else None (cached).
+
+    Examples:
+        >>> from histoblur.kernels import disk_kernel, gaussian_kernel
+        >>> col, row = separable_factors(gaussian_kernel(1.0))
+        >>> col.shape, row.shape, bool(np.allclose(np.outer(col, row), gaussian_kernel(1.0)))
+        ((9,), (9,), True)
+        >>> separable_factors(disk_kernel(3.0)) is None
+        True
+    """
     k = np.ascontiguousarray(kernel, dtype=np.float64)
     return _rank_one(k.tobytes(), k.shape)
 

@@ -8,6 +8,21 @@ Conventions shared by all of them: one numpy image ``(H, W)`` or ``(H, W, C)`` g
 float; a torch batch ``(N, C, H, W)`` gives a tensor of ``N`` values on its device. Integer
 images are scaled to [0, 1] by their dtype maximum; float images are taken as in [0, 1] unless a
 ``data_range`` is given. Ranges and directions are in each docstring and in ``docs/metrics.md``.
+
+Examples:
+    >>> import numpy as np
+    >>> import torch
+    >>> from histoblur.metrics import dice, psnr, ssim, variance_of_laplacian
+    >>> a = np.full((8, 8), 100, np.uint8)
+    >>> round(psnr(a, a + 10), 3)  # 20 log10(255 / 10)
+    28.131
+    >>> x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    >>> ssim(x, x)  # a batch gives one value per image
+    tensor([1., 1.])
+    >>> dice(np.eye(4, dtype=bool), np.eye(4, dtype=bool))
+    1.0
+    >>> variance_of_laplacian(np.zeros((8, 8), np.uint8))  # flat: no focus evidence
+    0.0
 """
 
 from histoblur.metrics.fsim import fsim

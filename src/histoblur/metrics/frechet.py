@@ -21,6 +21,13 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
     Raises:
         InputError: fewer than two vectors in a set, or different feature sizes.
+
+    Examples:
+        >>> features = np.random.default_rng(0).normal(size=(200, 3))
+        >>> frechet_distance(features, features)
+        0.0
+        >>> round(frechet_distance(features, features + 1.0), 3)  # mean shifted by 1 in 3-D
+        3.0
     """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:

@@ -114,6 +114,17 @@ def fsim(a: ImageLike, b: ImageLike, chromatic: bool = True) -> Score:
 
     Raises:
         InputError: if the inputs cannot be compared.
+
+    Examples:
+        >>> import numpy as np
+        >>> from histoblur.synthesis import apply_blur, make_spec
+        >>> sharp = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        >>> blurred = apply_blur(sharp, make_spec("gaussian", sigma=2.0))
+        >>> fsim(sharp, sharp), bool(fsim(sharp, blurred) < fsim(sharp, sharp))
+        (1.0, True)
+        >>> x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+        >>> fsim(x, x, chromatic=False).shape  # grey batch: FSIM
+        torch.Size([2])
     """
     x, y, _, single = _pair_batches(a, b, None)
     x, y = x.double() * 255, y.double() * 255

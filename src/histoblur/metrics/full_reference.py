@@ -11,6 +11,15 @@ Integer images are scaled to [0, 1] by the largest value of their dtype (uint8 b
 given in the inputs' own units (e.g. 255 for uint8, 4095 for 12-bit data stored as uint16), so
 every result equals the scikit-image metric called with the same ``data_range``. Numpy inputs are
 computed in float64 (the reference path).
+
+Examples:
+    >>> a = np.full((8, 8, 3), 100, np.uint8)
+    >>> b = a + 10  # every pixel 10 grey levels brighter
+    >>> round(mse(a, b), 6), round(psnr(a, b), 3)  # (10 / 255)^2, 20 log10(255 / 10)
+    (0.001538, 28.131)
+    >>> x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    >>> psnr(x, x.clamp(0.1, 0.9)).shape
+    torch.Size([4])
 """
 
 from __future__ import annotations
@@ -65,6 +74,13 @@ def as_image_batch(x: ImageLike, name: str = "image") -> tuple[torch.Tensor, boo
     Raises:
         InputError: for another type, an unsupported dtype, a wrong number of dimensions or an
             empty image.
+
+    Examples:
+        >>> batch, single = as_image_batch(np.full((4, 5, 3), 255, np.uint8))
+        >>> batch.shape, batch.dtype, single, float(batch.max())
+        (torch.Size([1, 3, 4, 5]), torch.float64, True, 1.0)
+        >>> as_image_batch(torch.zeros(2, 1, 4, 5, dtype=torch.uint8))[0].dtype
+        torch.float32
     """
     peak = _dtype_peak(x, name) if isinstance(x, np.ndarray | torch.Tensor) else None
     if isinstance(x, np.ndarray):
@@ -102,6 +118,13 @@ def check_pair(
 
     Raises:
         InputError: if they differ in kind (numpy/torch), shape, dtype or device.
+
+    Examples:
+        >>> check_pair(np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint16))
+        ... # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        histoblur.errors.InputError: The first image has dtype uint8 but the second ... uint16; ...
     """
     for x, name in zip((a, b), names, strict=True):
         if not isinstance(x, np.ndarray | torch.Tensor):
@@ -169,6 +192,13 @@ def mse(a: ImageLike, b: ImageLike) -> Score:
 
     Raises:
         InputError: if the inputs cannot be compared.
+
+    Examples:
+        >>> round(mse(np.zeros((8, 8)), np.full((8, 8), 0.1)), 6)  # float images are in [0, 1]
+        0.01
+        >>> a = torch.zeros(2, 1, 8, 8)
+        >>> mse(a, a)
+        tensor([0., 0.])
     """
     x, y, _, single = _pair_batches(a, b, None)
     return _finish(((x - y) ** 2).mean(dim=(1, 2, 3)), single)
@@ -193,6 +223,13 @@ def psnr(a: ImageLike, b: ImageLike, data_range: float | None = None) -> Score:
     Raises:
         InputError: if the inputs cannot be compared.
         ParameterError: for a non-positive ``data_range``.
+
+    Examples:
+        >>> a = np.full((8, 8), 100, np.uint8)
+        >>> round(psnr(a, a + 10), 3), round(psnr(a, a + 10, data_range=100), 3)
+        (28.131, 20.0)
+        >>> psnr(a, a)
+        inf
     """
     x, y, data_range_01, single = _pair_batches(a, b, data_range)
     err = ((x - y) ** 2).mean(dim=(1, 2, 3))
@@ -277,6 +314,17 @@ def ssim(
     Raises:
         InputError: if the inputs cannot be compared or are smaller than the window.
         ParameterError: for an even or too small window, a non-positive sigma, k1, k2 or range.
+
+    Examples:
+        >>> from histoblur.synthesis import apply_blur, make_spec
+        >>> sharp = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        >>> blurred = apply_blur(sharp, make_spec("gaussian", sigma=2.0))
+        >>> ssim(sharp, sharp), bool(ssim(sharp, blurred) < 0.5)
+        (1.0, True)
+        >>> x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        >>> s = ssim(x, x, gaussian_weights=True)
+        >>> s.shape, s.dtype
+        (torch.Size([2]), torch.float32)
     """
     if sigma <= 0 or k1 <= 0 or k2 <= 0:
         raise ParameterError(f"sigma, k1 and k2 must be positive, got {sigma}, {k1}, {k2}.")
@@ -356,6 +404,15 @@ def masked_l2(a: ImageLike, b: ImageLike, mask: ImageLike) -> Score:
 
     Raises:
         InputError: if the inputs cannot be compared, the mask does not fit, or a mask is empty.
+
+    Examples:
+        >>> a = np.zeros((8, 8), np.uint8)
+        >>> b = a.copy()
+        >>> b[:4] = 51  # 0.2 in [0, 1] units, top half only
+        >>> region = np.zeros((8, 8), bool)
+        >>> region[:4] = True
+        >>> round(masked_l2(a, b, region), 3), masked_l2(a, b, ~region)
+        (0.2, 0.0)
     """
     x, y, _, single = _pair_batches(a, b, None)
     m = _mask_batch(mask, x, single).expand_as(x).to(x.dtype)
@@ -381,6 +438,13 @@ def sre(a: ImageLike, b: ImageLike) -> Score:
 
     Raises:
         InputError: if the inputs cannot be compared.
+
+    Examples:
+        >>> a = np.full((8, 8), 100, np.uint8)
+        >>> round(sre(a, a + 10), 3)  # 10 log10(100^2 / 10^2)
+        20.0
+        >>> sre(a, a)
+        inf
     """
     x, y, _, single = _pair_batches(a, b, None)
     signal = x.mean(dim=(2, 3)) ** 2
@@ -405,6 +469,16 @@ def focal_frequency_loss(a: ImageLike, b: ImageLike, alpha: float = 1.0) -> Scor
 
     Returns:
         A float for one numpy image, a tensor ``(N,)`` for a torch batch.
+
+    Raises:
+        InputError: if the inputs cannot be compared.
+        ParameterError: for a negative ``alpha``.
+
+    Examples:
+        >>> x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+        >>> loss = focal_frequency_loss(x, x.flip(-1))
+        >>> loss.shape, bool((loss > 0).all()), focal_frequency_loss(x, x).tolist()
+        (torch.Size([2]), True, [0.0, 0.0])
     """
     if not alpha >= 0:
         raise ParameterError(f"alpha must be >= 0, got {alpha!r}.")

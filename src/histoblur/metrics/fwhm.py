@@ -4,6 +4,22 @@ DBMID measures motion deblurring by the full width at half maximum (FWHM) of sma
 the blur direction: a sharp nucleus is a narrow dip in intensity, a motion-blurred one a wide,
 shallow one. :func:`dark_objects` finds the centres once, on the in-focus reference, and
 :func:`mean_fwhm` measures the same centres on any version of the image.
+
+Examples:
+    Two dark nuclei (Gaussian dips of sigma 2 px, FWHM 4.7 px), then 9 px of horizontal motion:
+
+    >>> from histoblur.synthesis import apply_blur, make_spec
+    >>> yy, xx = np.mgrid[0:80, 0:80]
+    >>> dip = sum(np.exp(-((yy - 40) ** 2 + (xx - x) ** 2) / 8.0) for x in (30, 50))
+    >>> sharp = np.round((1 - 0.8 * dip) * 255).astype(np.uint8)
+    >>> centres = dark_objects(sharp)
+    >>> centres
+    [(40, 30), (40, 50)]
+    >>> round(mean_fwhm(sharp, centres, axis=1), 1)
+    4.8
+    >>> moved = apply_blur(sharp, make_spec("motion", length=9, angle=0))
+    >>> round(mean_fwhm(moved, centres, axis=1), 1), round(mean_fwhm(moved, centres, axis=0), 1)
+    (9.1, 4.7)
 """
 
 from __future__ import annotations
@@ -23,6 +39,12 @@ def profile_fwhm(profile: np.ndarray) -> float:
     The dip depth is measured from the brighter of the profile's two ends; the width is where
     the profile crosses half that depth, interpolated linearly on each side of the centre.
     Returns NaN when the centre is not darker than the ends or a side never rises back.
+
+    Examples:
+        >>> profile_fwhm(np.array([1, 1, 1, 0.5, 0, 0.5, 1, 1, 1]))
+        2.0
+        >>> profile_fwhm(np.ones(9))  # no dip
+        nan
     """
     p = np.asarray(profile, np.float64)
     c = len(p) // 2
@@ -52,6 +74,14 @@ def dark_objects(
     Local minima of the lightly smoothed luma that are at least ``contrast`` (luma in [0, 1])
     darker than the brightest pixel within ``3 * radius``, at least ``2 * radius`` apart and
     ``margin`` pixels from the border.
+
+    Examples:
+        >>> image = np.full((64, 64), 230, np.uint8)
+        >>> image[30:33, 36:39] = 40  # one small dark object
+        >>> dark_objects(image)
+        [(31, 37)]
+        >>> dark_objects(np.full((64, 64), 230, np.uint8))
+        []
     """
     grey = cv2.GaussianBlur(to_gray_float(image).astype(np.float32), (0, 0), 1.0)
     kernel = np.ones((2 * radius + 1,) * 2, np.uint8)
@@ -77,6 +107,15 @@ def mean_fwhm(
     """Mean FWHM (pixels) of the objects at ``centres`` along ``axis`` (1: horizontal, 0: vertical).
 
     Objects whose profile has no measurable dip are skipped; NaN when none is measurable.
+
+    Raises:
+        ParameterError: an axis other than 0 or 1.
+
+    Examples:
+        >>> image = np.full((64, 64), 230, np.uint8)
+        >>> image[31, 28:37] = 40  # a dark bar, 9 px wide and 1 px high
+        >>> mean_fwhm(image, [(31, 32)], axis=1), mean_fwhm(image, [(31, 32)], axis=0)
+        (9.0, 1.0)
     """
     if axis not in (0, 1):
         raise ParameterError(f"axis must be 0 (vertical) or 1 (horizontal), got {axis}.")

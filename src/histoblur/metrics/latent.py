@@ -6,6 +6,18 @@ positions. The Linear Dependence Score (eq. 6 of the latent-interpolation paper)
 cosine similarity of ``z'_n`` and ``z_n``; the Average Pairwise Distance (eq. 7) compares the
 gaps between consecutive codes on both paths. Distances are root-mean-square differences per
 code element, so the scores do not grow with the size of the code.
+
+Examples:
+    >>> codes = np.array([[1.0, 0.0], [0.0, 2.0], [0.0, 1.0]])  # a sweep that bends away
+    >>> path = linear_path(codes, [0.0, 1.0, 2.0])
+    >>> path.tolist()
+    [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
+    >>> round(linear_dependence_score(codes, path), 3)  # mean cosine similarity, 1 best
+    0.902
+    >>> round(average_pairwise_distance(codes, path), 3)  # 0 best
+    0.429
+    >>> linear_dependence_score(path, path), average_pairwise_distance(path, path)  # straight
+    (1.0, 0.0)
 """
 
 from __future__ import annotations

@@ -12,6 +12,18 @@ the truth has no background pixel.
 Folder evaluation pairs files by stem: a trailing ``_mask`` is removed from every file stem in
 both folders, and files with the same remaining key are compared, so prediction ``a_mask.png``
 or ``a.png`` matches truth ``a.png`` or ``a_mask.png`` (any supported image suffix).
+
+Examples:
+    >>> pred = np.zeros((8, 8), bool)
+    >>> pred[:4] = True  # top half flagged
+    >>> truth = np.zeros((8, 8), bool)
+    >>> truth[2:6] = True  # middle rows blurred
+    >>> confusion_counts(pred, truth)
+    (16, 16, 16, 16)
+    >>> dice(pred, truth), round(iou(pred, truth), 3)
+    (0.5, 0.333)
+    >>> dice(np.zeros((4, 4)), np.zeros((4, 4)))  # nothing to find, nothing claimed
+    1.0
 """
 
 from __future__ import annotations
@@ -77,6 +89,14 @@ def confusion_counts(pred: MaskLike, truth: MaskLike) -> tuple[int, int, int, in
 
     Raises:
         InputError: if the masks differ in kind, shape or device.
+
+    Examples:
+        >>> pred = np.array([[1, 1, 0, 0]], np.uint8)
+        >>> truth = np.array([[0, 1, 1, 0]], np.uint8)
+        >>> confusion_counts(pred, truth)  # (tp, fp, fn, tn)
+        (1, 1, 1, 1)
+        >>> confusion_counts(torch.ones(2, 4, 4, dtype=torch.bool), torch.ones(2, 4, 4)).tolist()
+        [[16, 0, 0, 0], [16, 0, 0, 0]]
     """
     _check_masks(pred, truth)
     if isinstance(pred, np.ndarray):
@@ -135,6 +155,17 @@ def dice(pred: MaskLike, truth: MaskLike) -> float | torch.Tensor:
 
     Raises:
         InputError: if the masks differ in kind, shape or device.
+
+    Examples:
+        >>> pred = np.zeros((8, 8), bool)
+        >>> pred[:4] = True
+        >>> truth = np.zeros((8, 8), bool)
+        >>> truth[2:6] = True
+        >>> dice(pred, truth)
+        0.5
+        >>> batch_pred = torch.from_numpy(np.stack([pred, pred]))
+        >>> dice(batch_pred, torch.from_numpy(np.stack([truth, pred])))
+        tensor([0.5000, 1.0000], dtype=torch.float64)
     """
     return _one_score(pred, truth, "dice")
 
@@ -154,6 +185,14 @@ def iou(pred: MaskLike, truth: MaskLike) -> float | torch.Tensor:
 
     Raises:
         InputError: if the masks differ in kind, shape or device.
+
+    Examples:
+        >>> pred = np.zeros((8, 8), bool)
+        >>> pred[:4] = True
+        >>> truth = np.zeros((8, 8), bool)
+        >>> truth[2:6] = True
+        >>> round(iou(pred, truth), 3), round(dice(pred, truth) / (2 - dice(pred, truth)), 3)
+        (0.333, 0.333)
     """
     return _one_score(pred, truth, "iou")
 
@@ -170,6 +209,13 @@ def binarize_mask(image: np.ndarray, threshold: float | None = None) -> np.ndarr
 
     Raises:
         ParameterError: for a threshold outside [0, 1).
+
+    Examples:
+        >>> probability = np.array([[0, 100, 200]], np.uint8)
+        >>> binarize_mask(probability)
+        array([[False,  True,  True]])
+        >>> binarize_mask(probability, threshold=0.5)  # above 127.5
+        array([[False, False,  True]])
     """
     if image.ndim == 3:
         image = image[..., :3].max(axis=2)
@@ -209,6 +255,17 @@ class SegmentationSummary:
         per_image: one entry per mask pair, in input order.
         micro: scores of the pooled pixel counts (large masks weigh more).
         macro: mean of the per-image scores (every image weighs the same).
+
+    Examples:
+        >>> half = np.zeros((4, 4), bool)
+        >>> half[:2] = True
+        >>> summary = aggregate_segmentation({"a": (half, half), "b": (half, ~half)})
+        >>> [row.dice for row in summary.per_image], summary.micro.dice, summary.macro.dice
+        ([1.0, 0.0], 0.5, 0.5)
+        >>> print(summary.to_csv().splitlines()[0])
+        kind,image,dice,iou,precision,recall,fpr,tp,fp,fn,tn
+        >>> summary.as_dict()["n_images"]
+        2
     """
 
     per_image: tuple[SegmentationScores, ...]
@@ -272,6 +329,17 @@ def aggregate_segmentation(
 
     Raises:
         InputError: if there is no pair or a pair differs in shape.
+
+    Examples:
+        >>> pred = np.zeros((8, 8), bool)
+        >>> pred[:4] = True
+        >>> truth = np.zeros((8, 8), bool)
+        >>> truth[2:6] = True
+        >>> summary = aggregate_segmentation([(pred, truth), (truth, truth)], names=["x", "y"])
+        >>> [(s.name, s.dice, s.tp) for s in summary.per_image]
+        [('x', 0.5, 16), ('y', 1.0, 32)]
+        >>> round(summary.micro.dice, 3), round(summary.macro.dice, 3)  # pooled vs mean
+        (0.75, 0.75)
     """
     if isinstance(pairs, Mapping):
         names, pairs = list(pairs.keys()), list(pairs.values())
@@ -300,7 +368,11 @@ def aggregate_segmentation(
 
 
 def mask_key(path: Path) -> str:
-    """Pairing key of a mask file: its stem without a trailing ``_mask``."""
+    """Pairing key of a mask file: its stem without a trailing ``_mask``.
+
+    >>> mask_key(Path("out/slide1_mask.png")), mask_key(Path("truth/slide1.tif"))
+    ('slide1', 'slide1')
+    """
     stem = path.stem
     return stem[: -len(MASK_SUFFIX)] if stem.endswith(MASK_SUFFIX) else stem
 
@@ -343,6 +415,22 @@ def pair_mask_files(pred_dir: str | Path, truth_dir: str | Path) -> MaskPairing:
     Raises:
         InputError: if a folder is missing or empty, two files in one folder share a key, or no
             prediction matches a truth mask.
+
+    Examples:
+        >>> import tempfile
+        >>> from histoblur.io.images import write_image
+        >>> mask = np.zeros((8, 8), np.uint8)
+        >>> mask[:4] = 255
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     pred, truth = Path(tmp) / "pred", Path(tmp) / "truth"
+        ...     pred.mkdir()
+        ...     truth.mkdir()
+        ...     _ = write_image(pred / "a_mask.png", mask)
+        ...     _ = write_image(truth / "a.png", mask)
+        ...     _ = write_image(truth / "b.png", mask)
+        ...     pairing = pair_mask_files(pred, truth)
+        >>> [key for key, _, _ in pairing.pairs], [p.name for p in pairing.unmatched_truth]
+        (['a'], ['b.png'])
     """
     pred = _keyed_files(Path(pred_dir), "prediction")
     truth = _keyed_files(Path(truth_dir), "truth")
@@ -380,6 +468,23 @@ def evaluate_mask_pairs(
     Raises:
         InputError: for an unreadable file or a size mismatch.
         ParameterError: for a threshold outside [0, 1).
+
+    Examples:
+        Probability maps (0-255) scored at a threshold of one half:
+
+        >>> import tempfile
+        >>> from histoblur.io.images import write_image
+        >>> probability = np.tile(np.array([0, 100, 200, 250], np.uint8), (4, 1))
+        >>> truth = np.tile(np.array([0, 0, 255, 255], np.uint8), (4, 1))
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     for folder, image in (("pred", probability), ("truth", truth)):
+        ...         (Path(tmp) / folder).mkdir()
+        ...         _ = write_image(Path(tmp) / folder / "a.png", image)
+        ...     pairing = pair_mask_files(Path(tmp) / "pred", Path(tmp) / "truth")
+        ...     at_half = evaluate_mask_pairs(pairing, threshold=0.5)
+        ...     nonzero = evaluate_mask_pairs(pairing)
+        >>> at_half.micro.dice, round(nonzero.micro.dice, 3)
+        (1.0, 0.8)
     """
     if threshold is not None and not 0.0 <= threshold < 1.0:
         raise ParameterError(f"The threshold must be in [0, 1), got {threshold}.")
@@ -425,6 +530,19 @@ def evaluate_mask_folders(
     Raises:
         InputError: for a missing folder, no matching pair, an unreadable file or a size mismatch.
         ParameterError: for a threshold outside [0, 1).
+
+    Examples:
+        >>> import tempfile
+        >>> from histoblur.io.images import write_image
+        >>> mask = np.zeros((8, 8), np.uint8)
+        >>> mask[:4] = 255
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     for folder, name in (("pred", "a_mask.png"), ("truth", "a.png")):
+        ...         (Path(tmp) / folder).mkdir()
+        ...         _ = write_image(Path(tmp) / folder / name, mask)
+        ...     summary = evaluate_mask_folders(Path(tmp) / "pred", Path(tmp) / "truth")
+        >>> len(summary.per_image), summary.micro.dice, summary.notes["binarisation"]
+        (1, 1.0, 'non-zero')
     """
     if threshold is not None and not 0.0 <= threshold < 1.0:
         raise ParameterError(f"The threshold must be in [0, 1), got {threshold}.")

@@ -56,12 +56,26 @@ def _task(task: str) -> dict[str, str]:
 
 
 def shipped_names(task: str) -> tuple[str, ...]:
-    """The names of the networks shipped for ``task``."""
+    """The names of the networks shipped for ``task``.
+
+    Raises:
+        InputError: an unknown task.
+
+    Examples:
+        >>> shipped_names("deblur-motion")
+        ('default',)
+        >>> list(SHIPPED)[:3]
+        ['blur-segmentation', 'blur-type-classification', 'deblur-defocus']
+    """
     return tuple(_task(task))
 
 
 def shipped_path(name: str, task: str) -> Path:
-    """Folder of the network shipped as ``name`` for ``task`` (it may be absent)."""
+    """Folder of the network shipped as ``name`` for ``task`` (it may be absent).
+
+    >>> shipped_path("default", "blur-type-classification").name
+    'classifier-default'
+    """
     folder = resources.files("histoblur.models") / "weights" / _task(task)[name]
     return Path(str(folder))
 
@@ -72,6 +86,15 @@ def resolve(model: str | Path, task: str) -> Path:
     Raises:
         InputError: the name is unknown and no such path exists, or the shipped weights are
             missing from this installation.
+
+    Examples:
+        >>> path = resolve("default", "blur-segmentation")
+        >>> path.name, sorted(p.name for p in path.iterdir())
+        ('segmenter-default', ['config.json', 'model.safetensors'])
+        >>> resolve("best", "blur-segmentation")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        histoblur.errors.InputError: Model best is neither a shipped model (default) nor an ...
     """
     names = _task(task)
     if isinstance(model, str) and model in names:
@@ -93,6 +116,16 @@ def select_device(name: str | torch.device) -> torch.device:
 
     Raises:
         InputError: an unknown name, or CUDA asked for without a CUDA device.
+
+    Examples:
+        >>> select_device("cpu"), select_device(torch.device("cpu"))
+        (device(type='cpu'), device(type='cpu'))
+        >>> select_device("auto").type in ("cpu", "cuda")
+        True
+        >>> select_device("tpu")
+        Traceback (most recent call last):
+        ...
+        histoblur.errors.InputError: Unknown device 'tpu'; choose auto, cpu or cuda.
     """
     if isinstance(name, torch.device):
         name = str(name)
@@ -110,16 +143,40 @@ def load_pretrained(
 ) -> tuple[nn.Module, dict[str, Any], Path]:
     """Load a shipped or saved network for ``task`` onto ``device``, in eval mode.
 
-    >>> net, config, path = load_pretrained("default", "blur-segmentation")
-    >>> config["task"], next(net.parameters()).device.type
-    ('blur-segmentation', 'cpu')
-
     Returns:
         The network, its checkpoint config and the checkpoint's path.
 
     Raises:
         InputError: missing, corrupt or untrusted checkpoint, one of another task, or an
             unavailable device.
+
+    Examples:
+        >>> net, config, path = load_pretrained("default", "blur-segmentation")
+        >>> config["task"], next(net.parameters()).device.type, net.training
+        ('blur-segmentation', 'cpu', False)
+
+        A checkpoint folder of your own (``config.json`` beside the weights) loads the same way,
+        and a checkpoint of another task is refused before its weights are read:
+
+        >>> import tempfile
+        >>> from histoblur.io.checkpoints import save_checkpoint
+        >>> from histoblur.models.unet import UNet, UNetConfig
+        >>> arch = UNetConfig(width=4, depth=2)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     folder = save_checkpoint(
+        ...         Path(tmp) / "mine",
+        ...         UNet(arch).state_dict(),
+        ...         {"task": "blur-segmentation", "model": arch.model_dump()},
+        ...     )
+        ...     net, config, _ = load_pretrained(folder, "blur-segmentation")
+        ...     try:
+        ...         load_pretrained(folder, "deblur-motion")
+        ...     except InputError as exc:
+        ...         refusal = str(exc)
+        >>> type(net).__name__, config["model"]["width"]
+        ('UNet', 4)
+        >>> refusal.split(" is ", 1)[1]
+        "not a motion deblurring network (its task is 'blur-segmentation')."
     """
     chosen = select_device(device)
     path = resolve(model, task)

@@ -6,6 +6,17 @@ prediction is weighted by a separable ramp that falls towards the window's inner
 at 1 on the image border, so seams vanish and the border is not down-weighted. The image is
 processed in horizontal bands of windows, so only one band of float accumulators lives at a
 time; the finished rows are handed to the caller as they complete.
+
+Examples:
+    An identity "network" gives the image back exactly, whatever the tiling:
+
+    >>> image = np.random.default_rng(0).random((40, 50, 3)).astype(np.float32)
+    >>> blocks = list(predict_tiled(image, lambda batch: batch, tile=16, overlap=4, channels=3))
+    >>> [row for row, _ in blocks], blocks[0][1].shape
+    ([0, 12, 24], (12, 50, 3))
+    >>> out = np.concatenate([block for _, block in blocks])
+    >>> out.shape, bool(np.allclose(out, image, atol=1e-6))
+    ((40, 50, 3), True)
 """
 
 from __future__ import annotations
@@ -31,7 +42,11 @@ class TileGrid:
 
 
 def axis_starts(size: int, tile: int, overlap: int) -> tuple[int, ...]:
-    """Window origins covering ``[0, size)``, neighbours overlapping by at least ``overlap``."""
+    """Window origins covering ``[0, size)``, neighbours overlapping by at least ``overlap``.
+
+    >>> axis_starts(100, 32, 8), axis_starts(20, 32, 8)  # the last window ends at the edge
+    ((0, 23, 45, 68), (0,))
+    """
     if size <= tile:
         return (0,)
     stride = tile - overlap
@@ -40,7 +55,11 @@ def axis_starts(size: int, tile: int, overlap: int) -> tuple[int, ...]:
 
 
 def ramp(tile: int, overlap: int, low_edge: bool, high_edge: bool) -> np.ndarray:
-    """1-D blending weight: rises over ``overlap`` px at inner edges, flat at image edges."""
+    """1-D blending weight: rises over ``overlap`` px at inner edges, flat at image edges.
+
+    >>> ramp(8, 2, low_edge=True, high_edge=False).tolist()  # image edge left, neighbour right
+    [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.75, 0.25]
+    """
     w = np.ones(tile, np.float32)
     if overlap > 0:
         r = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
@@ -84,6 +103,20 @@ def predict_tiled(
         batch_size: windows per call of ``predict``.
         channels: prediction channels.
         progress: called with the number of windows done after each batch.
+
+    Raises:
+        ParameterError: a tile under 8, an overlap of half the tile or more, a batch size under 1.
+
+    Examples:
+        A (N, C, t, t) -> (N, 1, t, t) predictor over a grey image smaller than one window:
+
+        >>> image = np.ones((20, 30, 1), np.float32)
+        >>> done = []
+        >>> blocks = list(predict_tiled(image, lambda b: 2 * b, 32, 8, progress=done.append))
+        >>> [(row, block.shape) for row, block in blocks], done
+        ([(0, (20, 30, 1))], [1])
+        >>> float(blocks[0][1].max())
+        2.0
     """
     if tile < 8 or not 0 <= overlap < tile // 2:
         raise ParameterError(
@@ -136,6 +169,18 @@ def blend_bands(
     Yields:
         ``(row, block)``: rows ``[row, row + len(block))`` of the (H, W, channels) float32
         blend, in order, each row once.
+
+    Examples:
+        Two rows of two windows, each predicting a constant: the blend is that constant.
+
+        >>> ys = axis_starts(24, 16, 8)
+        >>> xs = axis_starts(24, 16, 8)
+        >>> bands = [[(x, np.full((1, 16, 16), 3.0, np.float32)) for x in xs] for _ in ys]
+        >>> blocks = list(blend_bands(bands, ys, (24, 24), tile=16, overlap=4, channels=1))
+        >>> [(row, block.shape) for row, block in blocks]
+        [(0, (8, 24, 1)), (8, (16, 24, 1))]
+        >>> {float(v) for _, block in blocks for v in np.unique(block.round(6))}
+        {3.0}
     """
     h, w = size
     done = 0  # rows already yielded
@@ -160,6 +205,10 @@ def blend_bands(
 
 
 def count_tiles(height: int, width: int, tile: int, overlap: int) -> int:
-    """Number of windows :func:`predict_tiled` evaluates for an image of this size."""
+    """Number of windows :func:`predict_tiled` evaluates for an image of this size.
+
+    >>> count_tiles(100, 100, 32, 8), count_tiles(10, 10, 32, 8)
+    (16, 1)
+    """
     h, w = max(height, tile), max(width, tile)
     return len(axis_starts(h, tile, overlap)) * len(axis_starts(w, tile, overlap))

@@ -3,6 +3,28 @@
 Every sample is drawn from its own generator ``default_rng([seed, index])`` and its exact parameters
 are written to ``manifest.jsonl``, so any sample can be regenerated (:func:`regenerate`) and the
 same seed always gives byte-identical files.
+
+Examples:
+    Build a three-sample set from one sharp image, then replay a sample from the manifest:
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     sharp = Path(tmp) / "sharp"
+    ...     sharp.mkdir()
+    ...     tissue = np.random.default_rng(0).integers(40, 200, (96, 96, 3), dtype=np.uint8)
+    ...     _ = write_image(sharp / "tile.png", tissue)
+    ...     config = DatasetConfig(n=3, tile=32, methods=("gaussian", "motion"), seed=0)
+    ...     out = build_dataset(sharp, Path(tmp) / "dataset", config)
+    ...     names = sorted(p.name for p in out.iterdir())
+    ...     records = list(iter_manifest(out))
+    ...     tile, mask = regenerate(records[0], sharp)
+    ...     same = bool((tile == read_image(out / "images" / "000000.png")).all())
+    >>> names
+    ['config.json', 'images', 'manifest.jsonl', 'masks']
+    >>> len(records), records[0]["id"], records[0]["blur"]["kind"] in ("gaussian", "motion")
+    (3, '000000', True)
+    >>> tile.shape, tile.dtype, mask.shape, mask.dtype, same
+    ((32, 32, 3), dtype('uint8'), (32, 32), dtype('bool'), True)
 """
 
 from __future__ import annotations
@@ -47,6 +69,13 @@ class DegradeSampler(BaseModel):
         read_noise: range of the Gaussian read-noise sigma ([0, 1] units).
         jpeg_p: probability of a JPEG re-compression round trip.
         jpeg_quality: range of JPEG quality.
+
+    Examples:
+        >>> DegradeSampler().sample(np.random.default_rng(0)) is None  # both off by default
+        True
+        >>> spec = DegradeSampler(noise_p=1.0).sample(np.random.default_rng(0))
+        >>> 300 <= spec.photons <= 3000, spec.jpeg_quality is None
+        (True, True)
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -109,6 +138,13 @@ class DatasetConfig(BaseModel):
             above this value in [0, 1] units): blur over featureless glass or flat stain is not
             labelled blur. None labels every pixel of the polygons.
         ranges: per-kind sampler overrides, e.g. ``{"gaussian": {"sigma": (2, 4)}}``.
+
+    Examples:
+        >>> config = DatasetConfig(n=10, tile=64, ranges={"gaussian": {"sigma": (2, 4)}})
+        >>> config.methods, config.masks.count
+        (('gaussian', 'lens', 'motion'), (1, 3))
+        >>> config.model_dump(mode="json")["ranges"]
+        {'gaussian': {'sigma': [2, 4]}}
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -186,6 +222,15 @@ def visible_change(
 
     Featureless regions (glass, flat stain, ink) look the same blurred or not; a detector cannot
     and should not call them blurred.
+
+    Examples:
+        >>> flat = np.full((16, 16, 3), 128, np.uint8)
+        >>> changed = flat.copy()
+        >>> changed[4:8, 4:8] = 255
+        >>> bool(visible_change(flat, flat, 0.01).any())
+        False
+        >>> bool(visible_change(flat, changed, 0.01)[6, 6])
+        True
     """
     diff = np.abs(to_gray_float(sharp) - to_gray_float(blurred))
     return cv2.GaussianBlur(diff, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101) > threshold
@@ -247,7 +292,11 @@ def _draw_scale(index: int, config: DatasetConfig) -> float:
 def draw_sample(
     index: int, sources: list[Path], root: Path, config: DatasetConfig
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Draw and render sample ``index``: (manifest record, RGB tile, boolean mask)."""
+    """Draw and render sample ``index``: (manifest record, RGB tile, boolean mask).
+
+    The sample depends only on ``config``, ``index`` and the sources (its generator is
+    ``default_rng([config.seed, index])``), so samples can be drawn in any order or in parallel.
+    """
     rng = np.random.default_rng([config.seed, index])
     s = _draw_scale(index, config)
     t = config.tile
@@ -301,9 +350,23 @@ def build_dataset(
         progress: called with 1 after each sample.
         inputs: other files the run reads (a config file).
 
+    Returns:
+        ``out_dir``.
+
     Raises:
         InputError: no usable image in ``sharp_dir``.
         OutputError: ``out_dir`` holds an input, or is not empty and ``overwrite`` is false.
+
+    Examples:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     (Path(tmp) / "sharp").mkdir()
+        ...     image = np.random.default_rng(0).integers(40, 200, (64, 64, 3), dtype=np.uint8)
+        ...     _ = write_image(Path(tmp) / "sharp" / "a.png", image)
+        ...     config = DatasetConfig(n=2, tile=32)
+        ...     out = build_dataset(Path(tmp) / "sharp", Path(tmp) / "ds", config)
+        ...     sorted(p.name for p in (out / "masks").iterdir())
+        ['000000.png', '000001.png']
     """
     sharp_dir = Path(sharp_dir)
     check_output_folder(Path(out_dir), [sharp_dir, *inputs], overwrite)  # before any work
@@ -351,10 +414,17 @@ def _images_or_empty(folder: Path) -> list[Path]:
 
 
 def iter_manifest(dataset_dir: Path) -> Iterator[dict[str, Any]]:
-    """Records of a dataset's ``manifest.jsonl``."""
+    """Records of a dataset's ``manifest.jsonl`` (one dict per sample; see :func:`build_dataset`).
+
+    Each record holds the sample ``id``, its ``source`` image and ``crop``, the ``method`` and
+    exact ``blur`` spec, the mask ``polygons`` and ``degrade`` spec, and the ``blurred_fraction``.
+    """
     return iter_jsonl(Path(dataset_dir), "histoblur dataset")
 
 
 def regenerate(record: dict[str, Any], sharp_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Re-render one manifest record from the sharp source folder: (tile, boolean mask)."""
+    """Re-render one manifest record from the sharp source folder: (tile, boolean mask).
+
+    The tile equals the one :func:`build_dataset` wrote (see the module example).
+    """
     return render(record, load_rgb(str(Path(sharp_dir) / record["source"])))

@@ -1,4 +1,17 @@
-"""Random polygon masks: where synthetic blur is pasted, and hence pixel ground truth."""
+"""Random polygon masks: where synthetic blur is pasted, and hence pixel ground truth.
+
+Examples:
+    >>> sampler = PolygonMaskSampler(count=(2, 2), feather=2.0)
+    >>> polygons = sampler.sample(np.random.default_rng(0), 64, 64)
+    >>> len(polygons)
+    2
+    >>> mask = rasterize(polygons, 64, 64)
+    >>> mask.shape, mask.dtype, bool(mask.any())
+    ((64, 64), dtype('bool'), True)
+    >>> alpha = soft_alpha(mask, sampler.feather)  # blend weight for compositing
+    >>> alpha.dtype, bool(((alpha > 0) & (alpha < 1)).any())
+    (dtype('float32'), True)
+"""
 
 from __future__ import annotations
 
@@ -43,7 +56,19 @@ class PolygonMaskSampler(BaseModel):
         return self
 
     def sample(self, rng: np.random.Generator, height: int, width: int) -> list[Polygon]:
-        """Draw polygons in pixel coordinates (centres anywhere in the image)."""
+        """Draw polygons in pixel coordinates (centres anywhere in the image).
+
+        Vertices may fall outside the image; a polygon can then cover few or no pixels.
+
+        Examples:
+            >>> sampler = PolygonMaskSampler(vertices=(6, 6))
+            >>> polygons = sampler.sample(np.random.default_rng(0), 32, 48)
+            >>> 1 <= len(polygons) <= 3, {len(p) for p in polygons}
+            (True, {6})
+            >>> x, y = polygons[0][0]  # (x, y) pixel coordinates, rounded to 0.01 px
+            >>> bool(round(x, 2) == x)
+            True
+        """
         side = min(height, width)
         polygons = []
         for _ in range(int(rng.integers(self.count[0], self.count[1] + 1))):
@@ -65,7 +90,17 @@ class PolygonMaskSampler(BaseModel):
 
 
 def rasterize(polygons: list[Polygon], height: int, width: int) -> np.ndarray:
-    """Boolean (H, W) mask of the union of polygons (sub-pixel vertices, 1/16 px precision)."""
+    """Boolean (H, W) mask of the union of polygons (sub-pixel vertices, 1/16 px precision).
+
+    Integer vertex coordinates are pixel centres, and pixels on the boundary are inside.
+
+    Examples:
+        >>> mask = rasterize([[(2.0, 2.0), (10.0, 2.0), (10.0, 6.0), (2.0, 6.0)]], 8, 12)
+        >>> mask.shape, int(mask.sum())  # columns 2-10, rows 2-6
+        ((8, 12), 45)
+        >>> bool(rasterize([], 4, 4).any())
+        False
+    """
     canvas = np.zeros((height, width), np.uint8)
     shift = 4
     pts = [np.round(np.asarray(p, np.float64) * (1 << shift)).astype(np.int32) for p in polygons]
@@ -75,7 +110,18 @@ def rasterize(polygons: list[Polygon], height: int, width: int) -> np.ndarray:
 
 
 def soft_alpha(mask: np.ndarray, feather: float) -> np.ndarray:
-    """Blend weight in [0, 1] (float32): the mask, softened by a Gaussian of sigma ``feather``."""
+    """Blend weight in [0, 1] (float32): the mask, softened by a Gaussian of sigma ``feather``.
+
+    Examples:
+        >>> mask = np.zeros((16, 16), bool)
+        >>> mask[4:12, 4:12] = True
+        >>> hard = soft_alpha(mask, 0.0)
+        >>> hard.dtype, float(hard.sum())
+        (dtype('float32'), 64.0)
+        >>> soft = soft_alpha(mask, 2.0)
+        >>> bool(0 < soft[4, 4] < 1), round(float(soft.max()), 3) <= 1.0
+        (True, True)
+    """
     alpha = mask.astype(np.float32)
     if feather > 0:
         alpha = cv2.GaussianBlur(alpha, (0, 0), feather, borderType=cv2.BORDER_REFLECT_101)
@@ -83,5 +129,9 @@ def soft_alpha(mask: np.ndarray, feather: float) -> np.ndarray:
 
 
 def mask_to_png(mask: np.ndarray) -> np.ndarray:
-    """uint8 0/255 image of a boolean mask."""
+    """uint8 0/255 image of a boolean mask.
+
+    >>> mask_to_png(np.array([[True, False]]))
+    array([[255,   0]], dtype=uint8)
+    """
     return np.where(mask, 255, 0).astype(np.uint8)

@@ -1,6 +1,15 @@
 """The one registry of blur kinds: name -> spec, sampler, plan.
 
 Adding a kind is one spec class, one sampler class, one plan function and one line below.
+
+Examples:
+    >>> import numpy as np
+    >>> kind = get_kind("motion")
+    >>> kind.family, kind.strength, kind.spec.__name__
+    ('motion', 'length', 'MotionSpec')
+    >>> spec = kind.sampler.build(length=(5, 10)).sample(np.random.default_rng(0))
+    >>> spec.kind, 5 <= spec.length <= 10
+    ('motion', True)
 """
 
 from __future__ import annotations
@@ -87,6 +96,13 @@ LEARNED_KINDS: dict[str, BlurKind] = {
 def get_kind(name: str) -> BlurKind:
     """Registry entry by name.
 
+    Examples:
+        >>> kind = get_kind("lens")
+        >>> kind.name, kind.family, kind.strength
+        ('lens', 'defocus', 'radius')
+        >>> get_kind("gan").family  # learned kinds are found too
+        'defocus'
+
     Raises:
         ParameterError: for an unknown name, listing the known ones.
     """
@@ -99,6 +115,13 @@ def get_kind(name: str) -> BlurKind:
 
 def parse_method(method: str) -> tuple[BlurKind, dict[str, Any]]:
     """A ``--method`` value as (kind, sampler overrides): ``gan:PATH`` fixes the model.
+
+    Examples:
+        >>> kind, fixed = parse_method("gan:default")
+        >>> kind.name, fixed
+        ('gan', {'model': 'default'})
+        >>> parse_method("lens")[1]
+        {}
 
     Raises:
         ParameterError: unknown kind, or a learned kind without its model.
@@ -115,28 +138,77 @@ def parse_method(method: str) -> tuple[BlurKind, dict[str, Any]]:
 
 
 def kind_names() -> list[str]:
-    """All registered blur kind names, in registry order."""
+    """All registered statistical blur kind names, in registry order (learned kinds apart).
+
+    Examples:
+        >>> kind_names()[:3]
+        ['gaussian', 'lens', 'aperture']
+        >>> "motion" in kind_names(), "gan" in kind_names()
+        (True, False)
+    """
     return list(BLUR_KINDS)
 
 
 def make_spec(name: str, **params: Any) -> BlurSpec:
-    """A spec of kind ``name``; parameters not given take the spec's defaults."""
+    """A spec of kind ``name``; parameters not given take the spec's defaults.
+
+    Examples:
+        >>> make_spec("lens", radius=6)
+        LensSpec(kind='lens', radius=6.0)
+        >>> make_spec("aperture").params()  # every parameter has a default
+        {'radius': 4.0, 'blades': 6, 'rotation': 0.0}
+        >>> make_spec("motion-h").kind  # presets share the spec of their kind
+        'motion'
+
+    Raises:
+        ParameterError: an unknown kind, or a parameter that is unknown or out of range.
+    """
     kind = get_kind(name)
     return validate_spec(kind.spec, {"kind": kind.spec.model_fields["kind"].default, **params})
 
 
 def spec_from_dict(data: dict[str, Any]) -> BlurSpec:
-    """Rebuild a spec from ``spec.model_dump()`` (e.g. a manifest line)."""
+    """Rebuild a spec from ``spec.model_dump()`` (e.g. a manifest line).
+
+    Examples:
+        >>> spec = make_spec("gaussian", sigma=1.5)
+        >>> spec.model_dump()
+        {'kind': 'gaussian', 'sigma': 1.5}
+        >>> spec_from_dict(spec.model_dump()) == spec
+        True
+
+    Raises:
+        ParameterError: a missing ``kind``, an unknown kind or an invalid parameter.
+    """
     if "kind" not in data:
         raise ParameterError("A blur spec needs a 'kind' field.")
     return validate_spec(get_kind(data["kind"]).spec, data)
 
 
 def plan_for(spec: BlurSpec, height: int, width: int) -> BlurPlan:
-    """The execution plan of ``spec`` for an image of the given size."""
+    """The execution plan of ``spec`` for an image of the given size.
+
+    Spatially invariant kinds give a :class:`~histoblur.synthesis.plans.KernelPlan` (one PSF),
+    spatially variant ones a ``LevelsPlan`` (PSFs blended per pixel) or a ``WarpPlan``.
+
+    Examples:
+        >>> plan = plan_for(make_spec("lens", radius=3), 32, 32)
+        >>> type(plan).__name__, plan.kernel.shape, round(float(plan.kernel.sum()), 3)
+        ('KernelPlan', (7, 7), 1.0)
+        >>> plan_for(make_spec("gaussian", sigma=1.0), 32, 32).separable is not None
+        True
+        >>> plan = plan_for(make_spec("radial"), 32, 48)
+        >>> type(plan).__name__, plan.index.shape
+        ('LevelsPlan', (32, 48))
+    """
     return get_kind(spec.kind).plan(spec, height, width)
 
 
 def family_of(spec: BlurSpec) -> Family:
-    """Blur family (defocus / motion / mixed) of a spec."""
+    """Blur family (defocus / motion / mixed) of a spec.
+
+    Examples:
+        >>> [family_of(make_spec(name)) for name in ("lens", "spin", "mixed")]
+        ['defocus', 'motion', 'mixed']
+    """
     return get_kind(spec.kind).family

@@ -3,6 +3,17 @@
 A *spec* holds the exact parameters of one blur (enough to replay it); a *sampler* holds, for the
 same field names, a fixed value, a ``(low, high)`` range or a list of choices, and draws a spec
 from an explicit ``numpy.random.Generator``.
+
+Examples:
+    >>> from histoblur.synthesis.lens import LensSampler
+    >>> sampler = LensSampler.build(radius=(2, 4))
+    >>> sampler
+    LensSampler(radius=(2.0, 4.0))
+    >>> spec = sampler.sample(np.random.default_rng(0))
+    >>> spec.kind, round(spec.radius, 3)
+    ('lens', 3.274)
+    >>> spec == sampler.sample(np.random.default_rng(0))  # same seed, same spec
+    True
 """
 
 from __future__ import annotations
@@ -19,13 +30,27 @@ SEED_RANGE = (0, 2**31 - 1)
 
 
 class BlurSpec(BaseModel):
-    """Base of every blur spec: frozen, strict about unknown fields, JSON round-trippable."""
+    """Base of every blur spec: frozen, strict about unknown fields, JSON round-trippable.
+
+    Examples:
+        >>> from histoblur.synthesis import make_spec
+        >>> spec = make_spec("gaussian", sigma=2)
+        >>> spec.model_dump_json()
+        '{"kind":"gaussian","sigma":2.0}'
+        >>> spec.model_copy(update={"sigma": 3.0}).sigma  # frozen: copy to change
+        3.0
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     kind: str
 
     def params(self) -> dict[str, Any]:
-        """The parameters without the ``kind`` tag."""
+        """The parameters without the ``kind`` tag.
+
+        >>> from histoblur.synthesis import make_spec
+        >>> make_spec("motion", length=9, angle=45).params()
+        {'length': 9.0, 'angle': 45.0}
+        """
         return self.model_dump(exclude={"kind"})
 
 
@@ -34,6 +59,15 @@ def validate_spec(spec_cls: type[BlurSpec], values: dict[str, Any]) -> BlurSpec:
 
     Raises:
         ParameterError: if a value is missing, unknown or out of range.
+
+    Examples:
+        >>> from histoblur.synthesis.lens import LensSpec
+        >>> validate_spec(LensSpec, {"radius": 3})
+        LensSpec(kind='lens', radius=3.0)
+        >>> validate_spec(LensSpec, {"radius": 0, "sigma": 1})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        histoblur.errors.ParameterError: Invalid Lens parameters radius: Input should be greater ...
     """
     try:
         return spec_cls.model_validate(values)
@@ -73,7 +107,13 @@ class Sampler(BaseModel):
     spec_cls: ClassVar[type[BlurSpec]]
 
     def sample(self, rng: np.random.Generator) -> BlurSpec:
-        """Draw one spec from ``rng``."""
+        """Draw one spec from ``rng``.
+
+        >>> from histoblur.synthesis.lens import ApertureSampler
+        >>> spec = ApertureSampler.build(blades=[5, 7]).sample(np.random.default_rng(0))
+        >>> spec.kind, spec.blades in (5, 7), 2.0 <= spec.radius <= 10.0
+        ('aperture', True, True)
+        """
         values: dict[str, Any] = {}
         spec_fields = self.spec_cls.model_fields
         for name in type(self).model_fields:
@@ -90,6 +130,15 @@ class Sampler(BaseModel):
 
         Raises:
             ParameterError: for an unknown field or an invalid range.
+
+        Examples:
+            >>> from histoblur.synthesis.lens import LensSampler
+            >>> LensSampler.build(radius=3).sample(np.random.default_rng(0))
+            LensSpec(kind='lens', radius=3.0)
+            >>> LensSampler.build(radius=(4, 2))
+            Traceback (most recent call last):
+            ...
+            histoblur.errors.ParameterError: Range for radius has low 4.0 above high 2.0.
         """
         try:
             sampler = cls.model_validate({**cls().model_dump(), **overrides})

@@ -3,6 +3,21 @@
 Levels are separate tiled pages halving in size, deflate-compressed, with the resolution tags
 from which OpenSlide reads ``openslide.mpp-x``/``mpp-y``. Pages are written tile by tile from a
 function, so a 40,000 x 40,000 slide never exists in memory.
+
+Examples:
+    >>> import tempfile
+    >>> from histoblur.wsi.readers import open_slide
+    >>> slide = np.full((600, 800, 3), 240, np.uint8)
+    >>> slide[100:500, 100:700] = (180, 90, 160)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = write_pyramidal_tiff(Path(tmp) / "slide.tif", slide, mpp=0.5, tile=256)
+    ...     reader = open_slide(path)
+    ...     region = reader.read_region(200, 200, 0, (4, 4))
+    ...     reader.close()
+    >>> reader.kind, reader.level_dimensions, reader.mpp
+    ('openslide', ((800, 600), (400, 300), (200, 150)), 0.5)
+    >>> region.shape, bool((region == (180, 90, 160)).all())
+    ((4, 4, 3), True)
 """
 
 from __future__ import annotations
@@ -21,7 +36,12 @@ TileSource = Callable[[int, int, int, int, int], np.ndarray]
 
 
 def array_source(image: np.ndarray) -> TileSource:
-    """A :data:`TileSource` over an in-memory RGB uint8 image (levels by area averaging)."""
+    """A :data:`TileSource` over an in-memory RGB uint8 image (levels by area averaging).
+
+    >>> source = array_source(np.zeros((64, 96, 3), np.uint8))
+    >>> source(2, 0, 0, 16, 8).shape  # down-sample 2, x, y, width, height
+    (8, 16, 3)
+    """
     cache: dict[int, np.ndarray] = {1: image}
 
     def source(d: int, x: int, y: int, w: int, h: int) -> np.ndarray:
@@ -61,6 +81,27 @@ def write_pyramidal_tiff(
         mpp: level-0 microns per pixel written into the resolution tags.
         levels: pyramid levels (default: halve until the image fits in one tile).
         tile: tile side (multiple of 16).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ParameterError: a tile source without ``size``, or a tile side that is not a multiple
+            of 16.
+
+    Examples:
+        A slide larger than memory is written from a function of (down-sample, x, y, w, h):
+
+        >>> import tempfile
+        >>> from histoblur.wsi.readers import open_slide
+        >>> def pink(d, x, y, w, h):
+        ...     return np.full((h, w, 3), (200, 120, 180), np.uint8)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = write_pyramidal_tiff(Path(tmp) / "big.tif", pink, size=(1000, 700))
+        ...     reader = open_slide(path)
+        ...     reader.level_dimensions, reader.mpp
+        ...     reader.close()
+        (((1000, 700), (500, 350), (250, 175)), 0.25)
     """
     import tifffile
 

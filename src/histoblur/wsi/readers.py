@@ -4,6 +4,13 @@ Every reader exposes a pyramid (level sizes and down-sample factors relative to 
 level-0 microns per pixel when the file states a plausible one, and ``read_region`` returning RGB
 uint8. Resolution-aware reading (a level-0 box resampled to any output size from the best
 pyramid level) and thumbnails are pure functions over that protocol, so every backend gets them.
+
+Examples:
+    >>> reader = ArrayReader(np.full((400, 600, 3), 200, np.uint8), mpp=0.5, downsamples=(1, 4))
+    >>> isinstance(reader, SlideReader), reader.level_dimensions
+    (True, ((600, 400), (150, 100)))
+    >>> read_scaled(reader, (0, 0, 200, 200), (50, 50)).shape  # a level-0 box at 2 um/px
+    (50, 50, 3)
 """
 
 from __future__ import annotations
@@ -46,14 +53,36 @@ class SlideReader(Protocol):
 
 
 def plausible_mpp(value: float | None) -> float | None:
-    """``value`` when it is a believable microns-per-pixel figure, else None."""
+    """``value`` when it is a believable microns-per-pixel figure, else None.
+
+    >>> plausible_mpp(0.25), plausible_mpp(352.0), plausible_mpp(None)
+    (0.25, None, None)
+    """
     if value is None or not np.isfinite(value):
         return None
     return float(value) if PLAUSIBLE_MPP[0] <= value <= PLAUSIBLE_MPP[1] else None
 
 
 class ArrayReader:
-    """An in-memory RGB image as a slide; extra levels are down-sampled copies (tests, demos)."""
+    """An in-memory RGB image as a slide; extra levels are down-sampled copies (tests, demos).
+
+    Args:
+        image: grey, RGB or RGBA, 8 or 16 bit (kept as RGB uint8).
+        mpp: level-0 microns per pixel (kept only when plausible).
+        downsamples: integer down-sample of each level, starting at 1.
+        path: the name reports show.
+
+    Raises:
+        ParameterError: levels that do not start at down-sample 1.
+
+    Examples:
+        >>> reader = ArrayReader(np.full((60, 80, 3), 200, np.uint8), mpp=0.5, downsamples=(1, 4))
+        >>> reader.kind, reader.level_dimensions, reader.level_downsamples, reader.mpp
+        ('array', ((80, 60), (20, 15)), (1.0, 4.0), 0.5)
+        >>> box = reader.read_region(-10, -10, 0, (20, 20))  # outside the image is white glass
+        >>> box[0, 0].tolist(), box[15, 15].tolist()
+        ([255, 255, 255], [200, 200, 200])
+    """
 
     kind = "array"
 
@@ -96,7 +125,17 @@ class ArrayReader:
 
 
 class ImageReader(ArrayReader):
-    """A plain PNG/JPEG/TIFF image read whole (refused above :data:`MAX_PLAIN_PIXELS`)."""
+    """A plain PNG/JPEG/TIFF image read whole (refused above :data:`MAX_PLAIN_PIXELS`).
+
+    Examples:
+        >>> import tempfile
+        >>> from histoblur.io.images import write_image
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = write_image(Path(tmp) / "tile.png", np.zeros((30, 40, 3), np.uint8))
+        ...     reader = ImageReader(path, mpp=0.5)
+        >>> reader.kind, reader.level_dimensions, reader.mpp
+        ('image', ((40, 30),), 0.5)
+    """
 
     kind = "image"
 
@@ -117,7 +156,21 @@ def _check_plain_size(path: Path) -> None:
 
 
 class OpenSlideReader:
-    """SVS, NDPI, MRXS, SCN, DICOM, tiled TIFF and the other formats OpenSlide reads."""
+    """SVS, NDPI, MRXS, SCN, DICOM, tiled TIFF and the other formats OpenSlide reads.
+
+    Raises:
+        InputError: a file OpenSlide does not read.
+
+    Examples:
+        >>> import tempfile
+        >>> from histoblur.wsi.pyramid import write_pyramidal_tiff
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = write_pyramidal_tiff(Path(tmp) / "s.tif", np.zeros((64, 64, 3), np.uint8))
+        ...     reader = OpenSlideReader(path)
+        ...     reader.read_region(0, 0, 0, (16, 8)).shape
+        ...     reader.close()
+        (8, 16, 3)
+    """
 
     kind = "openslide"
 
@@ -174,6 +227,24 @@ def open_slide(path: str | Path) -> SlideReader:
 
     Raises:
         InputError: missing path, a folder, or a file no backend reads (one sentence).
+
+    Examples:
+        >>> import tempfile
+        >>> from histoblur.io.images import write_image
+        >>> from histoblur.wsi.pyramid import write_pyramidal_tiff
+        >>> image = np.full((300, 400, 3), 200, np.uint8)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     slide = open_slide(write_pyramidal_tiff(Path(tmp) / "s.tif", image, mpp=0.5))
+        ...     plain = open_slide(write_image(Path(tmp) / "s.png", image))
+        ...     slide.close()
+        >>> slide.kind, slide.mpp, len(slide.level_dimensions)
+        ('openslide', 0.5, 2)
+        >>> plain.kind, plain.mpp  # a PNG states no resolution
+        ('image', None)
+        >>> open_slide("missing.svs")
+        Traceback (most recent call last):
+        ...
+        histoblur.errors.InputError: Slide missing.svs does not exist.
     """
     path = Path(path)
     if not path.exists():
@@ -197,7 +268,12 @@ def open_slide(path: str | Path) -> SlideReader:
 
 
 def best_level(reader: SlideReader, downsample: float) -> int:
-    """The coarsest level whose down-sample does not exceed ``downsample`` (1 % slack)."""
+    """The coarsest level whose down-sample does not exceed ``downsample`` (1 % slack).
+
+    >>> reader = ArrayReader(np.zeros((64, 64, 3), np.uint8), downsamples=(1, 2, 4))
+    >>> best_level(reader, 1.0), best_level(reader, 3.0), best_level(reader, 16.0)
+    (0, 1, 2)
+    """
     ok = [i for i, d in enumerate(reader.level_downsamples) if d <= downsample * 1.01]
     return max(ok, key=lambda i: reader.level_downsamples[i]) if ok else 0
 
@@ -212,6 +288,13 @@ def read_scaled(
 
     Reads from ``level`` (default: the best level for the implied down-sample) and resizes with
     area averaging (or bilinear when enlarging).
+
+    Examples:
+        >>> reader = ArrayReader(np.zeros((400, 600, 3), np.uint8), downsamples=(1, 2))
+        >>> read_scaled(reader, (100, 50, 300, 200), (75, 50)).shape  # 4x down, from level 1
+        (50, 75, 3)
+        >>> read_scaled(reader, (0, 0, 10, 10), (40, 40)).shape  # enlarged
+        (40, 40, 3)
     """
     x, y, w, h = box
     ow, oh = out_size
@@ -228,7 +311,16 @@ def read_scaled(
 
 
 def thumbnail(reader: SlideReader, downsample: float, strip: int = 1024) -> np.ndarray:
-    """The whole slide at ``downsample`` (relative to level 0), read in strips (memory bounded)."""
+    """The whole slide at ``downsample`` (relative to level 0), read in strips (memory bounded).
+
+    Raises:
+        ParameterError: a down-sample that is not positive.
+
+    Examples:
+        >>> reader = ArrayReader(np.zeros((600, 800, 3), np.uint8), downsamples=(1, 4))
+        >>> thumbnail(reader, 16).shape
+        (38, 50, 3)
+    """
     if downsample <= 0:
         raise ParameterError(f"Thumbnail down-sample must be positive, got {downsample}.")
     W, H = reader.level_dimensions[0]

@@ -17,6 +17,11 @@ def tissue_mask(image: np.ndarray) -> np.ndarray:
 
     A pixel is glass when it is bright (luma > 0.82) and nearly grey (HSV saturation < 0.08); very
     dark pixels (luma < 0.05, e.g. scanner borders) are not tissue either.
+
+    Examples:
+        >>> pixels = np.array([[[240, 240, 240], [180, 90, 160], [0, 0, 0]]], np.uint8)
+        >>> tissue_mask(pixels)  # glass, eosin-pink tissue, black border
+        array([[False,  True, False]])
     """
     rgb = to_rgb(image).astype(np.float32) / dtype_max(image.dtype)
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
@@ -26,7 +31,13 @@ def tissue_mask(image: np.ndarray) -> np.ndarray:
 
 
 def tissue_fraction(image: np.ndarray) -> float:
-    """Fraction of pixels in ``image`` that are tissue (see :func:`tissue_mask`)."""
+    """Fraction of pixels in ``image`` that are tissue (see :func:`tissue_mask`).
+
+    >>> image = np.full((10, 10, 3), 240, np.uint8)
+    >>> image[:, :3] = (180, 90, 160)
+    >>> round(tissue_fraction(image), 3)
+    0.3
+    """
     return float(tissue_mask(image).mean())
 
 
@@ -45,7 +56,12 @@ DARK_MAX_VALUE = 0.25
 
 
 def ink_mask(image: np.ndarray) -> np.ndarray:
-    """Boolean mask of pen ink and dark debris: blue/green ink, saturated red ink, near-black."""
+    """Boolean mask of pen ink and dark debris: blue/green ink, saturated red ink, near-black.
+
+    >>> pixels = np.array([[[20, 160, 60], [30, 60, 200], [180, 90, 160], [240, 240, 240]]])
+    >>> ink_mask(pixels.astype(np.uint8))  # green ink, blue ink, eosin, glass
+    array([[ True,  True, False, False]])
+    """
     rgb = to_rgb(image).astype(np.float32) / dtype_max(image.dtype)
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
     hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
@@ -66,6 +82,17 @@ def detect_tissue(thumb: np.ndarray, um_per_px: float, min_area_mm2: float = 0.0
         thumb: RGB thumbnail.
         um_per_px: its resolution (microns per pixel), to express sizes physically.
         min_area_mm2: smallest tissue piece (and largest hole filled) kept.
+
+    Raises:
+        ValueError: a resolution that is not positive.
+
+    Examples:
+        >>> thumb = np.full((100, 100, 3), 240, np.uint8)
+        >>> thumb[20:80, 20:80] = (180, 90, 160)  # 0.48 x 0.48 mm of tissue at 8 um/px
+        >>> thumb[2:4, 2:4] = (180, 90, 160)  # a speck, below min_area_mm2
+        >>> tissue = detect_tissue(thumb, um_per_px=8.0)
+        >>> tissue.shape, bool(tissue[50, 50]), bool(tissue[3, 3])
+        ((100, 100), True, False)
     """
     if um_per_px <= 0:
         raise ValueError(f"Thumbnail resolution must be positive, got {um_per_px}.")
