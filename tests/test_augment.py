@@ -17,6 +17,7 @@ from histoblur.synthesis.augment import (
     blur_array,
 )
 from histoblur.synthesis.masks import PolygonMaskSampler, rasterize
+from histoblur.synthesis.torch_ops import blur_batch
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -307,3 +308,74 @@ def test_torch_random_blur_generators_are_deterministic(img: np.ndarray) -> None
     assert "kinds=" in repr(single) and not list(single.parameters())
     with pytest.raises(InputError, match="tensor"):
         single(img)
+
+
+def test_torch_same_on_batch_shares_one_draw(img: np.ndarray) -> None:
+    x = torch.from_numpy(np.stack([img] * 4)).permute(0, 3, 1, 2).float().div(255)
+    t = TorchRandomBlur(kinds=None, p=0.5, generator=0, same_on_batch=True)
+    applied = []
+    for _ in range(8):
+        out = t(x)
+        assert all(p == t.last_params[0] for p in t.last_params)
+        assert all(torch.equal(out[0], out[i]) for i in range(1, 4))
+        applied.append(t.last_params[0] is not None)
+        # one call for the batch gives the per-sample executor's pixels
+        assert torch.equal(
+            out, blur_batch(x, [t.last_params[0] and spec_from_dict(t.last_params[0])] * 4)
+        )
+    assert any(applied) and not all(applied)
+    assert "same_on_batch=True" in repr(t)
+    one = TorchRandomBlur(p=1.0, generator=0, same_on_batch=True)
+    assert one(x[0]).shape == x[0].shape and len(one.last_params) == 1
+
+
+def test_torch_parameters_replay_on_image_and_target(img: np.ndarray) -> None:
+    x = _batch(img)
+    target = x[:, :1] * 0.5  # a one-channel target batch of the same size
+    for same in (False, True):
+        t = TorchRandomBlur(
+            kinds=None, p=0.8, generator=torch.Generator().manual_seed(1), same_on_batch=same
+        )
+        params = t.forward_parameters(x.shape)
+        assert len(params) == 4 and t.last_params is None  # drawing does not blur
+        out = t(x, params)
+        assert t.last_params == params
+        assert torch.equal(t(x, params), out) and torch.equal(t.apply(x, params), out)
+        specs = [None if p is None else spec_from_dict(p) for p in params]
+        assert torch.equal(t(target, params), blur_batch(target, specs))
+        assert torch.equal(out, blur_batch(x, specs))
+        assert len(t.forward_parameters(x[0].shape)) == 1
+
+
+def test_torch_forward_parameters_follow_the_generator(img: np.ndarray) -> None:
+    x = _batch(img)
+    a = TorchRandomBlur(p=0.7, generator=3)
+    b = TorchRandomBlur(p=0.7, generator=3)
+    params = a.forward_parameters(x.shape)
+    out = b(x)  # the same generator state: forward draws what forward_parameters drew
+    assert b.last_params == params and torch.equal(a(x, params), out)
+    with pytest.raises(InputError, match="one spec or None per sample"):
+        a(x, params[:2])
+    with pytest.raises(InputError, match="one spec or None per sample"):
+        a(x, params[0] or {"kind": "gaussian"})
+    with pytest.raises(InputError, match="batch_shape"):
+        a.forward_parameters((4, 32))
+    with pytest.raises(ParameterError, match="same_on_batch"):
+        TorchRandomBlur(same_on_batch=1)
+
+
+def test_importing_histoblur_does_not_need_albumentations() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['albumentations'] = None\n"
+        "import histoblur, histoblur.synthesis, histoblur.synthesis.augment\n"
+        "try:\n"
+        "    import histoblur.synthesis.albumentations\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "pip install histoblur[albumentations]" in done.stdout

@@ -6,8 +6,13 @@ Three thin wrappers around the registry samplers and the two executors:
   (``t(image=..., mask=..., ...) -> dict``); blurs the whole image with probability ``p``.
 * :class:`RandomBlurRegion`: blurs only inside random polygons and returns the polygon mask under
   ``blur_mask`` (uint8 0/255), the on-the-fly version of the dataset builder.
-* :class:`TorchRandomBlur`: ``nn.Module`` on float (B, C, H, W) tensors, one spec per sample, run
-  on the tensor's device.
+* :class:`TorchRandomBlur`: ``nn.Module`` on float (B, C, H, W) tensors, one spec per sample (or
+  one for the batch with ``same_on_batch=True``), run on the tensor's device; parameters can be
+  drawn with ``forward_parameters`` and given back to ``forward``.
+
+The pure functions under them, :func:`blur_array`, :func:`blur_region` and :func:`region_mask`,
+replay drawn parameters; :mod:`histoblur.synthesis.albumentations` (optional extra) wraps the same
+draws as native albumentations transforms.
 
 Each call draws from the wrapper's own ``numpy.random.Generator`` (made from ``seed`` or passed
 in; never the global one): a uniform number decides whether the blur is applied (``< p``), then a
@@ -36,7 +41,7 @@ from histoblur.synthesis.execute import execute
 from histoblur.synthesis.masks import PolygonMaskSampler, mask_to_png, rasterize, soft_alpha
 from histoblur.synthesis.registry import get_kind, kind_names, plan_for, spec_from_dict
 from histoblur.synthesis.spec import BlurSpec, Sampler
-from histoblur.synthesis.torch_ops import blur_batch
+from histoblur.synthesis.torch_ops import blur_batch, execute_torch
 
 SpecLike = BlurSpec | Mapping[str, Any]
 
@@ -124,8 +129,27 @@ def _draw_spec(
     applied = rng.random() < config.p
     if not (applied or force):
         return None
+    return _sample_spec(config, samplers, rng)
+
+
+def _sample_spec(
+    config: RandomBlurConfig, samplers: dict[str, Sampler], rng: np.random.Generator
+) -> BlurSpec:
+    """The spec of a draw that blurs: a uniformly chosen kind, then its sampler's draw."""
     kind = config.kinds[int(rng.integers(len(config.kinds)))]
     return samplers[kind].sample(rng)
+
+
+def _region_params(
+    spec: BlurSpec, masks: PolygonMaskSampler, rng: np.random.Generator, height: int, width: int
+) -> dict[str, Any]:
+    """Regional parameters: ``spec``, polygons drawn from ``rng`` and the feather sigma."""
+    polygons = masks.sample(rng, height, width)
+    return {
+        "blur": spec.model_dump(),
+        "polygons": [[list(p) for p in poly] for poly in polygons],
+        "feather": masks.feather,
+    }
 
 
 def _as_spec(spec: SpecLike) -> BlurSpec:
@@ -287,12 +311,7 @@ class RandomBlurRegion:
         spec = _draw_spec(self.config, self._samplers, self.rng, force)
         if spec is None:
             return None
-        polygons = self.masks.sample(self.rng, height, width)
-        return {
-            "blur": spec.model_dump(),
-            "polygons": [[list(p) for p in poly] for poly in polygons],
-            "feather": self.masks.feather,
-        }
+        return _region_params(spec, self.masks, self.rng, height, width)
 
     def apply(
         self, image: np.ndarray, params: Mapping[str, Any] | None
@@ -303,17 +322,7 @@ class RandomBlurRegion:
             image: the image (see :func:`blur_array` for the accepted arrays).
             params: a ``last_params`` dictionary, or None for no blur.
         """
-        if not isinstance(image, np.ndarray) or image.ndim < 2:
-            raise InputError("The image must be a numpy array of shape (H, W) or (H, W, C).")
-        h, w = image.shape[:2]
-        if params is None:
-            return image, np.zeros((h, w), np.uint8)
-        mask = rasterize([[tuple(p) for p in poly] for poly in params["polygons"]], h, w)
-        if not mask.any():
-            return image, mask_to_png(mask)
-        blurred = blur_array(image, params["blur"])
-        alpha = soft_alpha(mask, float(params["feather"]))
-        return _blend(image, blurred, alpha), mask_to_png(mask)
+        return blur_region(image, params)
 
     def __call__(self, *args: Any, force_apply: bool = False, **data: Any) -> dict[str, Any]:
         """Blur random regions of ``data["image"]`` with probability ``p``; add the mask."""
@@ -333,6 +342,48 @@ class RandomBlurRegion:
         )
 
 
+def region_mask(params: Mapping[str, Any] | None, height: int, width: int) -> np.ndarray:
+    """The blur mask of regional parameters: uint8 (H, W), 255 inside the polygons, else 0.
+
+    Args:
+        params: ``{"blur": ..., "polygons": [[[x, y], ...], ...], "feather": ...}`` (a
+            :class:`RandomBlurRegion` ``last_params``), or None for no blur (all 0).
+        height: image height in pixels.
+        width: image width in pixels.
+    """
+    if params is None:
+        return np.zeros((height, width), np.uint8)
+    polygons = [[tuple(p) for p in poly] for poly in params["polygons"]]
+    return mask_to_png(rasterize(polygons, height, width))
+
+
+def blur_region(
+    image: np.ndarray, params: Mapping[str, Any] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Blur ``image`` inside the polygons of regional parameters: (image, uint8 0/255 mask).
+
+    The whole image is blurred with ``params["blur"]``, then pasted back inside the polygons
+    (edges softened by a Gaussian of sigma ``params["feather"]``); outside them, with
+    ``feather=0``, pixels are unchanged.
+
+    Args:
+        image: the image (see :func:`blur_array` for the accepted arrays).
+        params: a :class:`RandomBlurRegion` ``last_params`` dictionary, or None for no blur.
+
+    Raises:
+        InputError: for an unsupported array.
+    """
+    if not isinstance(image, np.ndarray) or image.ndim < 2:
+        raise InputError("The image must be a numpy array of shape (H, W) or (H, W, C).")
+    h, w = image.shape[:2]
+    mask = region_mask(params, h, w)
+    if params is None or not mask.any():
+        return image, mask
+    blurred = blur_array(image, params["blur"])
+    alpha = soft_alpha(mask > 0, float(params["feather"]))
+    return _blend(image, blurred, alpha), mask
+
+
 def _blend(sharp: np.ndarray, blurred: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Blurred inside, sharp outside; float images are blended without rounding."""
     if sharp.dtype != np.float32:
@@ -346,18 +397,25 @@ class TorchRandomBlur(torch.nn.Module):
 
     Each sample of a (B, C, H, W) batch (or a single (C, H, W) image) is blurred with
     probability ``p`` by its own spec, drawn like :class:`RandomBlur` and run by
-    :func:`histoblur.synthesis.torch_ops.blur_batch`. Shape, dtype and device are preserved;
+    :func:`histoblur.synthesis.torch_ops.blur_batch`. With ``same_on_batch=True`` one draw (the
+    coin, then the spec) serves the whole batch, whose blur plan is then built once (the pixels
+    are those of ``blur_batch`` with that spec repeated). Shape, dtype and device are preserved;
     values are not clipped (normalised non-negative kernels keep them in the input's range). The
     module has no parameters and blurs in both training and evaluation mode; the blur is
     differentiable with respect to the input.
 
+    The parameters can be drawn apart from the blur: :meth:`forward_parameters` draws them for a
+    shape and ``module(x, params)`` applies given ones, so an image batch and its target batch
+    (same size, any channel count) get exactly the same blur.
+
     Args:
         kinds: blur kinds drawn uniformly (registry names); None draws from every kind.
-        p: probability that a sample is blurred.
+        p: probability that a sample (with ``same_on_batch``, the batch) is blurred.
         ranges: per-kind sampler overrides, e.g. ``{"lens": {"radius": (2, 5)}}``.
         generator: where the draws come from: a ``torch.Generator`` (each call takes one 62-bit
             seed from it and draws that batch's specs from a numpy generator of that seed), a
             ``numpy.random.Generator``, an integer seed, or None (fresh entropy).
+        same_on_batch: draw once per call and give every sample that draw.
 
     Attributes:
         last_params: after a call, one entry per sample: the spec dict, or None for a sample
@@ -365,6 +423,22 @@ class TorchRandomBlur(torch.nn.Module):
 
     Raises:
         ParameterError: for an unknown kind, ``p`` outside [0, 1] or an invalid range.
+
+    Examples:
+        >>> import torch
+        >>> x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        >>> blur = TorchRandomBlur(kinds=("gaussian", "lens"), p=1.0, generator=0)
+        >>> blur(x).shape, len(blur.last_params)
+        (torch.Size([4, 3, 32, 32]), 4)
+        >>> same = TorchRandomBlur(p=1.0, generator=0, same_on_batch=True)
+        >>> out = same(x[:1].expand(4, -1, -1, -1))
+        >>> all(torch.equal(out[0], out[i]) for i in range(4))
+        True
+        >>> params = same.forward_parameters(x.shape)  # one spec dict per sample
+        >>> target = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+        >>> image_out, target_out = same(x, params), same(target, params)
+        >>> target_out.shape, torch.equal(same(x, params), image_out)
+        (torch.Size([4, 1, 32, 32]), True)
     """
 
     def __init__(
@@ -373,6 +447,7 @@ class TorchRandomBlur(torch.nn.Module):
         p: float = 0.5,
         ranges: Mapping[str, Mapping[str, Any]] | None = None,
         generator: torch.Generator | np.random.Generator | int | None = None,
+        same_on_batch: bool = False,
     ) -> None:
         super().__init__()
         self.config, self._samplers = _config(kinds, p, ranges)
@@ -380,6 +455,9 @@ class TorchRandomBlur(torch.nn.Module):
             self.generator: torch.Generator | np.random.Generator = generator
         else:
             self.generator = _generator(generator)
+        if not isinstance(same_on_batch, bool):
+            raise ParameterError(f"same_on_batch must be True or False, got {same_on_batch!r}.")
+        self.same_on_batch = same_on_batch
         self.last_params: list[dict[str, Any] | None] | None = None
 
     def _batch_rng(self) -> np.random.Generator:
@@ -390,27 +468,101 @@ class TorchRandomBlur(torch.nn.Module):
         return np.random.default_rng(int(seed))
 
     def draw(self, batch: int) -> list[BlurSpec | None]:
-        """Draw the specs of the next ``batch`` samples (None: sample left unchanged)."""
+        """Draw the specs of the next ``batch`` samples (None: sample left unchanged).
+
+        With ``same_on_batch`` one spec (or None) is drawn and repeated ``batch`` times.
+        """
         rng = self._batch_rng()
+        if self.same_on_batch:
+            return [_draw_spec(self.config, self._samplers, rng)] * batch
         return [_draw_spec(self.config, self._samplers, rng) for _ in range(batch)]
 
-    def apply(self, x: torch.Tensor, specs: Sequence[SpecLike | None]) -> torch.Tensor:
-        """Replay per-sample specs (or ``last_params``) on a (B, C, H, W) or (C, H, W) tensor."""
-        resolved = [None if s is None else _as_spec(s) for s in specs]
-        if isinstance(x, torch.Tensor) and x.ndim == 3:
-            return blur_batch(x.unsqueeze(0), resolved).squeeze(0)
-        return blur_batch(x, resolved)
+    def forward_parameters(self, batch_shape: Sequence[int]) -> list[dict[str, Any] | None]:
+        """Draw the parameters of one call for a tensor of shape ``batch_shape``, without blurring.
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Blur each sample with probability ``p``; returns a new tensor."""
+        Args:
+            batch_shape: (B, C, H, W) or (C, H, W), e.g. ``x.shape``.
+
+        Returns:
+            One entry per sample (one for a (C, H, W) shape): the spec dict, or None for a sample
+            left unchanged; pass it to ``module(x, params)`` or :meth:`apply`.
+
+        Raises:
+            InputError: for a shape that is not 3 or 4 integers.
+        """
+        shape = tuple(batch_shape) if isinstance(batch_shape, Sequence) else ()
+        if len(shape) not in (3, 4) or not all(isinstance(n, (int, np.integer)) for n in shape):
+            raise InputError(
+                f"batch_shape must be (B, C, H, W) or (C, H, W), e.g. x.shape; got {batch_shape!r}."
+            )
+        specs = self.draw(1 if len(shape) == 3 else int(shape[0]))
+        return [None if s is None else s.model_dump() for s in specs]
+
+    def apply(self, x: torch.Tensor, specs: Sequence[SpecLike | None]) -> torch.Tensor:
+        """Replay per-sample specs (or ``last_params``) on a (B, C, H, W) or (C, H, W) tensor.
+
+        A batch whose specs are all equal (``same_on_batch``) builds its plan once; the pixels are
+        those of :func:`~histoblur.synthesis.torch_ops.blur_batch` either way.
+        """
+        resolved = [None if s is None else _as_spec(s) for s in specs]
+        single = isinstance(x, torch.Tensor) and x.ndim == 3
+        batch = x.unsqueeze(0) if single else x
+        first = resolved[0] if resolved else None
+        if (
+            first is not None
+            and len(resolved) > 1
+            and isinstance(batch, torch.Tensor)
+            and batch.ndim == 4
+            and len(resolved) == batch.shape[0]
+            and all(s == first for s in resolved)
+        ):
+            out = _blur_shared(batch, first)
+        else:
+            out = blur_batch(batch, resolved)
+        return out.squeeze(0) if single else out
+
+    def forward(
+        self, x: torch.Tensor, params: Sequence[SpecLike | None] | None = None
+    ) -> torch.Tensor:
+        """Blur each sample with probability ``p``, or with given ``params``; a new tensor.
+
+        Args:
+            x: float (B, C, H, W) or (C, H, W) tensor on any device.
+            params: one spec (dict) or None per sample, e.g. from :meth:`forward_parameters` or
+                ``last_params``; None draws new ones.
+
+        Raises:
+            InputError: for a tensor of another shape, or params of another length.
+        """
         if not isinstance(x, torch.Tensor) or x.ndim not in (3, 4):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise InputError(f"Expected a (B, C, H, W) or (C, H, W) tensor, got {shape}.")
-        specs = self.draw(1 if x.ndim == 3 else x.shape[0])
-        self.last_params = [None if s is None else s.model_dump() for s in specs]
+        batch = 1 if x.ndim == 3 else x.shape[0]
+        if params is None:
+            specs: Sequence[SpecLike | None] = self.draw(batch)
+        elif not isinstance(params, Sequence) or isinstance(params, str) or len(params) != batch:
+            listed = isinstance(params, Sequence) and not isinstance(params, str)
+            got = f"{len(params)} entries" if listed else f"a {type(params).__name__}"
+            raise InputError(
+                f"params must hold one spec or None per sample ({batch} here), as "
+                f"forward_parameters(x.shape) returns; got {got}."
+            )
+        else:
+            specs = [None if s is None else _as_spec(s) for s in params]
+        self.last_params = [None if s is None else _as_spec(s).model_dump() for s in specs]
         return self.apply(x, specs)
 
     def extra_repr(self) -> str:
         """Settings shown by ``print(module)``."""
         c = self.config
-        return f"kinds={c.kinds}, p={c.p}, ranges={c.ranges}"
+        return f"kinds={c.kinds}, p={c.p}, ranges={c.ranges}, same_on_batch={self.same_on_batch}"
+
+
+def _blur_shared(x: torch.Tensor, spec: BlurSpec) -> torch.Tensor:
+    """Blur every sample of a (B, C, H, W) batch with one spec, building its plan once.
+
+    Sample by sample, as :func:`blur_batch` runs them: one call over the folded batch could
+    differ from it by float round-off (convolution routes depend on the batch size).
+    """
+    plan = plan_for(spec, x.shape[-2], x.shape[-1])
+    return torch.cat([execute_torch(plan, x[i : i + 1]) for i in range(x.shape[0])], dim=0)
