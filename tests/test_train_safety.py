@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from histoblur.cli.main import main
+from histoblur.cli.train import TRAINERS as REGISTRY
 from histoblur.errors import InputError
 from histoblur.io.images import write_image
 
-TRAINERS = ("segmenter", "classifier", "deblur", "gan", "unit-ddpm", "latent", "restore")
+TRAINERS = tuple(sorted(REGISTRY))  # every registered trainer
 
 
 def texture(h, w, seed):
@@ -235,3 +236,172 @@ def test_overwrite_refuses_a_run_folder_that_holds_the_config_file(run_copy, cap
     assert train(inside, "--overwrite") == 1
     assert "holds the input" in one_error(capsys)
     assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+@pytest.mark.parametrize("field", ["threads: 100000", "batch_size: 100000"])
+def test_huge_threads_or_batches_are_refused_by_every_trainer(tmp_path, capsys, trainer, field):
+    (tmp_path / "c.yaml").write_text(f"out: {tmp_path / 'run'}\n{field}\n")
+    assert main(["train", trainer, "--config", str(tmp_path / "c.yaml")]) == 1
+    name = field.split(":")[0]
+    assert one_error(capsys).startswith(f"histoblur: error: Invalid training config field {name}:")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("trainer", "setting", "named"),
+    [
+        ("deblur", "model.widths=[]", "widths must list 1 to 6"),
+        ("deblur", "model.widths=[0]", "widths must list 1 to 6"),
+        ("deblur", "model.widths=[100000]", "widths must list 1 to 6"),
+        ("deblur", "heldout=100000", "heldout"),
+        ("classifier", "heldout=100000", "heldout"),
+        ("classifier", "model.stages=[100000]", "stages must list"),
+        ("gan", "betas=[1, 2]", "betas.0: Input should be less than 1"),
+        ("gan", "betas=[0.5, -1]", "betas.1"),
+        ("gan", "critic_steps=100000", "critic_steps"),
+        ("gan", "pretrain_steps=100000000", "pretrain_steps"),
+        ("unit-ddpm", "sample_steps=100000", "sample_steps"),
+        ("unit-ddpm", "model.beta_start=0.5", "beta_end must not be below beta_start"),
+        ("restore", "schedule.beta_start=0.5", "beta_end must not be below beta_start"),
+        ("restore", "model.heads=[0]", "heads must list 1 to 6"),
+        ("restore", "model.heads=[0, 0, 0]", "heads must list 1 to 6"),
+        ("restore", "model.depths=[100000, 2, 2]", "depths must list 1 to 6"),
+        ("restore", "val_steps=100000", "val_steps"),
+        ("latent", "test_crops=100000", "test_crops"),
+    ],
+)
+def test_unbounded_or_inconsistent_fields_are_one_sentence(
+    tmp_path, capsys, trainer, setting, named
+):
+    (tmp_path / "c.yaml").write_text(f"out: {tmp_path / 'run'}\n")
+    command = ["train", trainer, "--config", str(tmp_path / "c.yaml"), "--set", setting]
+    assert main(command) == 1
+    line = one_error(capsys)
+    assert "Invalid training config field" in line and named in line, line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("position", "named"),
+    [("plane_(", "is not a regular expression"), ("plane_", "has no group")],
+)
+def test_a_bad_focal_position_pattern_is_one_sentence(tmp_path, capsys, position, named):
+    (tmp_path / "c.yaml").write_text(
+        f"out: {tmp_path / 'run'}\n"
+        f"stacks: [{{name: s, folder: {tmp_path}, position: '{position}'}}]\n"
+    )
+    assert main(["train", "latent", "--config", str(tmp_path / "c.yaml")]) == 1
+    assert named in one_error(capsys)
+
+
+def test_a_focal_position_that_is_no_number_is_one_sentence(tmp_path, capsys):
+    for z in range(3):
+        write_image(tmp_path / f"plane_{'abc'[z]}.png", texture(32, 32, z))
+    (tmp_path / "c.yaml").write_text(
+        f"out: {tmp_path / 'run'}\n"
+        f"stacks: [{{name: s, folder: {tmp_path}, position: 'plane_(.)'}}]\n"
+    )
+    assert main(["train", "latent", "--config", str(tmp_path / "c.yaml")]) == 1
+    assert one_error(capsys).endswith("which is not a number.")
+
+
+@pytest.fixture
+def domains(tmp_path):
+    """A sharp folder, a 1 x 1 image and a 64 px image for the learned-synthesis trainers."""
+    (tmp_path / "sharp").mkdir()
+    for i in range(2):
+        write_image(tmp_path / "sharp" / f"t{i}.png", texture(64, 64, i))
+    write_image(tmp_path / "dot.png", texture(1, 1, 3))
+    write_image(tmp_path / "real.png", texture(64, 64, 4))
+    return tmp_path
+
+
+@pytest.mark.parametrize("trainer", ["gan", "unit-ddpm"])
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        ("blurred: [{path: DOT}]", "dot.png: train_box [0.0, 0.0, 1.0, 0.5] covers 1 x 0 px"),
+        ("blurred: [{path: REAL, train_box: [0.5, 0.5, 0.55, 0.55]}]", "real.png: train_box"),
+        ("pairs: [{sharp: DOT, blurred: REAL}]", "dot.png and "),
+        ("blurred: [{path: REAL, train_box: [0.5, 0.5, 0.5, 1]}]", "train_box: must be"),
+    ],
+)
+def test_too_small_real_images_or_boxes_are_refused(domains, capsys, trainer, data, named):
+    data = data.replace("DOT", str(domains / "dot.png")).replace("REAL", str(domains / "real.png"))
+    (domains / "c.yaml").write_text(
+        f"out: {domains / 'run'}\nsharp_dir: {domains / 'sharp'}\ntile: 32\n{data}\n"
+    )
+    assert main(["train", trainer, "--config", str(domains / "c.yaml")]) == 1
+    line = one_error(capsys)
+    assert named in line, line
+    assert not (domains / "run").exists()
+
+
+def test_deblur_and_classifier_refuse_too_small_real_images(domains, capsys):
+    dot = domains / "dot.png"
+    configs = {
+        "deblur": f"real: [{{sharp: {dot}, blurred: {domains / 'real.png'}}}]",
+        "classifier": f"real: [{{path: {dot}, label: defocus}}]",
+    }
+    for trainer, data in configs.items():
+        (domains / "c.yaml").write_text(
+            f"out: {domains / 'run'}\nsharp_dir: {domains / 'sharp'}\ntile: 32\n{data}\n"
+        )
+        assert main(["train", trainer, "--config", str(domains / "c.yaml")]) == 1
+        assert f"{dot}" in one_error(capsys)
+
+
+def test_resume_and_overwrite_together_are_refused(run_copy, capsys):
+    config, run = run_copy
+    before = snapshot(run)
+    assert train(config, "--set", "epochs=2", "--resume", "--overwrite") == 1
+    assert one_error(capsys).endswith(
+        "Pass --resume to continue a run or --overwrite to start it again, not both."
+    )
+    assert snapshot(run) == before
+
+
+def test_resume_compares_the_run_folder_by_path_not_by_text(trained, tmp_path, monkeypatch, capsys):
+    root, _, run = trained
+    monkeypatch.chdir(tmp_path)
+    config = tiny_yaml(tmp_path / "t.yaml", "run", root / "sharp")  # a relative out
+    assert train(config) == 0
+    for spelling in (str(tmp_path / "run"), "./run/"):
+        assert train(config, "--out", spelling, "--set", "epochs=2", "--resume") == 0
+    rows = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert len(rows) == 3  # the second resume had nothing left to train
+    capsys.readouterr()
+    other = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "run", other)
+    assert train(config, "--out", str(other), "--set", "epochs=3", "--resume") == 1
+    assert "out differ(s) from the run's config" in one_error(capsys)
+
+
+def test_overwrite_refuses_a_run_folder_with_a_hard_link_of_a_file_in_an_input_folder(
+    trained, tmp_path, capsys
+):
+    import os
+
+    root, _, run = trained
+    sharp = tmp_path / "sharp"
+    shutil.copytree(root / "sharp", sharp)
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    os.link(sharp / "t1.png", out / "t1.png")
+    before = snapshot(out)
+    config = tiny_yaml(tmp_path / "t.yaml", out, sharp)
+    assert train(config, "--overwrite") == 1
+    line = one_error(capsys)
+    assert f"holds a hard link of the input {sharp / 't1.png'}" in line, line
+    assert snapshot(out) == before
+    dataset = ["synth", "dataset", "--sharp", str(sharp), "--n", "1", "--tile", "32"]
+    assert main([*dataset, "--out", str(out), "--overwrite"]) == 1
+    assert "holds a hard link of the input" in one_error(capsys)
+    assert snapshot(out) == before
+    # a hard link of an unrelated file is no input: the run is replaced
+    os.unlink(out / "t1.png")
+    (tmp_path / "mine.txt").write_text("mine")
+    os.link(tmp_path / "mine.txt", out / "mine.txt")
+    assert train(config, "--overwrite") == 0
+    assert (tmp_path / "mine.txt").read_text() == "mine" and not (out / "mine.txt").exists()

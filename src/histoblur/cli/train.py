@@ -36,7 +36,6 @@ class Trainer:
     schema: type[BaseModel]
     run: Callable[[Any, argparse.Namespace, Callable[..., None]], dict[str, Any]]
     report: Callable[[dict[str, Any]], list[str]]
-    resumable: bool = False
     loss_digits: int = 4
 
 
@@ -95,7 +94,6 @@ TRAINERS: dict[str, Trainer] = {
         SegmenterTrainConfig,
         lambda c, a, p: train_segmenter(c, a.resume, a.overwrite, p),
         _segmenter_report,
-        resumable=True,
     ),
     "classifier": Trainer(
         "blur-type classifier (in focus / defocus / motion / mixed) on synthetic blur",
@@ -104,7 +102,6 @@ TRAINERS: dict[str, Trainer] = {
         ClassifierTrainConfig,
         lambda c, a, p: train_classifier(c, a.overwrite, p, a.resume),
         _classifier_report,
-        resumable=True,
     ),
     "deblur": Trainer(
         "DL_defocus or DL_motion deblurring network on synthetic and real aligned pairs",
@@ -112,7 +109,6 @@ TRAINERS: dict[str, Trainer] = {
         DeblurTrainConfig,
         lambda c, a, p: train_deblur(c, a.overwrite, p, a.resume),
         _deblur_report,
-        resumable=True,
         loss_digits=5,
     ),
     "gan": Trainer(
@@ -120,7 +116,7 @@ TRAINERS: dict[str, Trainer] = {
         "Train the learned blur generator (U-Net with noise, PatchGAN critic, gradient "
         "penalty, identity loss, L1 pre-training); the aligned pairs validate it.",
         GanTrainConfig,
-        lambda c, a, p: train_gan(c, a.overwrite, p),
+        lambda c, a, p: train_gan(c, a.overwrite, p, a.resume),
         _synthesis_report,
     ),
     "unit-ddpm": Trainer(
@@ -128,7 +124,7 @@ TRAINERS: dict[str, Trainer] = {
         "Train two domain diffusion models, each conditioned on the other domain, and two "
         "translators; the aligned pairs validate the release-time translation.",
         UnitDDPMTrainConfig,
-        lambda c, a, p: train_unit_ddpm(c, a.overwrite, p),
+        lambda c, a, p: train_unit_ddpm(c, a.overwrite, p, a.resume),
         _synthesis_report,
     ),
     "latent": Trainer(
@@ -138,7 +134,6 @@ TRAINERS: dict[str, Trainer] = {
         LatentTrainConfig,
         lambda c, a, p: train_latent(c, a.overwrite, p, a.resume),
         _latent_report,
-        resumable=True,
         loss_digits=5,
     ),
     "restore": Trainer(
@@ -148,7 +143,6 @@ TRAINERS: dict[str, Trainer] = {
         RestorationTrainConfig,
         lambda c, a, p: train_restoration(c, a.overwrite, p, a.resume),
         _restore_report,
-        resumable=True,
         loss_digits=5,
     ),
 }
@@ -167,10 +161,14 @@ def register(sub: argparse._SubParsersAction) -> None:
             metavar="KEY=VALUE",
             help="override a config field, dotted for nested ones (epochs=5, model.width=8)",
         )
-        if trainer.resumable:
-            cmd.add_argument(
-                "--resume", action="store_true", help="continue the run in its out folder"
-            )
+        cmd.add_argument(
+            "--out", type=Path, metavar="FOLDER", help="the run folder (replaces the config's out)"
+        )
+        cmd.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue the run in its out folder (same config; epochs may grow)",
+        )
         cmd.add_argument(
             "--overwrite",
             action="store_true",
@@ -200,9 +198,12 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 
 def load_config(
-    path: Path | None, overrides: list[str] | None, schema: type[BaseModel] = SegmenterTrainConfig
+    path: Path | None,
+    overrides: list[str] | None,
+    schema: type[BaseModel] = SegmenterTrainConfig,
+    out: Path | None = None,
 ) -> Any:
-    """Read the YAML file, apply ``KEY=VALUE`` overrides and validate.
+    """Read the YAML file, apply ``KEY=VALUE`` overrides and ``out``, and validate.
 
     Raises:
         InputError: an unreadable, binary or invalid YAML file.
@@ -226,6 +227,8 @@ def load_config(
         if not sep:
             raise ParameterError(f"--set {item!r} is not of the form KEY=VALUE.")
         _set_dotted(data, key.strip(), yaml.safe_load(raw))
+    if out is not None:
+        data["out"] = str(out)
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
@@ -235,7 +238,11 @@ def load_config(
 def run(args: argparse.Namespace) -> int:
     """Train with the chosen trainer, then print its summary and where the checkpoints went."""
     trainer: Trainer = args.trainer
-    config = load_config(args.config, args.set, trainer.schema)
+    if args.resume and args.overwrite:
+        raise ParameterError(
+            "Pass --resume to continue a run or --overwrite to start it again, not both."
+        )
+    config = load_config(args.config, args.set, trainer.schema, args.out)
     if args.print_config:
         print(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False))
         return 0

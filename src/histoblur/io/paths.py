@@ -53,34 +53,94 @@ def refuse_input(out: Path, inputs: Iterable[Path], option: str = "--out") -> No
 def refuse_folder_with_inputs(out: Path, inputs: Iterable[Path], option: str = "--out") -> None:
     """Refuse an output folder (to be replaced as a whole) that is or holds an input.
 
+    An input file is found in ``out`` by path or by inode (a link to it). So is a file inside an
+    input *folder*: when ``out`` holds a file with more than one hard link, the input folders
+    are walked (once, at most :data:`MAX_SCANNED` files, skipping ``out`` itself) for it.
+
     Raises:
         OutputError: naming the input.
     """
     inputs = [Path(p) for p in inputs if p is not None]
-    linked = _inodes(out) if inputs and Path(out).is_dir() else {}
+    found = _inodes(out) if inputs and Path(out).is_dir() else {}
     for path in inputs:
         held = holds(out, path)
         if not held and path.is_file():
             stat = path.stat()
-            held = (stat.st_dev, stat.st_ino) in linked
+            held = (stat.st_dev, stat.st_ino) in found
         if held:
             raise OutputError(
                 f"{option} {out} holds the input {path} (or a link to it); replacing it would "
                 "delete that input, so choose an output folder that holds no input."
             )
+    linked = {key for key, links in found.items() if links > 1}
+    folders = [p for p in inputs if p.is_dir()]
+    if linked and folders:
+        hit = _linked_input(Path(out), folders, linked)
+        if hit is not None:
+            raise OutputError(
+                f"{option} {out} holds a hard link of the input {hit}; replacing it would "
+                "delete that link, so choose an output folder that holds no input."
+            )
 
 
-def _inodes(folder: Path) -> set[tuple[int, int]]:
-    """(device, inode) of every file under ``folder``: hard links of an input are found too."""
-    found = set()
+MAX_SCANNED = 200_000  # files of input folders looked at for hard links into an output folder
+
+
+def _inodes(folder: Path) -> dict[tuple[int, int], int]:
+    """(device, inode) -> link count of every file under ``folder`` (links followed)."""
+    found = {}
     for root, _, files in os.walk(folder):
         for name in files:
             try:
                 stat = os.stat(os.path.join(root, name))
             except OSError:
                 continue
-            found.add((stat.st_dev, stat.st_ino))
+            found[(stat.st_dev, stat.st_ino)] = stat.st_nlink
     return found
+
+
+def _linked_input(out: Path, folders: Sequence[Path], linked: set[tuple[int, int]]) -> Path | None:
+    """A file under ``folders`` (``out`` left out) whose inode is in ``linked``, if any.
+
+    Each folder is walked once (nested input folders with their outermost one); the walk
+    stops at the first hit. Past :data:`MAX_SCANNED` files it gives up and refuses: an
+    output folder that holds hard-linked files next to huge inputs is too costly to clear.
+
+    Raises:
+        OutputError: too many files to check.
+    """
+    out_resolved = out.resolve()
+    devices = {dev for dev, _ in linked}
+    roots = sorted({f.resolve() for f in folders}, key=lambda f: len(f.parts))
+    outer: list[Path] = []
+    for root in roots:
+        if not any(o == root or o in root.parents for o in outer):
+            outer.append(root)
+    scanned = 0
+    for root in outer:
+        try:
+            if root.stat().st_dev not in devices:  # hard links never cross file systems
+                continue
+        except OSError:
+            continue
+        for here, dirs, files in os.walk(root):
+            dirs[:] = [d for d in dirs if Path(here, d).resolve() != out_resolved]
+            for name in files:
+                scanned += 1
+                if scanned > MAX_SCANNED:
+                    raise OutputError(
+                        f"{out} holds hard-linked files and the input folders hold more than "
+                        f"{MAX_SCANNED} files to check them against; choose an output folder "
+                        "without hard links."
+                    )
+                path = os.path.join(here, name)
+                try:
+                    stat = os.stat(path)
+                except OSError:
+                    continue
+                if (stat.st_dev, stat.st_ino) in linked:
+                    return Path(path)
+    return None
 
 
 def check_output_folder(

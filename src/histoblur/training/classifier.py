@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch.utils.data import IterableDataset
 
 from histoblur.errors import InputError
@@ -38,17 +37,18 @@ from histoblur.synthesis.dataset import (
     usable_sources,
 )
 from histoblur.training.augment import AugmentConfig, augment_pair
-from histoblur.training.data import crop_in_box, holdout_split
+from histoblur.training.data import TrainBox, check_box, crop_in_box, holdout_split
 from histoblur.training.runs import (
+    MAX_BATCH,
+    MAX_THREADS,
     RunFolder,
+    check_levels,
     checkpoint_meta,
     endless,
     new_network,
-    resume_trainer,
     run_folder,
     start_torch,
     train_steps,
-    trainer_state,
     warmup_cosine,
     worker_batches,
 )
@@ -77,7 +77,7 @@ class RealImage(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     path: Path
     label: Literal["in_focus", "defocus", "motion", "mixed"]
-    train_box: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 0.5)
+    train_box: TrainBox = (0.0, 0.0, 1.0, 0.5)
 
 
 class ClassifierTrainConfig(BaseModel):
@@ -123,16 +123,22 @@ class ClassifierTrainConfig(BaseModel):
     real_share: float = Field(0.25, ge=0, le=1)
     epochs: int = Field(8, ge=1)
     steps_per_epoch: int = Field(250, ge=1)
-    batch_size: int = Field(16, ge=4)
+    batch_size: int = Field(16, ge=4, le=MAX_BATCH)
     lr: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(100, ge=0)
     weight_decay: float = Field(1e-4, ge=0)
     ema: float = Field(0.0, ge=0, lt=1)
-    heldout: int = Field(100, ge=2)
+    heldout: int = Field(100, ge=2, le=1000)
     workers: int = Field(1, ge=0, le=64)
-    threads: int = Field(0, ge=0)
+    threads: int = Field(0, ge=0, le=MAX_THREADS)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = Field(0, ge=0)
+
+    @field_validator("model")
+    @classmethod
+    def _stages_bounded(cls, model: BlurTypeConfig) -> BlurTypeConfig:
+        check_levels(model.stages, "stages", 6, 8)
+        return model
 
 
 def class_synthesis(config: ClassifierTrainConfig) -> list[DatasetConfig]:
@@ -267,9 +273,10 @@ def train_classifier(
     for real in config.real:
         if not Path(real.path).is_file():
             raise InputError(f"Real image {real.path} does not exist.")
+        check_box((real.path,), real.train_box, config.tile)
     train_sources, held_sources = split_sources(Path(config.sharp_dir), config.tile)
     with run_folder(config, resume, overwrite) as run:
-        return _train(config, run, train_sources, held_sources, progress, resume)
+        return _train(config, run, train_sources, held_sources, progress)
 
 
 def _train(
@@ -278,7 +285,6 @@ def _train(
     train_sources: list[Path],
     held_sources: list[Path],
     progress: Callable[[int, int, dict[str, float]], None] | None,
-    resume: bool = False,
 ) -> dict[str, Any]:
     """The training loop of :func:`train_classifier` in its prepared run folder."""
     device = start_torch(config.threads, config.device, config.seed)
@@ -299,12 +305,12 @@ def _train(
     parts: dict[str, Any] = {"raw": model, "optimizer": optimizer, "schedule": schedule}
     if config.ema:
         parts["ema"] = averaged
-    step, best, history = resume_trainer(run.path, parts) if resume else (0, -math.inf, [])
+    step = run.begin(parts)
     stream = BlurTypeSamples(
         config, train_sources, augment=True, batch_size=config.batch_size, start=step
     )
     batches = endless(stream, config.workers)
-    for epoch in range(step // config.steps_per_epoch + 1, config.epochs + 1):
+    for epoch in run.epochs(config.epochs, config.steps_per_epoch):
         started = time.perf_counter()
         model.train()
         losses = train_steps(
@@ -329,12 +335,8 @@ def _train(
             "heldout_nll": round(nll, 4),
             "seconds": round(time.perf_counter() - started, 1),
         }
-        history.append(row)
-        extra = {"epoch": epoch, "metrics": row, "seed": config.seed}
-        score = accuracy - 1e-3 * nll
-        saved = checkpoint_config(config, extra)
-        state = trainer_state(parts, step, history)
-        best = run.save_epoch(history, averaged.state_dict(), saved, score, best, state)
+        saved = checkpoint_config(config, {"epoch": epoch, "metrics": row, "seed": config.seed})
+        run.save_epoch(step, row, averaged.state_dict(), saved, accuracy - 1e-3 * nll)
     chosen, saved = load_model(config.out / "best")
     temperature = fit_temperature(predict_logits(chosen, images[half_a], device), labels[half_a])
     report = heldout_report(
@@ -343,4 +345,4 @@ def _train(
     saved["calibration"] = {"temperature": report["temperature"], "ece_heldout": report["ece"]}
     save_checkpoint(config.out / "best", chosen.state_dict(), saved)
     write_text_atomic(config.out / "heldout.json", json.dumps(report, indent=2) + "\n")
-    return {"out": str(config.out), "history": history, "heldout": report}
+    return {"out": str(config.out), "history": run.history, "heldout": report}

@@ -9,13 +9,15 @@ loader workers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import cv2
 import numpy as np
 import torch
+from pydantic import AfterValidator
 from torch.utils.data import IterableDataset
 
 from histoblur.errors import InputError
@@ -73,6 +75,54 @@ def holdout_split(sources: list[Path]) -> tuple[list[Path], list[Path]]:
     return [s for s in ordered if s not in held], held
 
 
+MIN_BOX_SIDE = 32  # least pixels a training box keeps on each side (or the tile, if smaller)
+
+
+def _ordered_box(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = box
+    if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+        raise ValueError(
+            "must be [x0, y0, x1, y1], fractions of the image with "
+            "0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1"
+        )
+    return box
+
+
+TrainBox = Annotated[tuple[float, float, float, float], AfterValidator(_ordered_box)]
+"""(x0, y0, x1, y1) as fractions of an image, a non-empty box inside it."""
+
+
+def box_pixels(
+    size: tuple[int, int], box: tuple[float, float, float, float]
+) -> tuple[int, int, int, int]:
+    """The pixel bounds ``(x0, y0, x1, y1)`` of a fractional box in an image of ``size`` (h, w)."""
+    h, w = size
+    x0, y0, x1, y1 = box
+    return int(x0 * w), int(y0 * h), int(x1 * w), int(y1 * h)
+
+
+def check_box(paths: Sequence[Path], box: tuple[float, float, float, float], tile: int) -> None:
+    """Refuse a training box too small to crop from in an image (or aligned images).
+
+    The box must keep at least ``min(tile, MIN_BOX_SIDE)`` pixels on each side of the
+    smallest of ``paths`` (aligned images are cropped together).
+
+    Raises:
+        InputError: naming the file(s), the box and the sizes.
+    """
+    shapes = [load_rgb(str(p)).shape[:2] for p in paths]
+    size = (min(s[0] for s in shapes), min(s[1] for s in shapes))
+    x0, y0, x1, y1 = box_pixels(size, box)
+    need = min(tile, MIN_BOX_SIDE)
+    if min(x1 - x0, y1 - y0) < need:
+        names = " and ".join(str(p) for p in paths)
+        raise InputError(
+            f"{names}: train_box {list(box)} covers {x1 - x0} x {y1 - y0} px of the "
+            f"{size[1]} x {size[0]} px image; it needs at least {need} x {need} px "
+            "(use a larger image or box)."
+        )
+
+
 def window_in_box(
     size: tuple[int, int],
     box: tuple[float, float, float, float],
@@ -87,9 +137,7 @@ def window_in_box(
         tile: wanted side; the window is smaller when the box is (the caller resizes).
         rng: draws y, then x.
     """
-    h, w = size
-    x0, y0, x1, y1 = box
-    bx0, by0, bx1, by1 = int(x0 * w), int(y0 * h), int(x1 * w), int(y1 * h)
+    bx0, by0, bx1, by1 = box_pixels(size, box)
     t = min(tile, bx1 - bx0, by1 - by0)
     y = int(rng.integers(by0, by1 - t + 1))
     x = int(rng.integers(bx0, bx1 - t + 1))

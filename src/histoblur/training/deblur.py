@@ -20,7 +20,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch.utils.data import IterableDataset
 
 from histoblur.errors import InputError
@@ -32,17 +32,18 @@ from histoblur.synthesis.dataset import load_rgb, usable_sources
 from histoblur.synthesis.degrade import DegradeSpec, degrade
 from histoblur.synthesis.registry import get_kind
 from histoblur.training.classifier import VAL_OFFSET, VISIBLE_RANGES
-from histoblur.training.data import holdout_split, window_in_box
+from histoblur.training.data import TrainBox, check_box, holdout_split, window_in_box
 from histoblur.training.runs import (
+    MAX_BATCH,
+    MAX_THREADS,
     RunFolder,
+    check_levels,
     checkpoint_meta,
     endless,
     new_network,
-    resume_trainer,
     run_folder,
     start_torch,
     train_steps,
-    trainer_state,
     warmup_cosine,
     worker_batches,
 )
@@ -67,7 +68,7 @@ class RealPair(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     sharp: Path
     blurred: Path
-    train_box: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 0.5)
+    train_box: TrainBox = (0.0, 0.0, 1.0, 0.5)
 
 
 class DeblurTrainConfig(BaseModel):
@@ -106,14 +107,29 @@ class DeblurTrainConfig(BaseModel):
     noise: float = Field(0.5, ge=0, le=1)
     epochs: int = Field(8, ge=1)
     steps_per_epoch: int = Field(200, ge=1)
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, le=MAX_BATCH)
     lr: float = Field(1e-4, gt=0)
     warmup_steps: int = Field(50, ge=0)
-    heldout: int = Field(48, ge=1)
+    heldout: int = Field(48, ge=1, le=1024)
     workers: int = Field(1, ge=0, le=64)
-    threads: int = Field(0, ge=0)
+    threads: int = Field(0, ge=0, le=MAX_THREADS)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = Field(0, ge=0)
+
+    @field_validator("model")
+    @classmethod
+    def _levels_bounded(cls, model: RedNetConfig) -> RedNetConfig:
+        check_levels(model.widths, "widths", 6, 512)
+        return model
+
+    @model_validator(mode="after")
+    def _tile_fits(self) -> DeblurTrainConfig:
+        if self.tile < self.model.multiple:
+            raise ValueError(
+                f"tile must be at least {self.model.multiple} px for a network of "
+                f"{len(self.model.widths)} levels (model.widths)"
+            )
+        return self
 
     def blur_kinds(self) -> tuple[str, ...]:
         """The kinds drawn: ``kinds`` or the family's defaults."""
@@ -223,11 +239,12 @@ def train_deblur(
         for path in (pair.sharp, pair.blurred):
             if not Path(path).is_file():
                 raise InputError(f"Real pair image {path} does not exist.")
+        check_box((pair.sharp, pair.blurred), pair.train_box, config.tile)
     sources = usable_sources(Path(config.sharp_dir), 64)
     train_sources, held_sources = holdout_split(sources)
     train_sources = train_sources or sorted(sources)
     with run_folder(config, resume, overwrite) as run:
-        return _train(config, run, train_sources, held_sources, progress, resume)
+        return _train(config, run, train_sources, held_sources, progress)
 
 
 def _train(
@@ -236,7 +253,6 @@ def _train(
     train_sources: list[Path],
     held_sources: list[Path],
     progress: Callable[[int, int, dict[str, float]], None] | None,
-    resume: bool = False,
 ) -> dict[str, Any]:
     """The training loop of :func:`train_deblur` in its prepared run folder."""
     device = start_torch(config.threads, config.device, config.seed)
@@ -248,12 +264,11 @@ def _train(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     total = config.epochs * config.steps_per_epoch
     schedule = warmup_cosine(optimizer, total, config.warmup_steps)
-    parts = {"raw": model, "optimizer": optimizer, "schedule": schedule}
-    step, best, history = resume_trainer(run.path, parts) if resume else (0, -math.inf, [])
+    step = run.begin({"raw": model, "optimizer": optimizer, "schedule": schedule})
     stream = DeblurPairs(config, train_sources, config.batch_size, start=step)
     batches = endless(stream, config.workers)
     base = float(np.mean([psnr(s, b) for s, b in zip(val_sharp, val_blurred.numpy(), strict=True)]))
-    for epoch in range(step // config.steps_per_epoch + 1, config.epochs + 1):
+    for epoch in run.epochs(config.epochs, config.steps_per_epoch):
         started = time.perf_counter()
         model.train()
         losses = train_steps(
@@ -277,9 +292,6 @@ def _train(
             "heldout_psnr_deblurred": round(score, 3),
             "seconds": round(time.perf_counter() - started, 1),
         }
-        history.append(row)
-        extra = {"epoch": epoch, "metrics": row, "seed": config.seed}
-        saved = checkpoint_config(config, extra)
-        state = trainer_state(parts, step, history)
-        best = run.save_epoch(history, model.state_dict(), saved, score, best, state)
-    return {"out": str(config.out), "history": history, "best_psnr": best}
+        saved = checkpoint_config(config, {"epoch": epoch, "metrics": row, "seed": config.seed})
+        run.save_epoch(step, row, model.state_dict(), saved, score)
+    return {"out": str(config.out), "history": run.history, "best_psnr": run.best}

@@ -22,9 +22,9 @@ from histoblur.errors import InputError
 from histoblur.io.images import to_float
 from histoblur.metrics.full_reference import focal_frequency_loss, psnr, ssim
 from histoblur.synthesis.dataset import load_rgb, usable_sources
-from histoblur.training.data import crop_in_box
+from histoblur.training.data import TrainBox, check_box, crop_in_box
 from histoblur.training.deblur import RealPair, real_pair_crop
-from histoblur.training.runs import worker_batches
+from histoblur.training.runs import MAX_BATCH, worker_batches
 from histoblur.wsi.tissue import tissue_fraction
 
 Box = tuple[float, float, float, float]
@@ -36,7 +36,7 @@ class BlurredImage(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     path: Path
-    train_box: Box = (0.0, 0.0, 1.0, 0.5)
+    train_box: TrainBox = (0.0, 0.0, 1.0, 0.5)
 
 
 class DomainConfig(BaseModel):
@@ -57,7 +57,7 @@ class DomainConfig(BaseModel):
     blurred: tuple[BlurredImage, ...] = ()
     pairs: tuple[RealPair, ...] = ()
     tile: int = Field(128, ge=32, le=1024)
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, le=MAX_BATCH)
     min_tissue: float = Field(0.3, ge=0, le=1)
     seed: int = Field(0, ge=0)
 
@@ -66,7 +66,9 @@ def domain_sources(config: DomainConfig) -> list[Path]:
     """The usable sharp sources, after checking that every named file exists.
 
     Raises:
-        InputError: no sharp folder, no blurred data, a missing file or no usable source.
+        InputError: no sharp folder, no blurred data, a missing file, a training box too
+            small to crop from (:func:`~histoblur.training.data.check_box`) or no usable
+            source.
     """
     if config.sharp_dir is None:
         raise InputError("Set sharp_dir (the sharp domain) in the config.")
@@ -78,6 +80,10 @@ def domain_sources(config: DomainConfig) -> list[Path]:
     for path in named:
         if not Path(path).is_file():
             raise InputError(f"Real image {path} does not exist.")
+    for image in config.blurred:
+        check_box((image.path,), image.train_box, config.tile)
+    for pair in config.pairs:
+        check_box((pair.sharp, pair.blurred), pair.train_box, config.tile)
     sources = usable_sources(Path(config.sharp_dir), config.tile)
     if not sources:
         raise InputError(f"{config.sharp_dir} has no image of at least {config.tile} px.")
@@ -101,12 +107,14 @@ class DomainBatches(IterableDataset):
 
     ``blurred`` mixes the ``blurred`` images and the blurred side of the pairs; the pair tensors
     are aligned crops of the pairs' training regions (empty unless ``paired``). Batch ``b`` uses
-    the generator ``[seed, b]``.
+    the generator ``[seed, b]``; iteration starts at batch ``start`` (for resuming).
     """
 
-    def __init__(self, config: DomainConfig, sources: list[Path], paired: bool = False) -> None:
+    def __init__(
+        self, config: DomainConfig, sources: list[Path], paired: bool = False, start: int = 0
+    ) -> None:
         super().__init__()
-        self.config, self.sources, self.paired = config, sources, paired
+        self.config, self.sources, self.paired, self.start = config, sources, paired, start
         self.domain = [(b.path, b.train_box) for b in config.blurred]
         self.domain += [(p.blurred, p.train_box) for p in config.pairs]
 
@@ -136,7 +144,7 @@ class DomainBatches(IterableDataset):
         return [pairs[int(rng.integers(len(pairs)))] for _ in range(self.config.batch_size)]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        return worker_batches(self.batch)
+        return worker_batches(self.batch, self.start)
 
 
 def flip(tile: np.ndarray, rng: np.random.Generator) -> np.ndarray:

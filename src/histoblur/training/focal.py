@@ -26,12 +26,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch.utils.data import IterableDataset
 
 from histoblur.errors import InputError
 from histoblur.synthesis.dataset import load_rgb
 from histoblur.synthesis.register import register_planes
+from histoblur.training.runs import worker_batches
 
 MIN_TEST_STD = 4.0  # grey levels (of 255)
 
@@ -57,6 +58,20 @@ class FocalStackConfig(BaseModel):
     focus: float | None = 0.0
     exclude: tuple[str, ...] = ()
     test_fraction: float = Field(0.25, ge=0.05, le=0.9)
+
+    @field_validator("position")
+    @classmethod
+    def _one_group(cls, position: str) -> str:
+        try:
+            groups = re.compile(position).groups
+        except re.error as exc:
+            raise ValueError(f"{position!r} is not a regular expression ({exc})") from exc
+        if groups < 1:
+            raise ValueError(
+                f"{position!r} has no group; put the focal position in parentheses, "
+                r"e.g. 'plane_([+-]?\d+)'"
+            )
+        return position
 
 
 @dataclass(frozen=True)
@@ -128,7 +143,14 @@ def stack_files(config: FocalStackConfig) -> list[tuple[float, Path]]:
         match = pattern.search(path.name)
         if match is None:
             raise InputError(f"{path.name}: no focal position matches {config.position!r}.")
-        found.append((float(match.group(1)), path))
+        try:
+            position = float(match.group(1))
+        except (TypeError, ValueError):
+            raise InputError(
+                f"{path.name}: the first group of {config.position!r} matches "
+                f"{match.group(1)!r}, which is not a number."
+            ) from None
+        found.append((position, path))
     if len(found) < 3:
         raise InputError(f"Focal stack {config.name} needs at least 3 planes, found {len(found)}.")
     return sorted(found, key=lambda item: item[0])
@@ -194,10 +216,18 @@ class TripletBatches(IterableDataset):
 
     Half the crops are the paper's five fixed crops of the training part (mirrored at random),
     half are random crops; each crop is flipped and rotated the same way on all three planes.
+    Batch ``b`` is drawn with the generator ``[seed, b]``: the stream is the same with any number
+    of loader workers and resumes at any batch (``start``).
     """
 
     def __init__(
-        self, stacks: list[FocalStack], tile: int, batch_size: int, seed: int, fixed_share: float
+        self,
+        stacks: list[FocalStack],
+        tile: int,
+        batch_size: int,
+        seed: int,
+        fixed_share: float,
+        start: int = 0,
     ) -> None:
         self.items = [(s, t) for s in stacks for t in s.triplets()]
         if not self.items:
@@ -205,11 +235,14 @@ class TripletBatches(IterableDataset):
         for stack in stacks:
             if stack.test_x < tile or stack.planes[0].shape[0] < tile:
                 raise InputError(f"Focal stack {stack.name}: training part is under {tile} px.")
-        self.tile, self.batch_size, self.seed, self.fixed_share = (
-            tile,
-            batch_size,
-            seed,
-            fixed_share,
+        self.stacks = stacks
+        self.tile, self.batch_size, self.seed = tile, batch_size, seed
+        self.fixed_share, self.start = fixed_share, start
+
+    def starting_at(self, start: int) -> TripletBatches:
+        """The same stream from batch ``start`` on."""
+        return TripletBatches(
+            self.stacks, self.tile, self.batch_size, self.seed, self.fixed_share, start
         )
 
     def crop(self, rng: np.random.Generator) -> tuple[list[np.ndarray], float]:
@@ -228,14 +261,12 @@ class TripletBatches(IterableDataset):
             tiles.append(np.ascontiguousarray(tile[:, ::-1] if flip else tile))
         return tiles, triplet.alpha
 
-    def batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
-        """``batch_size`` triplets as float tensors, and their alphas."""
+    def batch(self, b: int) -> tuple[torch.Tensor, ...]:
+        """Batch ``b``: ``batch_size`` triplets as float tensors, and their alphas."""
+        rng = np.random.default_rng([self.seed, b])
         drawn = [self.crop(rng) for _ in range(self.batch_size)]
         planes = [to_tensor([d[0][j] for d in drawn]) for j in range(3)]
         return (*planes, torch.tensor([d[1] for d in drawn], dtype=torch.float32))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        info = torch.utils.data.get_worker_info()
-        rng = np.random.default_rng([self.seed, info.id if info else 0])
-        while True:
-            yield self.batch(rng)
+        return worker_batches(self.batch, self.start)

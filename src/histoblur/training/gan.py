@@ -20,17 +20,15 @@ checkpoint maximises that SSIM.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from histoblur.io.checkpoints import save_checkpoint
 from histoblur.io.images import to_float
 from histoblur.models.gan import (
     BlurGenerator,
@@ -51,7 +49,10 @@ from histoblur.training.domains import (
     validation_pairs,
 )
 from histoblur.training.runs import (
+    MAX_THREADS,
+    GeneratorPart,
     RunFolder,
+    Values,
     checkpoint_meta,
     endless,
     mixed_precision,
@@ -61,6 +62,7 @@ from histoblur.training.runs import (
 )
 
 VAL_SEED = 1234  # noise seed of the validation blur
+AdamBeta = Annotated[float, Field(ge=0, lt=1)]
 
 
 class GanTrainConfig(DomainConfig):
@@ -87,19 +89,19 @@ class GanTrainConfig(DomainConfig):
     generator: BlurGeneratorConfig = BlurGeneratorConfig()
     critic: PatchCriticConfig = PatchCriticConfig()
     init: Path | None = None
-    critic_steps: int = Field(5, ge=1)
+    critic_steps: int = Field(5, ge=1, le=100)
     lambda_gp: float = Field(10.0, ge=0)
     lambda_identity: float = Field(5.0, ge=0)
     paired_l1: float = Field(0.0, ge=0)
-    pretrain_steps: int = Field(200, ge=0)
+    pretrain_steps: int = Field(200, ge=0, le=100_000)
     drop: float = Field(0.1, ge=0, lt=1)
     epochs: int = Field(10, ge=1)
     steps_per_epoch: int = Field(100, ge=1)
     lr: float = Field(2e-4, gt=0)
-    betas: tuple[float, float] = (0.5, 0.999)
+    betas: tuple[AdamBeta, AdamBeta] = (0.5, 0.999)
     amp: bool = False
     workers: int = Field(0, ge=0, le=64)
-    threads: int = Field(0, ge=0)
+    threads: int = Field(0, ge=0, le=MAX_THREADS)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
@@ -199,10 +201,16 @@ def train_gan(
     config: GanTrainConfig,
     overwrite: bool = False,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Pre-train, then train the generator adversarially; keep the best validation SSIM."""
+    """Pre-train, then train the generator adversarially; keep the best validation SSIM.
+
+    ``resume`` continues the run in ``config.out`` from its last epoch (same config; ``epochs``
+    may grow): both networks, both optimizers and schedules, the noise generator and the batch
+    stream carry on where they stopped; pre-training is not repeated.
+    """
     sources = domain_sources(config)
-    with run_folder(config, overwrite=overwrite) as run:
+    with run_folder(config, resume, overwrite) as run:
         return _train(config, run, sources, progress)
 
 
@@ -216,32 +224,41 @@ def _train(
     device = start_torch(config.threads, config.device, config.seed)
     generator = new_network(config.generator, config.init, device)
     critic = build_model(config.critic).to(device)
-    optimizers = tuple(
+    opt_g, opt_d = (
         torch.optim.Adam(net.parameters(), lr=config.lr, betas=config.betas)
         for net in (generator, critic)
     )
-    batches = endless(DomainBatches(config, sources, paired=config.paired_l1 > 0), config.workers)
-    held = validation_pairs(config.pairs)
-    noise = torch.Generator().manual_seed(config.seed)
-    pre_losses = pretrain(generator, optimizers[0], config, sources, device)
-    pre = {
-        "first": round(float(np.mean(pre_losses[:20])), 5) if pre_losses else None,
-        "last": round(float(np.mean(pre_losses[-20:])), 5) if pre_losses else None,
-    }
+    pre = Values(first=None, last=None)
+    if not run.resume:
+        pre_losses = pretrain(generator, opt_g, config, sources, device)
+        if pre_losses:
+            pre = Values(
+                first=round(float(np.mean(pre_losses[:20])), 5),
+                last=round(float(np.mean(pre_losses[-20:])), 5),
+            )
     total = config.epochs * config.steps_per_epoch
-    schedules = [
-        torch.optim.lr_scheduler.LambdaLR(o, lambda s: lr_factor(s, total)) for o in optimizers
-    ]
+    sched_g, sched_d = (
+        torch.optim.lr_scheduler.LambdaLR(o, lambda s: lr_factor(s, total)) for o in (opt_g, opt_d)
+    )
+    noise = torch.Generator().manual_seed(config.seed)
+    step = run.begin({
+        "generator": generator, "critic": critic, "optimizer": opt_g, "critic_optimizer": opt_d,
+        "schedule": sched_g, "critic_schedule": sched_d, "noise": GeneratorPart(noise),
+        "pretrain": pre,
+    })  # fmt: skip
+    per_step = config.critic_steps + 1  # batches drawn per generator step
+    stream = DomainBatches(config, sources, config.paired_l1 > 0, start=step * per_step)
+    batches = endless(stream, config.workers)
+    held = validation_pairs(config.pairs)
     base = realism(lambda image: image, held) if held else {}
-    best, step, history = -math.inf, 0, []
-    for epoch in range(1, config.epochs + 1):
+    for epoch in run.epochs(config.epochs, config.steps_per_epoch):
         started = time.perf_counter()
         generator.train()
         sums: dict[str, float] = {}
         for _ in range(config.steps_per_epoch):
-            losses = gan_step(generator, critic, batches, optimizers, config, noise, device)
-            for schedule in schedules:
-                schedule.step()
+            losses = gan_step(generator, critic, batches, (opt_g, opt_d), config, noise, device)
+            sched_g.step()
+            sched_d.step()
             step += 1
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + value
@@ -254,14 +271,10 @@ def _train(
             else {}
         )
         row = history_row(epoch, step, sums, config.steps_per_epoch, base, scores, started)
-        history.append(row)
-        extra = {"epoch": epoch, "metrics": row, "pretrain_l1": pre, "seed": config.seed}
+        extra = {"epoch": epoch, "metrics": row, "pretrain_l1": pre.values, "seed": config.seed}
         score = scores.get("val_ssim", float(epoch))
-        state, saved = generator.state_dict(), checkpoint_config(config, extra)
-        best = run.save_epoch(history, state, saved, score, best)
-        save_checkpoint(
-            config.out / "critic",
-            critic.state_dict(),
-            {"task": "blur-gan-critic", "model": config.critic.model_dump(mode="json")},
-        )
-    return {"out": str(config.out), "history": history, "best_val_ssim": best}
+        critic_meta = {"task": "blur-gan-critic", "model": config.critic.model_dump(mode="json")}
+        side = {"critic": (critic.state_dict(), critic_meta)}
+        saved = checkpoint_config(config, extra)
+        run.save_epoch(step, row, generator.state_dict(), saved, score, also=side)
+    return {"out": str(config.out), "history": run.history, "best_val_ssim": run.best}

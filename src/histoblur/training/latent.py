@@ -40,15 +40,15 @@ from histoblur.training.focal import (
     to_tensor,
 )
 from histoblur.training.runs import (
+    MAX_BATCH,
+    MAX_THREADS,
     RunFolder,
     checkpoint_meta,
     endless,
     mixed_precision,
     new_network,
-    resume_trainer,
     run_folder,
     start_torch,
-    trainer_state,
 )
 
 Variant = Literal["baseline", "weak", "strong"]
@@ -79,7 +79,7 @@ class LatentTrainConfig(BaseModel):
     model: AutoencoderConfig = AutoencoderConfig(width=16)
     init: Path | None = None
     tile: int = Field(128, ge=32, le=1024)
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, le=MAX_BATCH)
     epochs: int = Field(40, ge=1)
     steps_per_epoch: int = Field(50, ge=1)
     lr: float = Field(1e-4, gt=0)
@@ -88,10 +88,10 @@ class LatentTrainConfig(BaseModel):
     lambda_latent: float = Field(1.0, ge=0)
     lambda_ffl: float = Field(0.0, ge=0)
     fixed_share: float = Field(0.5, ge=0, le=1)
-    test_crops: int = Field(8, ge=1)
+    test_crops: int = Field(8, ge=1, le=1000)
     amp: bool = False
     workers: int = Field(0, ge=0, le=64)
-    threads: int = Field(0, ge=0)
+    threads: int = Field(0, ge=0, le=MAX_THREADS)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = Field(0, ge=0)
 
@@ -202,8 +202,8 @@ def train_latent(
 ) -> dict[str, Any]:
     """Train one variant; keep the lowest held-out loss.
 
-    ``resume`` continues the run in ``config.out`` from its last epoch (``epochs`` may grow);
-    the crop stream starts afresh (it is drawn per worker, not by index).
+    ``resume`` continues the run in ``config.out`` from its last epoch (``epochs`` may grow):
+    weights, optimizer, schedule and the crop stream carry on where they stopped.
 
     Raises:
         InputError: no stacks, or a stack that cannot be read or is too small for ``tile``.
@@ -216,7 +216,7 @@ def train_latent(
     )
     held = held_out_batches(stacks, config.tile, config.test_crops)
     with run_folder(config, resume, overwrite) as run:
-        return _train(config, run, batches_source, held, progress, resume)
+        return _train(config, run, batches_source, held, progress)
 
 
 def _train(
@@ -225,7 +225,6 @@ def _train(
     batches_source: TripletBatches,
     held: list[tuple[Any, ...]],
     progress: Callable[[int, int, dict[str, float]], None] | None,
-    resume: bool = False,
 ) -> dict[str, Any]:
     """The training loop of :func:`train_latent` in its prepared run folder."""
     device = start_torch(config.threads, config.device, config.seed)
@@ -234,12 +233,11 @@ def _train(
     schedule = torch.optim.lr_scheduler.StepLR(
         optimizer, config.lr_step_epochs * config.steps_per_epoch, config.lr_gamma
     )
-    batches = endless(batches_source, config.workers)
     autocast = mixed_precision(device, config.amp)
     total = config.epochs * config.steps_per_epoch
-    trained = {"raw": model, "optimizer": optimizer, "schedule": schedule}
-    step, best, history = resume_trainer(run.path, trained) if resume else (0, -np.inf, [])
-    for epoch in range(step // config.steps_per_epoch + 1, config.epochs + 1):
+    step = run.begin({"raw": model, "optimizer": optimizer, "schedule": schedule})
+    batches = endless(batches_source.starting_at(step), config.workers)
+    for epoch in run.epochs(config.epochs, config.steps_per_epoch):
         started = time.perf_counter()
         model.train()
         sums: dict[str, float] = {}
@@ -272,9 +270,7 @@ def _train(
                 row[f"{key}/{name}"] = round(value, 3)
         row["val_loss"] = round(float(np.mean(val_losses)), 5)
         row["seconds"] = round(time.perf_counter() - started, 1)
-        history.append(row)
         extra = {"epoch": epoch, "metrics": row, "seed": config.seed, "variant": config.variant}
         saved = checkpoint_config(config, extra)
-        state = trainer_state(trained, step, history)
-        best = run.save_epoch(history, model.state_dict(), saved, -row["val_loss"], best, state)
-    return {"out": str(config.out), "history": history, "best_val_loss": -best}
+        run.save_epoch(step, row, model.state_dict(), saved, -row["val_loss"])
+    return {"out": str(config.out), "history": run.history, "best_val_loss": -run.best}

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch.utils.data import IterableDataset
 
 from histoblur.diffusion.regional import RestoreSettings, restore_region
@@ -34,17 +34,18 @@ from histoblur.synthesis.dataset import usable_sources
 from histoblur.training.data import holdout_split
 from histoblur.training.domains import flip, sharp_crop, stack
 from histoblur.training.runs import (
+    MAX_BATCH,
+    MAX_THREADS,
     GeneratorPart,
     RunFolder,
+    check_levels,
     checkpoint_meta,
     ema_update,
     endless,
     mixed_precision,
     new_network,
-    resume_trainer,
     run_folder,
     start_torch,
-    trainer_state,
     warmup_cosine,
     worker_batches,
 )
@@ -79,20 +80,39 @@ class RestorationTrainConfig(BaseModel):
     init: Path | None = None
     schedule: ScheduleConfig = ScheduleConfig()
     tile: int = Field(64, ge=16, le=1024)
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, le=MAX_BATCH)
     min_tissue: float = Field(0.5, ge=0, le=1)
     epochs: int = Field(10, ge=1)
     steps_per_epoch: int = Field(100, ge=1)
     lr: float = Field(1e-4, gt=0)
     cosine: bool = False
     ema: float = Field(0.0, ge=0, lt=1)
-    val_crops: int = Field(8, ge=1)
-    val_steps: int = Field(10, ge=2)
+    val_crops: int = Field(8, ge=1, le=256)
+    val_steps: int = Field(10, ge=2, le=1000)
     amp: bool = False
     workers: int = Field(0, ge=0, le=64)
-    threads: int = Field(0, ge=0)
+    threads: int = Field(0, ge=0, le=MAX_THREADS)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = Field(0, ge=0)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _stages_bounded(cls, model: Any) -> Any:
+        # before the architecture's own checks, which divide by the heads
+        if isinstance(model, dict):
+            for key, high in (("depths", 16), ("heads", 64)):
+                if key in model:
+                    check_levels(model[key], key, 6, high)
+        return model
+
+    @model_validator(mode="after")
+    def _steps_fit(self) -> RestorationTrainConfig:
+        if self.val_steps > self.schedule.timesteps:
+            raise ValueError(
+                f"val_steps ({self.val_steps}) must not exceed schedule.timesteps "
+                f"({self.schedule.timesteps})"
+            )
+        return self
 
 
 class SharpBatches(IterableDataset):
@@ -171,7 +191,7 @@ def train_restoration(
     if config.tile % config.model.multiple:
         raise InputError(f"tile must be a multiple of {config.model.multiple} for this network.")
     with run_folder(config, resume, overwrite) as run:
-        return _train(config, run, train, held, progress, resume)
+        return _train(config, run, train, held, progress)
 
 
 def _train(
@@ -180,7 +200,6 @@ def _train(
     train: list[Path],
     held: list[Path],
     progress: Callable[[int, int, dict[str, float]], None] | None,
-    resume: bool = False,
 ) -> dict[str, Any]:
     """The training loop of :func:`train_restoration` in its prepared run folder."""
     device = start_torch(config.threads, config.device, config.seed)
@@ -196,7 +215,7 @@ def _train(
         parts["schedule"] = schedule
     if config.ema:
         parts["ema"] = averaged
-    step, best, history = resume_trainer(run.path, parts) if resume else (0, -math.inf, [])
+    step = run.begin(parts)
     stream = SharpBatches(
         train, config.tile, config.batch_size, config.min_tissue, config.seed, start=step
     )
@@ -205,7 +224,7 @@ def _train(
     val_batch = val.batch(0).to(device)
     mask = centre_mask(val_batch)
     autocast = mixed_precision(device, config.amp)
-    for epoch in range(step // config.steps_per_epoch + 1, config.epochs + 1):
+    for epoch in run.epochs(config.epochs, config.steps_per_epoch):
         started, losses = time.perf_counter(), []
         model.train()
         for _ in range(config.steps_per_epoch):
@@ -233,9 +252,6 @@ def _train(
             "val_psnr_region": round(masked_psnr(restored, val_batch, mask), 3),
             "seconds": round(time.perf_counter() - started, 1),
         }
-        history.append(row)
         saved = checkpoint_config(config, {"epoch": epoch, "metrics": row, "seed": config.seed})
-        state = trainer_state(parts, step, history)
-        best = run.save_epoch(history, averaged.state_dict(), saved,
-                              row["val_psnr_region"], best, state)  # fmt: skip
-    return {"out": str(config.out), "history": history, "best_val_psnr": best}
+        run.save_epoch(step, row, averaged.state_dict(), saved, row["val_psnr_region"])
+    return {"out": str(config.out), "history": run.history, "best_val_psnr": run.best}

@@ -22,7 +22,7 @@ import torch
 from pydantic import BaseModel
 from torch.utils.data import IterableDataset, get_worker_info
 
-from histoblur.errors import InputError, OutputError
+from histoblur.errors import InputError, OutputError, ParameterError
 from histoblur.io.atomic import (
     atomic_path,
     ensure_writable_dir,
@@ -36,7 +36,24 @@ from histoblur.models.hub import select_device
 from histoblur.models.registry import build_model, load_model
 
 TRAINER_STATE = "trainer.pt"
+MAX_THREADS = 256  # torch CPU threads a config may ask for (0: torch's default)
+MAX_BATCH = 512  # samples per optimisation step a config may ask for
 Batch = TypeVar("Batch")
+
+
+def check_levels(values: Any, name: str, most: int, high: int) -> None:
+    """Refuse per-level sizes (widths, heads, blocks): empty, too many, or outside ``1..high``.
+
+    Non-numbers are left to the config's own type check.
+
+    Raises:
+        ValueError: in words, for the config's validation message.
+    """
+    if not isinstance(values, (list, tuple)):
+        return
+    numbers = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+    if not 1 <= len(values) <= most or any(not 1 <= v <= high for v in numbers):
+        raise ValueError(f"{name} must list 1 to {most} whole numbers from 1 to {high}")
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -225,7 +242,11 @@ def _check_resume(out: Path, training: dict[str, Any]) -> None:
     saved = saved.get("training") if isinstance(saved, dict) else None
     if not isinstance(saved, dict):
         raise InputError(f"Cannot resume {out}: its {RUN_CONFIG} holds no training config.")
-    changed = sorted(k for k in training if k != "epochs" and saved.get(k) != training[k])
+    changed = sorted(
+        k for k in training if k not in ("epochs", "out") and saved.get(k) != training[k]
+    )
+    if not _same_folder(saved.get("out"), training["out"]):
+        changed = ["out", *changed]
     if changed:
         raise InputError(
             f"Cannot resume {out}: {', '.join(changed)} differ(s) from the run's config "
@@ -233,29 +254,92 @@ def _check_resume(out: Path, training: dict[str, Any]) -> None:
         )
 
 
+def _same_folder(saved: Any, out: Any) -> bool:
+    """Whether the ``out`` saved in a run's config names the folder ``out`` names now.
+
+    Both are resolved first (against the current directory), so ``runs/a``, ``./runs/a`` and
+    ``/abs/runs/a`` are one folder.
+    """
+    if not isinstance(saved, str) or not saved:
+        return False
+    try:
+        return Path(saved).resolve() == Path(out).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return saved == out
+
+
 class RunFolder:
-    """The folder a run trains into; made by :func:`run_folder`.
+    """The folder a run trains into, and the run's bookkeeping; made by :func:`run_folder`.
+
+    Every trainer goes through the same loop::
+
+        step = run.begin(parts)  # networks, optimizers, schedules, generators to resume
+        for epoch in run.epochs(config.epochs, config.steps_per_epoch):
+            ...  # train steps_per_epoch steps, validate
+            run.save_epoch(step, row, weights, checkpoint_config, score)
+        return {"history": run.history, "best": run.best, ...}
 
     Attributes:
         path: the run folder.
+        resume: whether the run continues the one saved in ``path``.
+        step: optimisation steps taken so far.
+        best: the best validation score so far (``-inf`` before the first epoch).
+        history: one row per finished epoch.
     """
 
-    def __init__(self, path: Path, backup: Path | None) -> None:
-        self.path, self.backup, self.started = path, backup, False
+    def __init__(self, path: Path, backup: Path | None, resume: bool = False) -> None:
+        self.path, self.backup, self.resume, self.started = path, backup, resume, False
+        self.parts: dict[str, Any] = {}
+        self.step, self.best = 0, -math.inf
+        self.history: list[dict[str, Any]] = []
+
+    def begin(self, parts: dict[str, Any]) -> int:
+        """Register what ``last/trainer.pt`` keeps; a resumed run restores it (see below).
+
+        ``parts`` maps names to objects with ``state_dict`` / ``load_state_dict``: networks,
+        optimizers, schedules, :class:`GeneratorPart`, :class:`Values`; torch's global random
+        state (:class:`TorchRNGPart`: dropout draws from it) is added. Resuming restores them
+        and the step, best score and history (:func:`resume_trainer`).
+
+        Returns:
+            The step to start from (0 for a new run).
+        """
+        self.parts = {**parts, TORCH_RNG: TorchRNGPart()}
+        if self.resume:
+            self.step, self.best, self.history = resume_trainer(self.path, self.parts)
+        return self.step
+
+    def epochs(self, epochs: int, steps_per_epoch: int) -> range:
+        """The (1-based) epochs still to train, after :attr:`step` steps."""
+        return range(self.step // steps_per_epoch + 1, epochs + 1)
 
     def save_epoch(
         self,
-        history: list[dict[str, Any]],
-        state: dict[str, torch.Tensor],
+        step: int,
+        row: dict[str, Any],
+        weights: dict[str, torch.Tensor],
         config: dict[str, Any],
         score: float,
-        best: float,
-        trainer: dict[str, Any] | None = None,
+        also: dict[str, tuple[dict[str, torch.Tensor], dict[str, Any]]] | None = None,
     ) -> float:
-        """:func:`save_epoch` into the run; the first one makes the run the one kept."""
-        best = save_epoch(self.path, history, state, config, score, best, trainer)
+        """End an epoch: record ``row``, write checkpoints and ``history.csv``.
+
+        ``also`` names side checkpoints (``{"critic": (weights, config)}``), written first to
+        their folders. Then :func:`save_epoch` writes ``best/`` (when ``score`` beats
+        :attr:`best`), ``last/`` with the trainer state of the parts given to :meth:`begin`,
+        and ``history.csv``. The first call makes the run the one kept.
+
+        Returns:
+            The new best score.
+        """
+        self.step = step
+        self.history.append(row)
+        for name, (state, meta) in (also or {}).items():
+            save_checkpoint(self.path / name, state, meta)
+        trainer = trainer_state(self.parts, step, self.history) if self.parts else None
+        self.best = save_epoch(self.path, self.history, weights, config, score, self.best, trainer)
         self.commit()
-        return best
+        return self.best
 
     def commit(self) -> None:
         """The new run has a checkpoint: drop the previous run it replaces."""
@@ -285,10 +369,15 @@ def run_folder(
         overwrite: replace a non-empty ``out``.
 
     Raises:
+        ParameterError: both ``resume`` and ``overwrite``.
         InputError: cannot resume (no trainer state, corrupt or changed config).
         OutputError: ``out`` is a file, is or holds an input, or is not empty and neither
             ``resume`` nor ``overwrite`` is set.
     """
+    if resume and overwrite:
+        raise ParameterError(
+            "Pass --resume to continue a run or --overwrite to start it again, not both."
+        )
     out = Path(config.out)
     training = config.model_dump(mode="json")
     if out.exists() and not out.is_dir():
@@ -307,7 +396,7 @@ def run_folder(
                 )
             backup = _move_aside(out)
     previous = (out / RUN_CONFIG).read_bytes() if (out / RUN_CONFIG).is_file() else None
-    run = RunFolder(out, backup)
+    run = RunFolder(out, backup, resume)
     try:
         ensure_writable_dir(out)
         write_text_atomic(
@@ -412,8 +501,75 @@ class GeneratorPart:
         self.generator.set_state(state["state"])
 
 
+TORCH_RNG = "torch_rng"
+
+
+class TorchRNGPart:
+    """Torch's global random state (CPU, and every CUDA device) as a trainer part.
+
+    Layers such as dropout draw from it. A trainer state saved without it (older runs) resumes
+    without it (:attr:`optional`).
+    """
+
+    optional = True
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The global random state."""
+        state = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore the global random state (CUDA's when saved with as many devices)."""
+        torch.set_rng_state(state["cpu"])
+        cuda = state.get("cuda")
+        if (
+            cuda is not None
+            and torch.cuda.is_available()
+            and len(cuda) == torch.cuda.device_count()
+        ):
+            torch.cuda.set_rng_state_all(list(cuda))
+
+
+class Values:
+    """Plain values (numbers, strings, None) as a trainer part.
+
+    For what a resumed run cannot recompute, e.g. statistics of a phase it skips.
+    """
+
+    def __init__(self, **values: Any) -> None:
+        self.values = values
+
+    def state_dict(self) -> dict[str, Any]:
+        """The values."""
+        return dict(self.values)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the values."""
+        self.values = dict(state)
+
+
+def _follow_schedule(schedule: Any) -> None:
+    """Set the learning rate of a restored ``LambdaLR`` from its own (new) lambda.
+
+    A resumed run may train longer (more epochs): the schedule's lambda then spans the new
+    total, and the optimizer's saved learning rate (from the old total) would be used for one
+    step before the schedule catches up. With an unchanged total this sets the same value.
+    """
+    if isinstance(schedule, torch.optim.lr_scheduler.LambdaLR):
+        step = schedule.last_epoch
+        pairs = zip(schedule.base_lrs, schedule.lr_lambdas, strict=True)
+        lrs = [base * f(step) for base, f in pairs]
+        for group, lr in zip(schedule.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+
+
 def resume_trainer(run: Path, parts: dict[str, Any]) -> tuple[int, float, list[dict[str, Any]]]:
     """Restore ``parts`` from ``run/last/trainer.pt`` (see :func:`trainer_state`).
+
+    A ``LambdaLR`` schedule then follows its lambda for the new total steps
+    (:func:`_follow_schedule`).
 
     Returns:
         The step, best score and history saved with it.
@@ -431,7 +587,10 @@ def resume_trainer(run: Path, parts: dict[str, Any]) -> tuple[int, float, list[d
         ) from exc
     try:
         for name, part in parts.items():
-            part.load_state_dict(state[name])
+            if name in state or not getattr(part, "optional", False):
+                part.load_state_dict(state[name])
+        for part in parts.values():
+            _follow_schedule(part)
         history = json.loads(str(state["history"]))
         return int(state["step"]), float(state["best"]), history
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
@@ -487,11 +646,17 @@ def worker_batches(batch: Callable[[int], Batch], start: int = 0) -> Iterator[Ba
 
 
 def endless(stream: IterableDataset, workers: int) -> Iterator[Any]:
-    """Iterate an endless batch stream through a data loader with ``workers`` processes."""
+    """Iterate an endless batch stream through a data loader with ``workers`` processes.
+
+    The streams draw their own randomness per batch index; the loader's own seed comes from a
+    private generator, so starting a stream never moves torch's global random state (which a
+    resumed run restores).
+    """
     loader = torch.utils.data.DataLoader(
         stream,
         batch_size=None,
         num_workers=workers,
         prefetch_factor=4 if workers else None,
+        generator=torch.Generator().manual_seed(0),  # leaves torch's global random state alone
     )
     return iter(loader)

@@ -12,7 +12,6 @@ YAML file (every field has a default) and calls :func:`train_segmenter`. The run
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,15 +32,15 @@ from histoblur.training.augment import AugmentConfig
 from histoblur.training.data import BuiltDataset, SegmentationBatches
 from histoblur.training.losses import bce_dice_loss
 from histoblur.training.runs import (
+    MAX_BATCH,
+    MAX_THREADS,
     RunFolder,
     checkpoint_meta,
     endless,
     new_network,
-    resume_trainer,
     run_folder,
     start_torch,
     train_steps,
-    trainer_state,
     warmup_cosine,
 )
 
@@ -113,7 +112,7 @@ class SegmenterTrainConfig(BaseModel):
     augment: AugmentConfig = AugmentConfig()
     epochs: int = Field(12, ge=1)
     steps_per_epoch: int = Field(250, ge=1)
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, le=MAX_BATCH)
     lr: float = Field(2e-3, gt=0)
     warmup_steps: int = Field(100, ge=0)
     weight_decay: float = Field(1e-4, ge=0)
@@ -122,7 +121,7 @@ class SegmenterTrainConfig(BaseModel):
     threshold: float = Field(0.5, gt=0, lt=1)
     ema: float = Field(0.995, ge=0, lt=1)
     workers: int = Field(1, ge=0, le=64)
-    threads: int = Field(0, ge=0)
+    threads: int = Field(0, ge=0, le=MAX_THREADS)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = Field(0, ge=0)
 
@@ -190,13 +189,12 @@ def train_segmenter(
         if not (Path(bench) / "manifest.jsonl").is_file():
             raise InputError(f"Validation benchmark {bench} has no manifest.jsonl.")
     with run_folder(config, resume, overwrite) as run:
-        return _train(config, run, resume, progress)
+        return _train(config, run, progress)
 
 
 def _train(
     config: SegmenterTrainConfig,
     run: RunFolder,
-    resume: bool,
     progress: Callable[[int, int, dict[str, float]], None] | None,
 ) -> dict[str, Any]:
     """The training loop of :func:`train_segmenter` in its prepared run folder."""
@@ -208,13 +206,11 @@ def _train(
     )
     total = config.epochs * config.steps_per_epoch
     schedule = warmup_cosine(optimizer, total, config.warmup_steps)
-    parts = {"raw": model, "optimizer": optimizer, "schedule": schedule}
-    step, best, history = 0, -math.inf, []
     out = run.path
-    if resume:
+    if run.resume:  # the saved weights are the average; the raw ones are in trainer.pt
         net, _ = load_model(out / "last")
         averaged.load_state_dict(net.state_dict())
-        step, best, history = resume_trainer(out, parts)
+    step = run.begin({"raw": model, "optimizer": optimizer, "schedule": schedule})
     built = BuiltDataset.open(config.datasets) if config.datasets else None
     stream = SegmentationBatches(
         config.synthesis,
@@ -227,20 +223,18 @@ def _train(
         start=step,
     )
     batches = endless(stream, config.workers)
-    while step < total:
-        epoch = step // config.steps_per_epoch + 1
+
+    def loss_of(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        images, masks = (t.to(device) for t in batch)
+        return bce_dice_loss(model(images), masks, config.bce_weight, config.dice_weight)
+
+    for epoch in run.epochs(config.epochs, config.steps_per_epoch):
         started = time.perf_counter()
-
-        def loss_of(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-            images, masks = (t.to(device) for t in batch)
-            return bce_dice_loss(model(images), masks, config.bce_weight, config.dice_weight)
-
-        steps = config.steps_per_epoch - step % config.steps_per_epoch
         losses = train_steps(
-            model, loss_of, batches, optimizer, schedule, steps, step, total, progress,
-            averaged, config.ema,
+            model, loss_of, batches, optimizer, schedule, config.steps_per_epoch, step, total,
+            progress, averaged, config.ema,
         )  # fmt: skip
-        step += steps
+        step += config.steps_per_epoch
         averaged.eval()
         scores = validate(averaged, config, device)
         row = {
@@ -251,13 +245,10 @@ def _train(
             "seconds": round(time.perf_counter() - started, 1),
             **{k: round(v, 4) for k, v in scores.items()},
         }
-        history.append(row)
         dices = [v for k, v in scores.items() if k.startswith("dice/")]
         score = float(np.mean(dices)) if dices else -row["loss"]
         extra = {"epoch": epoch, "step": step, "metrics": row, "seed": config.seed}
-        ckpt = checkpoint_config(config, extra)
-        state = trainer_state(parts, step, history)
-        best = run.save_epoch(history, averaged.state_dict(), ckpt, score, best, state)
-        _plot_curves(history, out / "curves.png")
+        run.save_epoch(step, row, averaged.state_dict(), checkpoint_config(config, extra), score)
+        _plot_curves(run.history, out / "curves.png")
         model.train()
-    return {"out": str(out), "steps": step, "best_score": best, "history": history}
+    return {"out": str(out), "steps": step, "best_score": run.best, "history": run.history}

@@ -17,7 +17,6 @@ maximises that SSIM.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from histoblur.diffusion.translation import translate
 from histoblur.models.unit_ddpm import UnitDDPM, UnitDDPMConfig, denoising_loss
@@ -38,6 +37,8 @@ from histoblur.training.domains import (
     validation_pairs,
 )
 from histoblur.training.runs import (
+    MAX_THREADS,
+    GeneratorPart,
     RunFolder,
     checkpoint_meta,
     endless,
@@ -76,12 +77,21 @@ class UnitDDPMTrainConfig(DomainConfig):
     lr: float = Field(2e-4, gt=0)
     warmup_steps: int = Field(100, ge=0)
     release: float = Field(0.5, gt=0, le=1)
-    sample_steps: int = Field(50, ge=2)
+    sample_steps: int = Field(50, ge=2, le=1000)
     sample_start: float = Field(1.0, gt=0, le=1)
     amp: bool = False
     workers: int = Field(0, ge=0, le=64)
-    threads: int = Field(0, ge=0)
+    threads: int = Field(0, ge=0, le=MAX_THREADS)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _steps_fit(self) -> UnitDDPMTrainConfig:
+        if self.sample_steps > self.model.timesteps:
+            raise ValueError(
+                f"sample_steps ({self.sample_steps}) must not exceed model.timesteps "
+                f"({self.model.timesteps})"
+            )
+        return self
 
 
 def train_step(
@@ -146,10 +156,16 @@ def train_unit_ddpm(
     config: UnitDDPMTrainConfig,
     overwrite: bool = False,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Train both denoisers and both translators; keep the best validation SSIM."""
+    """Train both denoisers and both translators; keep the best validation SSIM.
+
+    ``resume`` continues the run in ``config.out`` from its last epoch (same config; ``epochs``
+    may grow): weights, both optimizers and schedules, the noise generator and the batch stream
+    carry on where they stopped.
+    """
     sources = domain_sources(config)
-    with run_folder(config, overwrite=overwrite) as run:
+    with run_folder(config, resume, overwrite) as run:
         return _train(config, run, sources, progress)
 
 
@@ -164,31 +180,36 @@ def _train(
     model = new_network(config.model, config.init, device)
     denoisers = [*model.eps_a.parameters(), *model.eps_b.parameters()]
     translators = [*model.a_to_b.parameters(), *model.b_to_a.parameters()]
-    optimizers = (
+    opt_eps, opt_tr = (
         torch.optim.Adam(denoisers, lr=config.lr),
         torch.optim.Adam(translators, lr=config.lr),
     )
     total = config.epochs * config.steps_per_epoch
-    schedules = [warmup_cosine(o, total, config.warmup_steps) for o in optimizers]
-    batches = endless(DomainBatches(config, sources), config.workers)
+    sched_eps, sched_tr = (warmup_cosine(o, total, config.warmup_steps) for o in (opt_eps, opt_tr))
+    noise = torch.Generator().manual_seed(config.seed)
+    step = run.begin({
+        "raw": model, "optimizer": opt_eps, "translator_optimizer": opt_tr,
+        "schedule": sched_eps, "translator_schedule": sched_tr, "noise": GeneratorPart(noise),
+    })  # fmt: skip
+    batches = endless(DomainBatches(config, sources, start=step), config.workers)
     held = [
         (s[:VAL_SIDE, :VAL_SIDE], b[:VAL_SIDE, :VAL_SIDE])
         for s, b in validation_pairs(config.pairs)
     ]
     autocast = mixed_precision(device, config.amp)
-    noise = torch.Generator().manual_seed(config.seed)
     base = realism(lambda image: image, held) if held else {}
-    best, step, history = -math.inf, 0, []
-    for epoch in range(1, config.epochs + 1):
+    for epoch in run.epochs(config.epochs, config.steps_per_epoch):
         started = time.perf_counter()
         model.train()
         sums: dict[str, float] = {}
         for _ in range(config.steps_per_epoch):
             sharp, blurred, _, _ = (t.to(device) for t in next(batches))
             with autocast:
-                losses = train_step(model, sharp, blurred, optimizers, config.lambda_cycle, noise)
-            for schedule in schedules:
-                schedule.step()
+                losses = train_step(
+                    model, sharp, blurred, (opt_eps, opt_tr), config.lambda_cycle, noise
+                )
+            sched_eps.step()
+            sched_tr.step()
             step += 1
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + value
@@ -197,14 +218,8 @@ def _train(
         model.eval()
         scores = {}
         if held:
-            scores = realism(
-                lambda image: translate_image(model, image, config, device),
-                held,
-            )
+            scores = realism(lambda image: translate_image(model, image, config, device), held)
         row = history_row(epoch, step, sums, config.steps_per_epoch, base, scores, started)
-        history.append(row)
-        extra = {"epoch": epoch, "metrics": row, "seed": config.seed}
-        score = scores.get("val_ssim", float(epoch))
-        saved = checkpoint_config(config, extra)
-        best = run.save_epoch(history, model.state_dict(), saved, score, best)
-    return {"out": str(config.out), "history": history, "best_val_ssim": best}
+        saved = checkpoint_config(config, {"epoch": epoch, "metrics": row, "seed": config.seed})
+        run.save_epoch(step, row, model.state_dict(), saved, scores.get("val_ssim", float(epoch)))
+    return {"out": str(config.out), "history": run.history, "best_val_ssim": run.best}
