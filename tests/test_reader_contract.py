@@ -158,14 +158,7 @@ def test_boxes_outside_the_slide_read_as_glass(opened):
         assert (reader.read_region(lw * d + 50, 0, level, (6, 6)) == GLASS).all()
 
 
-BAD_LEVEL = {
-    "openslide": "a level past the last one (or -1) reads as all-white glass, no error",
-    "image": "level 1 of a 1-level reader raises IndexError; level -1 reads the last level",
-    "array": "level 3 of a 3-level reader raises IndexError; level -1 reads the last level",
-}
-
-
-@pytest.mark.parametrize("opened", params(BAD_LEVEL), indirect=True)
+@pytest.mark.parametrize("opened", params(), indirect=True)
 def test_a_level_that_does_not_exist_is_refused(opened):
     reader, _, levels = opened
     for level in (levels, -1):
@@ -173,25 +166,14 @@ def test_a_level_that_does_not_exist_is_refused(opened):
             reader.read_region(0, 0, level, (4, 4))
 
 
-NEGATIVE_SIZE = {
-    "image": "a negative size raises numpy's ValueError (negative dimensions), not InputError",
-    "array": "a negative size raises numpy's ValueError (negative dimensions), not InputError",
-}
-
-
-@pytest.mark.parametrize("opened", params(NEGATIVE_SIZE), indirect=True)
+@pytest.mark.parametrize("opened", params(), indirect=True)
 def test_a_negative_size_is_refused(opened):
     reader, _, _ = opened
     with pytest.raises(HistoblurError):
         reader.read_region(0, 0, 0, (-5, 10))
 
 
-ZERO_SIZE = {
-    "openslide": "a (0, 10) read raises ValueError from alpha.min() on an empty array",
-}
-
-
-@pytest.mark.parametrize("opened", params(ZERO_SIZE), indirect=True)
+@pytest.mark.parametrize("opened", params(), indirect=True)
 def test_an_empty_read_is_empty_or_refused(opened):
     reader, _, _ = opened
     for size in ((0, 10), (10, 0)):

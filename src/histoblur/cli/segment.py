@@ -69,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     seg.add_argument(
         "--overlap",
         type=int,
-        help="window overlap in px, up to half the tile (default 32, or tile / 4 if smaller)",
+        help="window overlap in px, below half the tile (default 32, or tile / 4 if smaller)",
     )
     seg.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
     add_device(seg)

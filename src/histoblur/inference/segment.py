@@ -123,9 +123,9 @@ class Segmenter:
             raise ParameterError(
                 f"--tile must be between {MIN_TILE} and {MAX_TILE} px, got {self.tile}."
             )
-        if not 0 <= self.overlap <= self.tile // 2:
+        if not 0 <= self.overlap < self.tile // 2:
             raise ParameterError(
-                f"--overlap must be between 0 and half the tile ({self.tile // 2}), "
+                f"--overlap must be at least 0 and below half the tile ({self.tile // 2}), "
                 f"got {self.overlap}."
             )
         if self.batch_size < 1:

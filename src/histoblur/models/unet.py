@@ -109,6 +109,8 @@ class UNet(nn.Module):
         h, w = x.shape[-2:]
         m = self.config.multiple
         ph, pw = -h % m, -w % m
+        if self.config.norm == "instance":  # instance norm needs a bottleneck of 2 x 2 or more
+            ph, pw = max(ph, 2 * m - h), max(pw, 2 * m - w)
         if ph or pw:
             mode = "reflect" if ph < h and pw < w else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)

@@ -52,6 +52,24 @@ class SlideReader(Protocol):
         ...
 
 
+def check_read(reader: SlideReader, level: int, size: tuple[int, int]) -> tuple[int, int]:
+    """``size`` as (w, h) ints, refusing a level the slide lacks or a negative size.
+
+    >>> check_read(ArrayReader(np.zeros((8, 8, 3), np.uint8)), 1, (4, 4))
+    Traceback (most recent call last):
+    histoblur.errors.InputError: Level 1 does not exist in <array>: it has levels 0 to 0.
+    """
+    levels = len(reader.level_dimensions)
+    if not 0 <= int(level) < levels:
+        raise InputError(
+            f"Level {level} does not exist in {reader.path}: it has levels 0 to {levels - 1}."
+        )
+    w, h = (int(v) for v in size)
+    if w < 0 or h < 0:
+        raise InputError(f"A read of {reader.path} needs a non-negative size, got {w} x {h}.")
+    return w, h
+
+
 def plausible_mpp(value: float | None) -> float | None:
     """``value`` when it is a believable microns-per-pixel figure, else None.
 
@@ -110,9 +128,9 @@ class ArrayReader:
 
     def read_region(self, x: int, y: int, level: int, size: tuple[int, int]) -> np.ndarray:
         """Read a box; pixels outside the image are white, as glass."""
+        w, h = check_read(self, level, size)
         image, d = self.levels[level], self.level_downsamples[level]
         lx, ly = int(round(x / d)), int(round(y / d))
-        w, h = size
         out = np.full((h, w, 3), 255, np.uint8)
         H, W = image.shape[:2]
         x0, y0, x1, y1 = max(lx, 0), max(ly, 0), min(lx + w, W), min(ly + h, H)
@@ -197,8 +215,11 @@ class OpenSlideReader:
         """Read a box; transparent pixels (outside scanned areas) become white."""
         import openslide
 
+        w, h = check_read(self, level, size)
+        if w == 0 or h == 0:
+            return np.full((h, w, 3), 255, np.uint8)
         try:
-            rgba = np.asarray(self.slide.read_region((int(x), int(y)), level, size))
+            rgba = np.asarray(self.slide.read_region((int(x), int(y)), level, (w, h)))
         except openslide.OpenSlideError as exc:
             raise InputError(f"Reading {self.path} failed: {exc}.") from exc
         alpha = rgba[..., 3:4]
