@@ -27,9 +27,13 @@ Examples:
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from histoblur.errors import HistoblurError, InputError, OutputError, ParameterError
+
+# a library logs, an application shows: the histoblur command prints these records itself
+logging.getLogger("histoblur").addHandler(logging.NullHandler())
 
 __version__ = "0.1.0"
 

@@ -11,13 +11,11 @@ from histoblur.cli.common import (
     add_max_pixels,
     add_overwrite,
     add_seed,
-    messages,
+    log,
     option_error,
     progress_bar,
 )
 from histoblur.synthesis.real_pairs import SHARPNESS_SCALES, RealPairConfig, build_real_pairs
-
-console = messages()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -91,7 +89,7 @@ def run_real_pairs(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         raise option_error(exc, "benchmark option") from None
-    with progress_bar(console) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("building", total=config.n)
         summary = build_real_pairs(
             args.sharp,
@@ -104,11 +102,11 @@ def run_real_pairs(args: argparse.Namespace) -> int:
     reg = summary["registration"]
     counts = summary["counts"]
     how = "estimated" if reg["registered"] else "not estimated (--no-register)"
-    console.print(
+    log.info(
         f"Shift (dy, dx) = {tuple(reg['shift'])} {how}; correlation {reg['correlation']}; "
         f"aligned region {summary['aligned_size'][0]} x {summary['aligned_size'][1]} px."
     )
-    console.print(
+    log.info(
         f"Wrote {summary['n']} samples to {args.out}: "
         + ", ".join(f"{v} {k}" for k, v in counts.items())
         + f"; mean blurred fraction {summary['blurred_fraction_mean']}."
@@ -116,7 +114,7 @@ def run_real_pairs(args: argparse.Namespace) -> int:
     for name in SHARPNESS_SCALES:
         mixed = summary["sharpness"][name]["mixed_regions"]
         if mixed["n"]:
-            console.print(
+            log.info(
                 f"Variance of Laplacian ({name}) outside / inside the masks: "
                 f"{mixed['outside_mean']:.3g} / {mixed['inside_mean']:.3g} (median ratio "
                 f"{mixed['ratio_median']:.3g}, outside sharper in {mixed['outside_wins']:.0%} "

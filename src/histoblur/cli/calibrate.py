@@ -20,13 +20,12 @@ from histoblur.calibration import (
     calibrate,
     kernel_montage,
 )
-from histoblur.cli.common import add_max_pixels, add_overwrite, messages, progress_bar
+from histoblur.cli.common import add_max_pixels, add_overwrite, log, progress_bar
 from histoblur.errors import ParameterError
 from histoblur.io.atomic import atomic_dir, atomic_path, ensure_writable_dir, write_text_atomic
 from histoblur.io.images import read_image, write_image
 from histoblur.io.paths import check_output_folder
 
-console = messages()
 DEFAULTS = CalibrationConfig()  # the parser's defaults are the config's
 
 
@@ -219,13 +218,13 @@ def run(args: argparse.Namespace) -> int:
         ensure_writable_dir(out.parent)
     sharp, blurred = read_image(args.sharp), read_image(args.blurred)
     steps = len(families) + int(config.freeform)
-    with progress_bar(console) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("fitting blur families", total=steps)
         result = calibrate(sharp, blurred, config, progress=lambda _: bar.advance(task))
     if config.scale_search > 0:
-        console.print(f"[dim]estimated magnification of the blurred image: {result.scale:.4f}")
+        log.info(f"estimated magnification of the blurred image: {result.scale:.4f}")
     for note in result.notes:
-        console.print(f"[dim]{note}")
+        log.info(note)
     Console().print(result_table(result))
     best = result.fit(result.best_family)
     line = (
@@ -235,9 +234,9 @@ def run(args: argparse.Namespace) -> int:
     if config.freeform:
         free = result.fit(FREEFORM)
         line += f"; free-form {config.freeform_size}x{config.freeform_size}: {free.psnr:.2f} dB"
-    console.print(line + f" ({result.seconds:.1f} s).")
+    log.info(line + f" ({result.seconds:.1f} s).")
     if args.out is not None:
         inputs = {"sharp": str(args.sharp), "blurred": str(args.blurred)}
         write_outputs(args.out, result, inputs, args.overwrite, (args.sharp, args.blurred))
-        console.print(f"Wrote {args.out}/calibration.json, calibration.csv, kernels.png.")
+        log.info(f"Wrote {args.out}/calibration.json, calibration.csv, kernels.png.")
     return 0

@@ -12,7 +12,7 @@ from histoblur.cli.common import (
     add_max_pixels,
     add_overwrite,
     expand_images,
-    messages,
+    log,
     progress_bar,
 )
 from histoblur.inference.classify import MIN_SIDE, TOO_SMALL, BlurClassifier
@@ -21,7 +21,6 @@ from histoblur.io.images import read_image
 from histoblur.io.paths import check_output_file
 from histoblur.models.classifier import BLUR_TYPES
 
-console = messages()
 COLUMNS = ("path", "label", *(f"p_{c}" for c in BLUR_TYPES), "windows")
 
 
@@ -54,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.out, images, args.overwrite, (".csv",))
     classifier = BlurClassifier.load(args.model, device=args.device)
     rows = []
-    with progress_bar(console) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("classifying", total=len(images))
         for path in images:
             image = read_image(path)
@@ -70,5 +69,5 @@ def run(args: argparse.Namespace) -> int:
     writer.writerows(rows)
     write_text_atomic(args.out, buffer.getvalue())
     counts = {c: sum(r["label"] == c for r in rows) for c in (*BLUR_TYPES, TOO_SMALL)}
-    console.print(f"Wrote {args.out}: " + ", ".join(f"{n} {c}" for c, n in counts.items() if n))
+    log.info(f"Wrote {args.out}: " + ", ".join(f"{n} {c}" for c, n in counts.items() if n))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -15,19 +16,50 @@ import yaml
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.text import Text
 
 from histoblur.errors import HistoblurError, InputError, ParameterError, describe_validation
 from histoblur.io.atomic import write_text_atomic
 from histoblur.io.images import DEFAULT_MAX_PIXELS, check_sizes, list_images
 from histoblur.models.hub import DEVICES
 
+# every command's messages: records of the ``histoblur`` logger, printed by :func:`set_verbosity`
+log = logging.getLogger("histoblur")
+_CONSOLE = Console(stderr=True, soft_wrap=True)
+_STYLES = {logging.DEBUG: "dim", logging.WARNING: "yellow", logging.ERROR: "red"}
+
 
 def messages() -> Console:
-    """The console every command prints its messages to: stderr, lines never hard-wrapped.
+    """The console of every command's messages and progress bars: stderr, never hard-wrapped.
 
     A terminal wraps long lines itself; a log file or a pipe gets each message on one line.
     """
-    return Console(stderr=True, soft_wrap=True)
+    return _CONSOLE
+
+
+class ConsoleHandler(logging.Handler):
+    """Prints log records on the messages console, above any progress bar, as plain text."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Print one record (styled by its level)."""
+        try:
+            style = _STYLES.get(record.levelno, "")
+            _CONSOLE.print(Text(self.format(record), style=style), soft_wrap=True)
+        except Exception:  # noqa: BLE001 (logging must never raise)
+            self.handleError(record)
+
+
+def set_verbosity(verbosity: int) -> None:
+    """Show the ``histoblur`` logger's messages: -1 warnings only (-q), 0 info, 1 debug (-v).
+
+    >>> set_verbosity(-1); log.getEffectiveLevel() == logging.WARNING
+    True
+    """
+    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    for handler in [h for h in log.handlers if isinstance(h, ConsoleHandler)]:
+        log.removeHandler(handler)
+    log.addHandler(ConsoleHandler())
+    log.setLevel(level)
 
 
 def parse_params(pairs: Sequence[str] | None) -> dict[str, Any]:
@@ -168,8 +200,9 @@ def recorded(manifest: Manifest) -> Iterator[Manifest]:
         manifest.write()
 
 
-def progress_bar(console: Console) -> Progress:
+def progress_bar(console: Console | None = None) -> Progress:
     """The progress bar every long command shows (hidden when stderr is not a terminal)."""
+    console = console or _CONSOLE
     return Progress(
         "[progress.description]{task.description}",
         BarColumn(),

@@ -12,7 +12,7 @@ from histoblur.cli.common import (
     add_overwrite,
     expand_images,
     json_manifest,
-    messages,
+    log,
     progress_bar,
     recorded,
 )
@@ -22,8 +22,6 @@ from histoblur.inference.deblur import Deblurrer, Family, deblur_image
 from histoblur.io.atomic import ensure_writable_dir
 from histoblur.io.images import check_unique_stems, read_image, write_image
 from histoblur.io.paths import check_output_files
-
-console = messages()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -84,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     ensure_writable_dir(args.out)
     header = {"kind": args.kind, "model": str(args.model)}
     record = Manifest(manifest, json_manifest(header))
-    with recorded(record), progress_bar(console) as bar:
+    with recorded(record), progress_bar() as bar:
         task = bar.add_task("deblurring", total=len(images))
         for path, out in zip(images, outputs, strict=True):
             result = deblur_image(read_image(path), args.kind, networks, classifier)
@@ -98,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                 }
             )
             chain = " then ".join(result.networks) or "left unchanged"
-            bar.console.print(f"{path.name}: {result.blur_type}, {chain}")
+            log.info(f"{path.name}: {result.blur_type}, {chain}")
             bar.advance(task)
-    console.print(f"Wrote {len(images)} image(s) to {args.out}.")
+    log.info(f"Wrote {len(images)} image(s) to {args.out}.")
     return 0

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from histoblur.cli.common import add_seed, messages
+from histoblur.cli.common import add_seed, log, messages
 from histoblur.demo import run_demo
 from histoblur.errors import ParameterError
 
@@ -28,5 +28,5 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     with console.status("demo") as status:
         report = run_demo(args.out, args.seed, lambda k: status.update(f"blurring: {k}"))
-    console.print(f"Report: {report}  ({time.perf_counter() - start:.1f} s)")
+    log.info(f"Report: {report}  ({time.perf_counter() - start:.1f} s)")
     return 0

@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from histoblur.cli.common import add_device, add_max_pixels, add_overwrite, messages, progress_bar
+from histoblur.cli.common import add_device, add_max_pixels, add_overwrite, log, progress_bar
 from histoblur.errors import ParameterError
 from histoblur.inference.benchmark import evaluate_benchmark, flagged_fraction
 from histoblur.inference.detectors import CLASSICAL, make_detector
@@ -28,8 +28,6 @@ from histoblur.metrics.segmentation import (
 )
 from histoblur.models.hub import shipped_names
 from histoblur.synthesis.real_pairs import iter_records
-
-console = messages()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -131,7 +129,7 @@ def run_segmentation(args: argparse.Namespace) -> int:
     if args.pred is None or args.truth is None:
         raise ParameterError("Give --pred and --truth folders, or --bench/--negatives folders.")
     pairing = pair_mask_files(args.pred, args.truth)
-    with progress_bar(console) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("scoring masks", total=len(pairing.pairs))
         summary = evaluate_mask_pairs(pairing, args.threshold, lambda k: bar.advance(task, k))
     Console().print(summary_table(summary))
@@ -139,13 +137,13 @@ def run_segmentation(args: argparse.Namespace) -> int:
     for role, key in (("prediction", "unmatched_predictions"), ("truth", "unmatched_truths")):
         if notes.get(key):
             names = ", ".join(notes[key][:5]) + (", ..." if len(notes[key]) > 5 else "")
-            console.print(f"[yellow]{len(notes[key])} {role} file(s) had no partner: {names}")
+            log.warning(f"{len(notes[key])} {role} file(s) had no partner: {names}")
     if args.out is not None:
         csv_path = write_text_atomic(args.out, summary.to_csv())
         json_path = write_text_atomic(
             args.out.with_suffix(".json"), json.dumps(summary.as_dict(), indent=2) + "\n"
         )
-        console.print(f"Wrote {csv_path} and {json_path}.")
+        log.info(f"Wrote {csv_path} and {json_path}.")
     return 0
 
 
@@ -155,7 +153,7 @@ def run_detector(args: argparse.Namespace) -> int:
     detector = make_detector(name, args.model, args.threshold, args.device)
     rows: list[dict[str, object]] = []
     negatives: list[dict[str, object]] = []
-    with progress_bar(console) as bar:
+    with progress_bar() as bar:
         for bench in args.bench or ():
             n = sum(1 for _ in iter_records(bench))
             task = bar.add_task(f"scoring {bench.name}", total=n)
@@ -203,5 +201,5 @@ def run_detector(args: argparse.Namespace) -> int:
         json_path = write_text_atomic(
             args.out.with_suffix(".json"), json.dumps(summary, indent=2) + "\n"
         )
-        console.print(f"Wrote {csv_path} and {json_path}.")
+        log.info(f"Wrote {csv_path} and {json_path}.")
     return 0

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from histoblur.cli.common import add_device, add_max_pixels, add_overwrite, messages
+from histoblur.cli.common import add_device, add_max_pixels, add_overwrite, log
 from histoblur.errors import ParameterError
 from histoblur.inference.latent import FocalCodec, sweep_strip
 from histoblur.io.images import IMAGE_SUFFIXES, read_image, write_image
 from histoblur.io.paths import check_output_file
 
-console = messages()
 MAX_SWEEP = 64  # alphas of one --sweep strip
 
 VERBS = {
@@ -79,5 +78,5 @@ def run(args: argparse.Namespace) -> int:
     else:
         write_image(args.out, sweep_strip(images, [f"alpha {a:.2f}" for a in alphas]))
     size = images[0].shape
-    console.print(f"Wrote {args.out} ({len(alphas)} alpha(s), {size[1]} x {size[0]} px each).")
+    log.info(f"Wrote {args.out} ({len(alphas)} alpha(s), {size[1]} x {size[0]} px each).")
     return 0

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Iterator, Sequence
+from typing import NoReturn
 
 from pydantic import ValidationError
 
@@ -24,7 +25,7 @@ from histoblur.cli import (
     synth,
     train,
 )
-from histoblur.cli.common import option_error
+from histoblur.cli.common import option_error, set_verbosity
 from histoblur.errors import HistoblurError
 from histoblur.io.images import DEFAULT_MAX_PIXELS, pixel_limit
 
@@ -45,9 +46,17 @@ COMMANDS = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, pointing at ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``prog: error: message`` and exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help).\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (used by ``main`` and by the docs)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="histoblur",
         description="Out-of-focus blur for digital pathology: synthesize, detect, measure.",
     )
@@ -56,13 +65,22 @@ def build_parser() -> argparse.ArgumentParser:
     for module in COMMANDS:
         module.register(sub)
     for command in (parser, *leaf_parsers(parser)):
-        command.add_argument(
+        # leaves must not reset a -v or -q given before the command
+        default = False if command is parser else argparse.SUPPRESS
+        loud = command.add_mutually_exclusive_group()
+        loud.add_argument(
             "-v",
             "--verbose",
             action="store_true",
-            # leaves must not reset a -v given before the command
-            default=False if command is parser else argparse.SUPPRESS,
-            help="with an error, also print the details behind it",
+            default=default,
+            help="print debug messages, and with an error the details behind it",
+        )
+        loud.add_argument(
+            "-q",
+            "--quiet",
+            action="store_true",
+            default=default,
+            help="print only warnings and errors",
         )
     return parser
 
@@ -106,6 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     verbose = bool(getattr(args, "verbose", False))
+    if verbose and getattr(args, "quiet", False):
+        parser.error("-q/--quiet and -v/--verbose cannot be used together")
+    set_verbosity(1 if verbose else -1 if getattr(args, "quiet", False) else 0)
     try:
         with pixel_limit(getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS):
             return int(args.func(args) or 0)

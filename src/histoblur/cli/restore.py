@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from histoblur.cli.common import add_device, add_max_pixels, add_overwrite, messages, progress_bar
+from histoblur.cli.common import add_device, add_max_pixels, add_overwrite, log, progress_bar
 from histoblur.diffusion.regional import RestoreSettings, check_budget
 from histoblur.errors import InputError, OutputError, ParameterError
 from histoblur.inference.detectors import DETECTORS, make_detector
@@ -23,7 +23,6 @@ from histoblur.io.images import (
 )
 from histoblur.io.paths import check_output_file, check_output_files
 
-console = messages()
 MASK_SUFFIXES = ("_mask", "_after_mask")  # --detect: the masks before and after restoration
 
 
@@ -146,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     if args.image.is_dir():
         ensure_writable_dir(args.out)
     rows = ["image,flagged_fraction,after_fraction"]
-    with progress_bar(console) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("restoring", total=len(jobs))
         for image_path, mask_path, out_path in jobs:
             image = read_image(image_path)
@@ -155,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
                 write_image(
                     out_path, restorer.restore(image, mask, settings, args.seed, args.batch_size)
                 )
-                bar.console.print(f"{image_path.name}: {int(mask.sum())} px restored")
+                log.info(f"{image_path.name}: {int(mask.sum())} px restored")
             else:
                 loop = detect_and_restore(
                     restorer, detect, image, settings, args.seed, args.batch_size
@@ -166,14 +165,14 @@ def run(args: argparse.Namespace) -> int:
                 rows.append(
                     f"{image_path.name},{loop.flagged_fraction:.5f},{loop.after_fraction:.5f}"
                 )
-                bar.console.print(
+                log.info(
                     f"{image_path.name}: flagged {100 * loop.flagged_fraction:.2f}% -> "
                     f"{100 * loop.after_fraction:.2f}% after restoration"
                 )
             bar.advance(task)
     if detect is not None and args.image.is_dir():
         write_text_atomic(args.out / "detections.csv", "\n".join(rows) + "\n")
-    console.print(f"Wrote {len(jobs)} image(s); {passes} denoiser passes per window.")
+    log.info(f"Wrote {len(jobs)} image(s); {passes} denoiser passes per window.")
     return 0
 
 

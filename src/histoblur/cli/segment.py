@@ -12,7 +12,7 @@ from histoblur.cli.common import (
     add_overwrite,
     expand_images,
     json_manifest,
-    messages,
+    log,
     progress_bar,
     recorded,
 )
@@ -28,8 +28,6 @@ from histoblur.io.atomic import ensure_writable_dir
 from histoblur.io.images import check_unique_stems, read_image
 from histoblur.io.paths import check_output_files
 from histoblur.models.hub import shipped_names
-
-console = messages()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -97,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     )
     ensure_writable_dir(args.out)
     record = Manifest(manifest, json_manifest({"model": str(args.model)}))
-    with recorded(record), progress_bar(console) as bar:
+    with recorded(record), progress_bar() as bar:
         task = bar.add_task("segmenting", total=len(images))
         for path in images:
             image = read_image(path)
@@ -116,8 +114,6 @@ def run(args: argparse.Namespace) -> int:
             bar.advance(task)
     rows = record.rows
     for row in rows:
-        console.print(f"{row['image']}: {row['blurred_fraction']:.1%} flagged as blur")
-    console.print(
-        f"Wrote masks, probabilities and overlays for {len(rows)} image(s) to {args.out}."
-    )
+        log.info(f"{row['image']}: {row['blurred_fraction']:.1%} flagged as blur")
+    log.info(f"Wrote masks, probabilities and overlays for {len(rows)} image(s) to {args.out}.")
     return 0

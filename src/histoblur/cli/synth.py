@@ -16,7 +16,7 @@ from histoblur.cli.common import (
     add_max_pixels,
     add_overwrite,
     add_seed,
-    messages,
+    log,
     option_error,
     parse_params,
     progress_bar,
@@ -31,7 +31,6 @@ from histoblur.synthesis.dataset import DatasetConfig, DegradeSampler, build_dat
 from histoblur.synthesis.masks import PolygonMaskSampler
 from histoblur.synthesis.registry import LEARNED_KINDS, parse_method
 
-console = messages()
 DATASET = DatasetConfig()  # the parser's defaults are the config's
 
 
@@ -181,12 +180,12 @@ def run_dataset(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         raise option_error(exc, "dataset option", flags=args.config is None) from None
     inputs = [args.sharp] + ([args.config] if args.config is not None else [])
-    with progress_bar(console) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("synthesizing", total=config.n)
         out = build_dataset(
             args.sharp, args.out, config, args.overwrite, lambda k: bar.advance(task, k), inputs
         )
-    console.print(f"Wrote {config.n} samples to {out} (images/, masks/, manifest.jsonl).")
+    log.info(f"Wrote {config.n} samples to {out} (images/, masks/, manifest.jsonl).")
     return 0
 
 
@@ -215,7 +214,7 @@ def run_blur(args: argparse.Namespace) -> int:
     specs = [sampler.sample(np.random.default_rng([args.seed, i])) for i in range(len(images))]
     out_dir = ensure_writable_dir(args.out)
     record = Manifest(out_dir / "params.jsonl", _jsonl)
-    with recorded(record), progress_bar(console) as bar:
+    with recorded(record), progress_bar() as bar:
         task = bar.add_task("blurring", total=len(images))
         for (path, image), spec in zip(images, specs, strict=True):
             write_image(out_dir / f"{path.stem}.png", apply_blur(image, spec, post))
@@ -224,5 +223,5 @@ def run_blur(args: argparse.Namespace) -> int:
                 row["degrade"] = post.model_dump()
             record.add(row)
             bar.advance(task)
-    console.print(f"Wrote {len(images)} image(s) to {out_dir} (parameters in params.jsonl).")
+    log.info(f"Wrote {len(images)} image(s) to {out_dir} (parameters in params.jsonl).")
     return 0

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from histoblur.cli.common import messages, option_error
+from histoblur.cli.common import log, messages, option_error
 from histoblur.errors import InputError, ParameterError
 from histoblur.io.paths import refuse_folder_with_inputs
 from histoblur.training.classifier import ClassifierTrainConfig, train_classifier
@@ -263,6 +263,6 @@ def run(args: argparse.Namespace) -> int:
 
         summary = trainer.run(config, args, progress)
     for line in trainer.report(summary):
-        console.print(line)
-    console.print(f"Checkpoints in {config.out}/best and {config.out}/last.")
+        log.info(line)
+    log.info(f"Checkpoints in {config.out}/best and {config.out}/last.")
     return 0

@@ -13,6 +13,7 @@ checked before its weights are read, and the network lands on the chosen device
 
 from __future__ import annotations
 
+import logging
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from histoblur.errors import InputError
 from histoblur.models.registry import load_task_model
 
 DEVICES = ("auto", "cpu", "cuda")
+log = logging.getLogger(__name__)
 
 # task -> shipped name -> folder under histoblur/models/weights
 SHIPPED: dict[str, dict[str, str]] = {
@@ -181,4 +183,5 @@ def load_pretrained(
     chosen = select_device(device)
     path = resolve(model, task)
     network, config = load_task_model(path, task, WHAT[task])
+    log.debug("loaded %s from %s on %s", WHAT[task], path, chosen)
     return network.to(chosen).eval(), config, path
