@@ -392,3 +392,38 @@ def test_a_run_stopped_mid_epoch_resumes_bit_identical(domains, trainer):
     meta = [json.loads((c.out / "last" / "config.json").read_text()) for c in (straight, stopped)]
     assert meta[0]["metrics"]["val_ssim"] == meta[1]["metrics"]["val_ssim"]
     assert meta[0].get("pretrain_l1") == meta[1].get("pretrain_l1")  # not pre-trained again
+
+
+def test_learned_kinds_run_where_learned_device_says():
+    from histoblur.synthesis.learned import current_device, learned_device
+
+    image = np.random.default_rng(0).integers(0, 255, (24, 24, 3), dtype=np.uint8)
+    spec = GanSpec(model="default", seed=3)
+    plain = apply_blur(image, spec)
+    with learned_device("cpu"):
+        assert current_device().type == "cpu"
+        assert np.array_equal(apply_blur(image, spec), plain)
+    with pytest.raises(InputError, match="device"):
+        with learned_device("tpu"):
+            pass
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
+def test_synth_blur_device_cuda_without_cuda_writes_nothing(tmp_path, capsys):
+    src = write_image(tmp_path / "t.png", np.zeros((16, 16, 3), np.uint8))
+    out = tmp_path / "out"
+    code = main(["synth", "blur", "--method", "gan:default", "--device", "cuda",
+                 "--out", str(out), str(src)])  # fmt: skip
+    assert code == 1 and not out.exists()
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_learned_kinds_on_cuda_stay_close_to_cpu():
+    from histoblur.synthesis.learned import learned_device
+
+    image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    spec = GanSpec(model="default", seed=3)
+    with learned_device("cuda"):
+        gpu = apply_blur(image, spec).astype(int)
+    assert np.abs(gpu - apply_blur(image, spec).astype(int)).max() <= 2

@@ -17,6 +17,8 @@ from histoblur.cli.common import (
 )
 from histoblur.synthesis.real_pairs import SHARPNESS_SCALES, RealPairConfig, build_real_pairs
 
+PAIRS = RealPairConfig()  # the parser's defaults
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``bench`` and its sub-commands (``real-pairs``)."""
@@ -39,31 +41,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     pairs.add_argument("--sharp", required=True, type=Path, help="the in-focus image")
     pairs.add_argument("--blurred", required=True, type=Path, help="the out-of-focus image")
     pairs.add_argument("--out", required=True, type=Path, help="output folder (created)")
-    pairs.add_argument("--n", type=int, default=100, help="number of samples (default 100)")
-    pairs.add_argument("--tile", type=int, default=256, help="tile side in px (default 256)")
+    pairs.add_argument(
+        "--n", type=int, default=PAIRS.n, help=f"number of samples (default {PAIRS.n})"
+    )
+    pairs.add_argument(
+        "--tile", type=int, default=PAIRS.tile, help=f"tile side in px (default {PAIRS.tile})"
+    )
     pairs.add_argument(
         "--sharp-fraction",
         type=float,
-        default=0.1,
-        help="probability of an all-sharp sample, empty mask (default 0.1)",
+        default=PAIRS.sharp_fraction,
+        help=f"probability of an all-sharp sample, empty mask (default {PAIRS.sharp_fraction})",
     )
     pairs.add_argument(
         "--blurred-fraction",
         type=float,
-        default=0.1,
-        help="probability of an all-blurred sample, full mask (default 0.1)",
+        default=PAIRS.blurred_fraction,
+        help=f"probability of an all-blurred sample, full mask (default {PAIRS.blurred_fraction})",
     )
     pairs.add_argument(
         "--register",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=PAIRS.align,
         help="estimate and remove the shift between the images (default: on); "
         "--no-register only centre-crops them to a common size",
     )
     pairs.add_argument(
         "--min-sharpness-ratio",
         type=float,
-        default=0.0,
+        default=PAIRS.min_sharpness_ratio,
         metavar="R",
         help="keep a tile only where the sharp image's variance of Laplacian (after a 1 px "
         "Gaussian) is at least R times the blurred one's (skips empty background; "

@@ -98,13 +98,15 @@ def add_overwrite(parser: argparse.ArgumentParser, what: str = "existing output 
     parser.add_argument("--overwrite", action="store_true", help=f"replace {what}")
 
 
-def add_device(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+def add_device(
+    parser: argparse.ArgumentParser, default: str = "auto", what: str = "networks run"
+) -> None:
     """Add ``--device``: where the network runs."""
     parser.add_argument(
         "--device",
         choices=DEVICES,
         default=default,
-        help=f"where networks run: auto (CUDA when available), cpu or cuda (default {default})",
+        help=f"where {what}: auto (CUDA when available), cpu or cuda (default {default})",
     )
 
 

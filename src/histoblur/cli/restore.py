@@ -7,7 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from histoblur.cli.common import add_device, add_max_pixels, add_overwrite, log, progress_bar
+from histoblur.cli.common import (
+    add_device,
+    add_max_pixels,
+    add_overwrite,
+    add_seed,
+    log,
+    progress_bar,
+)
 from histoblur.diffusion.regional import RestoreSettings, check_budget
 from histoblur.errors import InputError, OutputError, ParameterError
 from histoblur.inference.detectors import DETECTORS, make_detector
@@ -22,6 +29,7 @@ from histoblur.io.images import (
     write_image,
 )
 from histoblur.io.paths import check_output_file, check_output_files
+from histoblur.models.tiling import BATCH_SIZE
 
 MASK_SUFFIXES = ("_mask", "_after_mask")  # --detect: the masks before and after restoration
 
@@ -75,9 +83,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument(
         "--resamples", type=int, default=fast.resamples, help="RePaint resamplings per jump"
     )
-    cmd.add_argument("--batch-size", type=int, default=8, help="windows denoised together")
+    cmd.add_argument(
+        "--batch-size",
+        type=int,
+        default=BATCH_SIZE,
+        help=f"windows denoised together (default {BATCH_SIZE})",
+    )
     add_device(cmd)
-    cmd.add_argument("--seed", type=int, default=0)
+    add_seed(cmd)
     add_overwrite(cmd)
     add_max_pixels(cmd)
     cmd.set_defaults(func=run)

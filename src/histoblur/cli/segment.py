@@ -28,6 +28,7 @@ from histoblur.io.atomic import ensure_writable_dir
 from histoblur.io.images import check_unique_stems, read_image
 from histoblur.io.paths import check_output_files
 from histoblur.models.hub import shipped_names
+from histoblur.models.tiling import BATCH_SIZE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,7 +70,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="window overlap in px, below half the tile (default 32, or tile / 4 if smaller)",
     )
-    seg.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
+    seg.add_argument(
+        "--batch-size",
+        type=int,
+        default=BATCH_SIZE,
+        help=f"windows per batch (default {BATCH_SIZE})",
+    )
     add_device(seg)
     add_overwrite(seg)
     add_max_pixels(seg)

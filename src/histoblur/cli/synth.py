@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from histoblur.cli.common import (
     Manifest,
+    add_device,
     add_max_pixels,
     add_overwrite,
     add_seed,
@@ -26,8 +27,10 @@ from histoblur.errors import InputError, ParameterError
 from histoblur.io.atomic import ensure_writable_dir
 from histoblur.io.images import check_unique_stems, read_image, write_image
 from histoblur.io.paths import check_output_files
+from histoblur.models.hub import select_device
 from histoblur.synthesis import BLUR_KINDS, DegradeSpec, apply_blur
 from histoblur.synthesis.dataset import DatasetConfig, DegradeSampler, build_dataset
+from histoblur.synthesis.learned import learned_device
 from histoblur.synthesis.masks import PolygonMaskSampler
 from histoblur.synthesis.registry import LEARNED_KINDS, parse_method
 
@@ -67,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     blur.add_argument("--jpeg-quality", type=int, help="JPEG re-compress at this quality")
     add_overwrite(blur)
     add_max_pixels(blur)
+    add_device(blur, what="learned kinds (gan:, unit-ddpm:) run")
     add_seed(blur)
     blur.set_defaults(func=run_blur)
 
@@ -122,6 +126,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_overwrite(ds, "a non-empty --out (never one that holds --sharp or --config)")
     add_max_pixels(ds)
+    add_device(ds, what="learned kinds (gan:, unit-ddpm:) run")
     add_seed(ds)
     ds.set_defaults(func=run_dataset)
 
@@ -180,7 +185,7 @@ def run_dataset(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         raise option_error(exc, "dataset option", flags=args.config is None) from None
     inputs = [args.sharp] + ([args.config] if args.config is not None else [])
-    with progress_bar() as bar:
+    with learned_device(args.device), progress_bar() as bar:
         task = bar.add_task("synthesizing", total=config.n)
         out = build_dataset(
             args.sharp, args.out, config, args.overwrite, lambda k: bar.advance(task, k), inputs
@@ -212,9 +217,10 @@ def run_blur(args: argparse.Namespace) -> int:
     check_output_files([*outputs, args.out / "params.jsonl"], args.images, args.overwrite)
     images = [(path, read_image(path)) for path in args.images]  # fail before writing anything
     specs = [sampler.sample(np.random.default_rng([args.seed, i])) for i in range(len(images))]
+    select_device(args.device)  # a bad --device fails before any output exists
     out_dir = ensure_writable_dir(args.out)
     record = Manifest(out_dir / "params.jsonl", _jsonl)
-    with recorded(record), progress_bar() as bar:
+    with learned_device(args.device), recorded(record), progress_bar() as bar:
         task = bar.add_task("blurring", total=len(images))
         for (path, image), spec in zip(images, specs, strict=True):
             write_image(out_dir / f"{path.stem}.png", apply_blur(image, spec, post))

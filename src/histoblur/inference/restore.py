@@ -25,6 +25,7 @@ from histoblur.diffusion.schedule import ScheduleConfig
 from histoblur.errors import InputError
 from histoblur.io.images import check_image, from_float, to_float, to_rgb
 from histoblur.models.hub import load_pretrained
+from histoblur.models.tiling import BATCH_SIZE
 
 Box = tuple[int, int, int, int]  # (y0, x0, y1, x1)
 CONTEXT, MAX_WINDOW = 32, 256
@@ -65,7 +66,7 @@ class Restorer:
         mask: np.ndarray,
         settings: RestoreSettings,
         seed: int = 0,
-        batch_size: int = 8,
+        batch_size: int = BATCH_SIZE,
     ) -> np.ndarray:
         """``image`` with its ``mask`` (H, W, bool) regions regenerated; same dtype and channels.
 
@@ -80,7 +81,7 @@ class Restorer:
         masks: list[np.ndarray],
         settings: RestoreSettings,
         seed: int = 0,
-        batch_size: int = 8,
+        batch_size: int = BATCH_SIZE,
     ) -> list[np.ndarray]:
         """:meth:`restore` for several images, their windows denoised ``batch_size`` at a time.
 
@@ -199,7 +200,7 @@ def detect_and_restore(
     image: np.ndarray,
     settings: RestoreSettings,
     seed: int = 0,
-    batch_size: int = 8,
+    batch_size: int = BATCH_SIZE,
 ) -> LoopResult:
     """Flag artifacts with ``detect``, restore only those pixels, and detect again."""
     flagged = detect(image)

@@ -36,7 +36,7 @@ from histoblur.io.checkpoints import config_number
 from histoblur.io.images import check_image, dtype_max, read_image, to_rgb, write_image
 from histoblur.io.report import outline
 from histoblur.models.hub import load_pretrained, select_device
-from histoblur.models.tiling import count_tiles, predict_tiled
+from histoblur.models.tiling import BATCH_SIZE, count_tiles, predict_tiled
 from histoblur.wsi.tissue import tissue_mask
 
 DEFAULT_MODEL = "default"
@@ -109,7 +109,7 @@ class Segmenter:
         config: dict[str, Any] | None = None,
         tile: int | None = None,
         overlap: int | None = None,
-        batch_size: int = 8,
+        batch_size: int = BATCH_SIZE,
         device: str | torch.device = "cpu",
         tissue_only: bool = True,
     ) -> None:

@@ -30,6 +30,8 @@ from histoblur.errors import ParameterError
 
 # (N, C, t, t) float32 batch -> (N, K, t, t) float32 predictions
 PredictFn = Callable[[np.ndarray], np.ndarray]
+# windows per forward pass, the default of every tiled predictor (segment, qc, restore)
+BATCH_SIZE = 8
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ def predict_tiled(
     predict: PredictFn,
     tile: int = 256,
     overlap: int = 32,
-    batch_size: int = 8,
+    batch_size: int = BATCH_SIZE,
     channels: int = 1,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:

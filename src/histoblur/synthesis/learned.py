@@ -9,6 +9,9 @@ their manifests like any other kind).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 from typing import Literal
 
@@ -17,7 +20,7 @@ import torch
 from pydantic import Field
 
 from histoblur.errors import InputError
-from histoblur.models.hub import load_pretrained
+from histoblur.models.hub import load_pretrained, select_device
 from histoblur.models.tiling import predict_tiled
 from histoblur.synthesis.plans import NetworkPlan
 from histoblur.synthesis.spec import SEED_RANGE, BlurSpec, IntRange, Sampler
@@ -25,6 +28,35 @@ from histoblur.synthesis.spec import SEED_RANGE, BlurSpec, IntRange, Sampler
 # shipped weights per learned kind, and the checkpoint task each kind accepts
 TASKS = {"gan": "blur-gan", "unit-ddpm": "unit-ddpm"}
 WINDOW, OVERLAP = 512, 32
+# where learned kinds run: set for a block with :func:`learned_device`
+_DEVICE: ContextVar[str] = ContextVar("histoblur_learned_device", default="cpu")
+
+
+@contextmanager
+def learned_device(device: str) -> Iterator[None]:
+    """Run the learned blur kinds on ``device`` (``auto``, ``cpu``, ``cuda``) inside the block.
+
+    Statistical kinds are unaffected; outside any block learned kinds run on the CPU.
+
+    Raises:
+        InputError: an unknown device, or ``cuda`` without a CUDA device.
+
+    Examples:
+        >>> with learned_device("cpu"):
+        ...     current_device().type
+        'cpu'
+    """
+    select_device(device)  # refuse a bad name before any work
+    token = _DEVICE.set(device)
+    try:
+        yield
+    finally:
+        _DEVICE.reset(token)
+
+
+def current_device() -> torch.device:
+    """The device learned kinds run on here (see :func:`learned_device`)."""
+    return select_device(_DEVICE.get())
 
 
 class GanSpec(BlurSpec):
@@ -96,21 +128,24 @@ def load_network(runner: str, model: str) -> torch.nn.Module:
 
 
 @lru_cache(maxsize=4)
-def load_learned(runner: str, model: str) -> tuple[torch.nn.Module, dict[str, float]]:
-    """(network, the inference settings stored with it), cached.
+def load_learned(
+    runner: str, model: str, device: str = "cpu"
+) -> tuple[torch.nn.Module, dict[str, float]]:
+    """(network on ``device``, the inference settings stored with it), cached.
 
     Raises:
         InputError: missing, corrupt or untrusted checkpoint, or one of another task.
     """
     if runner not in TASKS:
         raise InputError(f"Unknown learned blur kind {runner!r}.")
-    network, config, _ = load_pretrained(model, TASKS[runner])
+    network, config, _ = load_pretrained(model, TASKS[runner], device)
     return network, dict(config.get("inference", {}))
 
 
 def run_network(plan: NetworkPlan, image: np.ndarray) -> np.ndarray:
     """Apply a learned blur to a float32 (H, W, C) image in [0, 1]; grey runs as RGB."""
-    network, stored = load_learned(plan.runner, plan.model)
+    device = current_device()
+    network, stored = load_learned(plan.runner, plan.model, str(device))
     h, w, c = image.shape
     rgb = np.repeat(image[..., :1], 3, axis=2) if c == 1 else image[..., :3]
     generator = torch.Generator().manual_seed(plan.seed)
@@ -120,8 +155,8 @@ def run_network(plan: NetworkPlan, image: np.ndarray) -> np.ndarray:
         stacked = np.concatenate([rgb, z], axis=2).astype(np.float32)
 
         def predict(batch: np.ndarray) -> np.ndarray:
-            x = torch.from_numpy(batch)
-            return network(x[:, :3], x[:, 3:]).numpy()
+            x = torch.from_numpy(batch).to(device)
+            return network(x[:, :3], x[:, 3:]).cpu().numpy()
 
     else:
         from histoblur.diffusion.translation import translate
@@ -130,11 +165,13 @@ def run_network(plan: NetworkPlan, image: np.ndarray) -> np.ndarray:
         stacked = np.ascontiguousarray(rgb, np.float32)
 
         def predict(batch: np.ndarray) -> np.ndarray:
-            x = torch.from_numpy(batch)
+            x = torch.from_numpy(batch).to(device)
             steps = int(options["steps"])
-            return translate(
-                network, x, options["release"], steps, generator, start=options["start"]
-            ).numpy()
+            return (
+                translate(network, x, options["release"], steps, generator, start=options["start"])
+                .cpu()
+                .numpy()
+            )
 
     window = min(WINDOW, max(8, h, w))  # a small image runs as one window, not padded to 512
     overlap = min(OVERLAP, window // 4)
