@@ -103,18 +103,6 @@ class Scheduler:
         with the step's ``sigma = eta * sqrt((1 - ab') / (1 - ab) (1 - ab / ab'))``.
         """
         x0 = self.clean(x_t, output, position)
-        return self.step_from_clean(x0, position, x_t, eta, noise, to)
-
-    def step_from_clean(
-        self,
-        x0: torch.Tensor,
-        position: int,
-        x_t: torch.Tensor,
-        eta: float = 1.0,
-        noise: torch.Tensor | None = None,
-        to: int | None = None,
-    ) -> torch.Tensor:
-        """:meth:`step` given the clean estimate ``x0`` itself."""
         ab_t, ab_prev = self.alpha(position), self.alpha(position - 1 if to is None else to)
         eps = (x_t - math.sqrt(ab_t) * x0) / math.sqrt(1 - ab_t)
         sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))

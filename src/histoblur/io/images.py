@@ -33,6 +33,7 @@ import numpy as np
 
 from histoblur.errors import InputError, ParameterError
 from histoblur.io.atomic import atomic_path
+from histoblur.io.paths import existing_file
 
 SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -338,11 +339,7 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
         ...
         histoblur.errors.InputError: Image missing.png does not exist.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"Image {path} does not exist.")
-    if path.is_dir():
-        raise InputError(f"Image path {path} is a folder, not a file.")
+    path = existing_file(path, "Image")
     header = read_header(path)
     if header is not None:
         check_size(path, header, _MAX_PIXELS.get() if max_pixels is None else max_pixels)

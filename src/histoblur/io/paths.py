@@ -16,7 +16,23 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from histoblur.errors import OutputError, ParameterError
+from histoblur.errors import InputError, OutputError, ParameterError
+
+
+def existing_file(path: str | Path, what: str) -> Path:
+    """``path`` as a Path when it is an existing file; else one sentence naming ``what``.
+
+    >>> existing_file("missing.png", "Image")
+    Traceback (most recent call last):
+    ...
+    histoblur.errors.InputError: Image missing.png does not exist.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what} {path} does not exist.")
+    if path.is_dir():
+        raise InputError(f"{what} path {path} is a folder, not a file.")
+    return path
 
 
 def same_file(a: Path, b: Path) -> bool:

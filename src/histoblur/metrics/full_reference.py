@@ -429,15 +429,7 @@ def sre(a: ImageLike, b: ImageLike) -> Score:
     relative to the image's brightness rather than to its data range (as PSNR); higher is
     better, infinite for identical images.
 
-    Args:
-        a: reference image(s).
-        b: test image(s), same shape and dtype.
-
-    Returns:
-        A float for one numpy image, a tensor ``(N,)`` for a torch batch.
-
-    Raises:
-        InputError: if the inputs cannot be compared.
+    Arguments, returns and errors: as :func:`mse`.
 
     Examples:
         >>> a = np.full((8, 8), 100, np.uint8)

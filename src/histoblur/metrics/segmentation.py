@@ -176,15 +176,7 @@ def iou(pred: MaskLike, truth: MaskLike) -> float | torch.Tensor:
     ``IoU = |P and T| / |P or T|``; range [0, 1]; higher is better; 1 for two empty masks.
     ``IoU = Dice / (2 - Dice)`` for each image.
 
-    Args:
-        pred: predicted mask; non-zero is foreground.
-        truth: ground-truth mask of the same shape.
-
-    Returns:
-        A float for numpy masks; a float64 tensor ``(N,)`` for torch masks ``(N, ...)``.
-
-    Raises:
-        InputError: if the masks differ in kind, shape or device.
+    Arguments, returns and errors: as :func:`dice`.
 
     Examples:
         >>> pred = np.zeros((8, 8), bool)
@@ -534,12 +526,12 @@ def evaluate_mask_folders(
     Examples:
         >>> import tempfile
         >>> from histoblur.io.images import write_image
-        >>> mask = np.zeros((8, 8), np.uint8)
-        >>> mask[:4] = 255
+        >>> half = np.zeros((8, 8), np.uint8)
+        >>> half[:4] = 255
         >>> with tempfile.TemporaryDirectory() as tmp:
         ...     for folder, name in (("pred", "a_mask.png"), ("truth", "a.png")):
         ...         (Path(tmp) / folder).mkdir()
-        ...         _ = write_image(Path(tmp) / folder / name, mask)
+        ...         _ = write_image(Path(tmp) / folder / name, half)
         ...     summary = evaluate_mask_folders(Path(tmp) / "pred", Path(tmp) / "truth")
         >>> len(summary.per_image), summary.micro.dice, summary.notes["binarisation"]
         (1, 1.0, 'non-zero')

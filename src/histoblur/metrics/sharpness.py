@@ -150,14 +150,7 @@ def tenengrad(image: ImageLike) -> Score:
     ``T = mean(Gx^2 + Gy^2)`` with 3 x 3 Sobel derivatives; range [0, 32] in [0, 1] units;
     higher is sharper.
 
-    Args:
-        image: numpy ``(H, W)`` / ``(H, W, C)`` image or torch ``(N, C, H, W)`` batch.
-
-    Returns:
-        A float for one numpy image, a tensor ``(N,)`` for a torch batch.
-
-    Raises:
-        InputError: for an unsupported input.
+    Arguments, returns and errors: as :func:`variance_of_laplacian`.
 
     Examples:
         >>> stripes = (np.indices((16, 16))[1] // 2 % 2 * 255).astype(np.uint8)  # 2 px stripes
@@ -177,14 +170,7 @@ def brenner(image: ImageLike) -> Score:
     ``B = mean((L[y, x+2] - L[y, x])^2) + mean((L[y+2, x] - L[y, x])^2)``; range [0, 2] in
     [0, 1] units; higher is sharper.
 
-    Args:
-        image: numpy ``(H, W)`` / ``(H, W, C)`` image or torch ``(N, C, H, W)`` batch.
-
-    Returns:
-        A float for one numpy image, a tensor ``(N,)`` for a torch batch.
-
-    Raises:
-        InputError: for an unsupported input.
+    Arguments, returns and errors: as :func:`variance_of_laplacian`.
 
     Examples:
         >>> stripes = (np.indices((16, 16))[1] // 2 % 2 * 255).astype(np.uint8)  # 2 px stripes

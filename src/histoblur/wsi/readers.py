@@ -24,6 +24,7 @@ import numpy as np
 
 from histoblur.errors import InputError, ParameterError
 from histoblur.io.images import read_header, read_image, to_rgb
+from histoblur.io.paths import existing_file
 
 # a stated level-0 resolution outside this range is treated as missing (e.g. 352 um/px)
 PLAUSIBLE_MPP = (0.05, 20.0)
@@ -267,11 +268,7 @@ def open_slide(path: str | Path) -> SlideReader:
         ...
         histoblur.errors.InputError: Slide missing.svs does not exist.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"Slide {path} does not exist.")
-    if path.is_dir():
-        raise InputError(f"Slide path {path} is a folder, not a file.")
+    path = existing_file(path, "Slide")
     suffix = path.suffix.lower()
     if suffix in PLAIN_SUFFIXES:
         return ImageReader(path)
