@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 Code = list[torch.Tensor]
+MAX_CHANNELS = 4096  # filters of the last encoder level: under 1 GiB of weights
 
 
 class AutoencoderConfig(BaseModel):
@@ -26,7 +27,8 @@ class AutoencoderConfig(BaseModel):
 
     Attributes:
         width: filters of the first encoder level, doubled per level (64 in the paper).
-        levels: stride-2 encoder levels; inputs are padded to a multiple of ``2**levels``.
+        levels: stride-2 encoder levels; inputs are padded to a multiple of ``2**levels``. The
+            last level's ``width * 2**(levels - 1)`` filters are at most :data:`MAX_CHANNELS`.
         channels: image channels in and out.
         skips: encoder levels (1 = the first, full width, half resolution) whose features join
             the code and the decoder; empty is the paper's plain autoencoder.
@@ -38,6 +40,16 @@ class AutoencoderConfig(BaseModel):
     levels: int = Field(5, ge=1, le=7)
     channels: int = Field(3, ge=1, le=4)
     skips: tuple[int, ...] = ()
+
+    @model_validator(mode="after")
+    def _widest_bounded(self) -> AutoencoderConfig:
+        widest = self.width * 2 ** (self.levels - 1)
+        if widest > MAX_CHANNELS:
+            raise ValueError(
+                f"the last level, width * 2**(levels - 1) = {widest} filters, must not exceed "
+                f"{MAX_CHANNELS}; lower width or levels"
+            )
+        return self
 
     @model_validator(mode="after")
     def _skips_inside(self) -> AutoencoderConfig:

@@ -16,10 +16,12 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 BLUR_TYPES = ("in_focus", "defocus", "motion", "mixed")
+MAX_STAGES = 6
+MAX_CONVS = 8  # per stage
 
 
 class BlurTypeConfig(BaseModel):
@@ -29,9 +31,11 @@ class BlurTypeConfig(BaseModel):
         in_channels: input channels (RGB).
         classes: number of blur types.
         width: channels of the first stage.
-        stages: convolutions per stage (VGG16: 2, 2, 3, 3, 3).
+        stages: convolutions per stage (VGG16: 2, 2, 3, 3, 3): 1 to 6 stages of 1 to 8.
         norm: batch normalisation after each convolution, or none (plain VGG).
         dropout: dropout before the last layer.
+        spectrum: add the Fourier branch (reads the luma of the first three channels, so it
+            needs ``in_channels`` of 3 or more).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -43,6 +47,24 @@ class BlurTypeConfig(BaseModel):
     norm: Literal["batch", "none"] = "batch"
     dropout: float = Field(0.3, ge=0, lt=1)
     spectrum: bool = False
+
+    @field_validator("stages")
+    @classmethod
+    def _stages_bounded(cls, stages: tuple[int, ...]) -> tuple[int, ...]:
+        if not 1 <= len(stages) <= MAX_STAGES or any(not 1 <= n <= MAX_CONVS for n in stages):
+            raise ValueError(
+                f"stages must list 1 to {MAX_STAGES} whole numbers from 1 to {MAX_CONVS}"
+            )
+        return stages
+
+    @model_validator(mode="after")
+    def _spectrum_needs_rgb(self) -> BlurTypeConfig:
+        if self.spectrum and self.in_channels < 3:
+            raise ValueError(
+                f"spectrum reads the luma of RGB tiles, so it needs in_channels of 3 or more "
+                f"(got {self.in_channels})"
+            )
+        return self
 
 
 SPECTRUM_BINS = 64

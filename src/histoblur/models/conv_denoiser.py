@@ -17,12 +17,15 @@ from histoblur.models.unit_ddpm import Denoiser
 
 
 class ConvDenoiserConfig(BaseModel):
-    """Architecture of a :class:`ConvDenoiser` (``width`` doubles per level, up to 8x)."""
+    """Architecture of a :class:`ConvDenoiser` (``width`` doubles per level, up to 8x).
+
+    ``width`` is even: it is also the size of the timestep's sinusoidal embedding.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     arch: Literal["conv-denoiser"] = "conv-denoiser"
     channels: int = Field(3, ge=1, le=4)
-    width: int = Field(32, ge=4, le=256)
+    width: int = Field(32, ge=4, le=256, multiple_of=2)
     depth: int = Field(3, ge=1, le=5)
 
     @property

@@ -20,10 +20,10 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from histoblur.models.unet import Norm, UNet, UNetConfig
+from histoblur.models.unet import Norm, UNet, UNetConfig, check_widest
 
 CONDITION_FACTOR = 8  # the critic's condition keeps structure coarser than 8 px
 
@@ -32,8 +32,9 @@ class BlurGeneratorConfig(BaseModel):
     """Architecture of a :class:`BlurGenerator`.
 
     Attributes:
-        width, depth, norm: of the U-Net (see :class:`UNetConfig`).
-        noise_channels: channels of the random noise map given beside the image.
+        width, depth, norm: of the U-Net (see :class:`UNetConfig`, whose bounds apply).
+        noise_channels: channels of the random noise map given beside the image (at most 13:
+            the U-Net takes at most 16 input channels).
         noise_scale: the noise map is drawn this many times coarser than the image.
     """
 
@@ -42,8 +43,23 @@ class BlurGeneratorConfig(BaseModel):
     width: int = Field(16, ge=2, le=256)
     depth: int = Field(4, ge=1, le=7)
     norm: Norm = "instance"
-    noise_channels: int = Field(2, ge=0, le=16)
+    noise_channels: int = Field(2, ge=0, le=13)
     noise_scale: int = Field(16, ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _widest_bounded(self) -> BlurGeneratorConfig:
+        check_widest(self.width, self.depth)
+        return self
+
+    def unet(self) -> UNetConfig:
+        """The generator's U-Net: the image and the noise map in, a 3-channel correction out."""
+        return UNetConfig(
+            in_channels=3 + self.noise_channels,
+            out_channels=3,
+            width=self.width,
+            depth=self.depth,
+            norm=self.norm,
+        )
 
 
 class BlurGenerator(nn.Module):
@@ -52,15 +68,7 @@ class BlurGenerator(nn.Module):
     def __init__(self, config: BlurGeneratorConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or BlurGeneratorConfig()
-        self.unet = UNet(
-            UNetConfig(
-                in_channels=3 + config.noise_channels,
-                out_channels=3,
-                width=config.width,
-                depth=config.depth,
-                norm=config.norm,
-            )
-        )
+        self.unet = UNet(config.unet())
         nn.init.zeros_(self.unet.head.weight)
         nn.init.zeros_(self.unet.head.bias)
 

@@ -5,7 +5,8 @@ convolutions, then a stride-2 convolution into the next level. The decoder mirro
 stride-2 transposed convolutions; the output of each encoder level is added to the decoder
 feature of the same size (symmetric skips, summed), and the input image is added to the
 output, so the network predicts the correction. Any input size works: sides are reflect-padded
-to a multiple of ``2 ** (len(widths) - 1)`` inside ``forward`` and the output is cropped back.
+to a multiple of ``2 ** (len(widths) - 1)`` inside ``forward`` (replicate-padded when a side is
+too short to reflect) and the output is cropped back.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
+
+MAX_LEVELS = 6
+MAX_WIDTH = 512
 
 
 class RedNetConfig(BaseModel):
@@ -23,7 +27,8 @@ class RedNetConfig(BaseModel):
 
     Attributes:
         channels: image channels in and out.
-        widths: features per level; each level after the first halves the resolution.
+        widths: features per level (1 to 6 levels of 1 to 512 features); each level after the
+            first halves the resolution.
         convs: 3 x 3 convolutions per level on each side.
         kernel: convolution kernel size (3 or 5, as in DBMID).
     """
@@ -34,6 +39,15 @@ class RedNetConfig(BaseModel):
     widths: tuple[int, ...] = (32, 64, 128)
     convs: int = Field(2, ge=1, le=16)
     kernel: Literal[3, 5] = 3
+
+    @field_validator("widths")
+    @classmethod
+    def _widths_bounded(cls, widths: tuple[int, ...]) -> tuple[int, ...]:
+        if not 1 <= len(widths) <= MAX_LEVELS or any(not 1 <= w <= MAX_WIDTH for w in widths):
+            raise ValueError(
+                f"widths must list 1 to {MAX_LEVELS} whole numbers from 1 to {MAX_WIDTH}"
+            )
+        return widths
 
     @property
     def multiple(self) -> int:
@@ -75,7 +89,10 @@ class RedNet(nn.Module):
         h, w = x.shape[-2:]
         m = self.config.multiple
         ph, pw = (-h) % m, (-w) % m
-        padded = F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x
+        padded = x
+        if ph or pw:  # reflect needs a pad shorter than the side; a tiny input is replicated
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            padded = F.pad(x, (0, pw, 0, ph), mode=mode)
         feature = self.head(padded)
         skips = []
         for level, block in enumerate(self.encoder):

@@ -15,10 +15,22 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from torch import nn
 
 from histoblur.models.unit_ddpm import timestep_embedding
+
+MAX_STAGES = 6
+MAX_DEPTH = 16  # Swin blocks per stage
+MAX_HEADS = 64
+MAX_CHANNELS = 1024  # token width of the last stage (the bottleneck): ~2 GiB of weights at most
 
 
 class SwinDenoiserConfig(BaseModel):
@@ -26,10 +38,13 @@ class SwinDenoiserConfig(BaseModel):
 
     Attributes:
         channels: image channels.
-        embed_dim: token width of the first stage (doubled per stage).
-        depths: Swin blocks per encoder stage (the decoder mirrors them; the bottleneck has
-            ``depths[-1]``).
-        heads: attention heads per stage.
+        embed_dim: token width of the first stage (doubled per stage; even, as the timestep
+            embedding is); the last stage's ``embed_dim * 2**(stages - 1)`` is at most
+            :data:`MAX_CHANNELS`.
+        depths: Swin blocks per encoder stage, 1 to 16 for each of 1 to 6 stages (the decoder
+            mirrors them; the bottleneck has ``depths[-1]``).
+        heads: attention heads per stage, 1 to 64, one entry per stage; each must divide its
+            stage's token width.
         window: window side in tokens (smaller at stages whose feature map is smaller).
         patch: patch side of the embedding (tokens are ``patch x patch`` pixels).
         time: ``token`` (ArtiFusion) or ``add``.
@@ -39,22 +54,42 @@ class SwinDenoiserConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     arch: Literal["swin-denoiser"] = "swin-denoiser"
     channels: int = Field(3, ge=1, le=4)
-    embed_dim: int = Field(32, ge=8, le=512)
+    embed_dim: int = Field(32, ge=8, le=512, multiple_of=2)
     depths: tuple[int, ...] = (2, 2, 2)
     heads: tuple[int, ...] = (2, 4, 8)
     window: int = Field(8, ge=2, le=32)
     patch: int = Field(2, ge=1, le=8)
     time: Literal["token", "add"] = "token"
-    mlp_ratio: float = Field(2.0, gt=0, le=8)
+    mlp_ratio: float = Field(2.0, ge=0.25, le=8)
+
+    @field_validator("depths", "heads")
+    @classmethod
+    def _per_stage_bounded(cls, values: tuple[int, ...], info: ValidationInfo) -> tuple[int, ...]:
+        high = MAX_DEPTH if info.field_name == "depths" else MAX_HEADS
+        if not 1 <= len(values) <= MAX_STAGES or any(not 1 <= v <= high for v in values):
+            raise ValueError(
+                f"{info.field_name} must list 1 to {MAX_STAGES} whole numbers from 1 to {high}"
+            )
+        return values
 
     @model_validator(mode="after")
     def _stages(self) -> SwinDenoiserConfig:
-        if len(self.depths) != len(self.heads) or not self.depths:
-            raise ValueError("depths and heads need one entry per stage")
+        if len(self.depths) != len(self.heads):
+            raise ValueError(
+                f"depths and heads need one entry per stage (got {len(self.depths)} depths "
+                f"and {len(self.heads)} heads)"
+            )
+        widest = self.embed_dim * 2 ** (len(self.depths) - 1)
+        if widest > MAX_CHANNELS:
+            raise ValueError(
+                f"the last stage, embed_dim * 2**(stages - 1) = {widest} channels, must not "
+                f"exceed {MAX_CHANNELS}; lower embed_dim or the number of stages"
+            )
         for k, h in enumerate(self.heads):
             if (self.embed_dim * 2**k) % h:
                 raise ValueError(
-                    f"stage {k}: {self.embed_dim * 2**k} channels do not split into {h} heads"
+                    f"heads[{k}] = {h} must divide the {self.embed_dim * 2**k} channels of "
+                    f"stage {k} (embed_dim * 2**{k})"
                 )
         return self
 

@@ -2,7 +2,8 @@
 
 The network takes float images in [0, 1] (N, C, H, W) and returns logits (N, out_channels, H, W).
 Any H and W work: inputs whose sides are not multiples of ``2 ** depth`` are reflect-padded inside
-``forward`` and the output is cropped back, so the caller never pads.
+``forward`` (replicate-padded when a side is too short to reflect) and the output is cropped back,
+so the caller never pads.
 
 ``separable=True`` gives the light variant: every 3 x 3 convolution after the first becomes a
 depthwise 3 x 3 followed by a pointwise 1 x 1 (MobileNet-style), about 6x fewer multiply-adds.
@@ -14,10 +15,26 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 Norm = Literal["batch", "group", "instance", "none"]
+MAX_CHANNELS = 2048  # of the widest level (the bottleneck): ~0.5 GiB of weights at most
+
+
+def check_widest(width: int, depth: int) -> None:
+    """Refuse a bottleneck (``width * 2**depth`` channels) wider than :data:`MAX_CHANNELS`.
+
+    A wider one would need many GiB for its weights alone.
+
+    Raises:
+        ValueError: in words, for the config's validation message.
+    """
+    if width * 2**depth > MAX_CHANNELS:
+        raise ValueError(
+            f"the widest level, width * 2**depth = {width * 2**depth} channels, must not exceed "
+            f"{MAX_CHANNELS}; lower width or depth"
+        )
 
 
 class UNetConfig(BaseModel):
@@ -27,8 +44,9 @@ class UNetConfig(BaseModel):
         in_channels: input channels (3 for RGB; grey inputs are replicated by the predictor).
         out_channels: output channels (1 blur logit for segmentation).
         width: channels of the first level; level ``k`` has ``width * 2**k``.
-        depth: number of down-sampling steps (the bottleneck is ``2**depth`` times smaller).
-        norm: normalisation after each convolution.
+        depth: number of down-sampling steps (the bottleneck is ``2**depth`` times smaller);
+            the bottleneck's ``width * 2**depth`` channels are at most :data:`MAX_CHANNELS`.
+        norm: normalisation after each convolution (``group``: :func:`norm_groups` groups).
         separable: depthwise-separable convolutions (light variant).
         stem_stride: 2 runs the whole U-Net at half resolution after a strided stem and
             up-samples the logits bilinearly (about 4x cheaper; blur is a low-frequency label).
@@ -44,17 +62,27 @@ class UNetConfig(BaseModel):
     separable: bool = False
     stem_stride: Literal[1, 2] = 1
 
+    @model_validator(mode="after")
+    def _widest_bounded(self) -> UNetConfig:
+        check_widest(self.width, self.depth)
+        return self
+
     @property
     def multiple(self) -> int:
         """Input sides are padded to a multiple of this inside ``forward``."""
         return self.stem_stride * 2**self.depth
 
 
+def norm_groups(channels: int) -> int:
+    """GroupNorm groups for ``channels``: the largest divisor not above 8 (8 for 8, 16, 24...)."""
+    return max(g for g in range(1, min(8, channels) + 1) if channels % g == 0)
+
+
 def _norm(kind: Norm, channels: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "group":
-        return nn.GroupNorm(min(8, channels), channels)
+        return nn.GroupNorm(norm_groups(channels), channels)
     if kind == "instance":
         return nn.InstanceNorm2d(channels, affine=True)
     return nn.Identity()

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import IterableDataset
 
 from histoblur.errors import InputError
@@ -42,7 +42,6 @@ from histoblur.training.runs import (
     MAX_BATCH,
     MAX_THREADS,
     RunFolder,
-    check_levels,
     checkpoint_meta,
     endless,
     new_network,
@@ -133,12 +132,6 @@ class ClassifierTrainConfig(BaseModel):
     threads: int = Field(0, ge=0, le=MAX_THREADS)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = Field(0, ge=0)
-
-    @field_validator("model")
-    @classmethod
-    def _stages_bounded(cls, model: BlurTypeConfig) -> BlurTypeConfig:
-        check_levels(model.stages, "stages", 6, 8)
-        return model
 
 
 def class_synthesis(config: ClassifierTrainConfig) -> list[DatasetConfig]:

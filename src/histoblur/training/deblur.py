@@ -20,7 +20,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch.utils.data import IterableDataset
 
 from histoblur.errors import InputError
@@ -37,7 +37,6 @@ from histoblur.training.runs import (
     MAX_BATCH,
     MAX_THREADS,
     RunFolder,
-    check_levels,
     checkpoint_meta,
     endless,
     new_network,
@@ -115,12 +114,6 @@ class DeblurTrainConfig(BaseModel):
     threads: int = Field(0, ge=0, le=MAX_THREADS)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = Field(0, ge=0)
-
-    @field_validator("model")
-    @classmethod
-    def _levels_bounded(cls, model: RedNetConfig) -> RedNetConfig:
-        check_levels(model.widths, "widths", 6, 512)
-        return model
 
     @model_validator(mode="after")
     def _tile_fits(self) -> DeblurTrainConfig:

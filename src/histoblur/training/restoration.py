@@ -98,7 +98,8 @@ class RestorationTrainConfig(BaseModel):
     @field_validator("model", mode="before")
     @classmethod
     def _stages_bounded(cls, model: Any) -> Any:
-        # before the architecture's own checks, which divide by the heads
+        # the model's own checks, worded alike, for a block without ``arch``: the union
+        # would otherwise stop at its discriminator before reaching them
         if isinstance(model, dict):
             for key, high in (("depths", 16), ("heads", 64)):
                 if key in model:
