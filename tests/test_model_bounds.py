@@ -256,3 +256,19 @@ def test_the_caps_themselves_are_allowed():
     AutoencoderConfig(width=64, levels=7)
     SwinDenoiserConfig(embed_dim=32, depths=(1,) * 6, heads=(1,) * 6)
     RedNetConfig(widths=(1, 512, 512, 512, 512, 512))
+
+
+def test_gan_training_refuses_tiles_too_small_for_its_critic():
+    from histoblur.models.gan import PatchCriticConfig
+    from histoblur.training.gan import GanTrainConfig
+
+    with pytest.raises(ValueError, match="needs tiles of at least 48 px"):
+        GanTrainConfig(tile=32, critic=PatchCriticConfig(layers=4))
+    assert GanTrainConfig(tile=48, critic=PatchCriticConfig(layers=4)).tile == 48
+
+
+def test_unit_ddpm_width_must_be_even():
+    from histoblur.models.unit_ddpm import UnitDDPMConfig
+
+    with pytest.raises(ValueError, match="multiple"):
+        UnitDDPMConfig(width=9)

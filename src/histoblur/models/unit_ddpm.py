@@ -39,7 +39,7 @@ class UnitDDPMConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     arch: Literal["unit-ddpm"] = "unit-ddpm"
-    width: int = Field(32, ge=4, le=256)
+    width: int = Field(32, ge=4, le=256, multiple_of=2)  # even: the timestep embedding halves it
     depth: int = Field(3, ge=1, le=5)
     translator_width: int = Field(16, ge=2, le=128)
     timesteps: int = Field(1000, ge=2, le=4000)

@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from histoblur.io.images import to_float
 from histoblur.models.gan import (
@@ -103,6 +103,16 @@ class GanTrainConfig(DomainConfig):
     workers: int = Field(0, ge=0, le=64)
     threads: int = Field(0, ge=0, le=MAX_THREADS)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _critic_fits(self) -> GanTrainConfig:
+        need = 3 * 2**self.critic.layers  # each strided layer halves; two 4 x 4 convs end it
+        if self.tile < need:
+            raise ValueError(
+                f"a critic of {self.critic.layers} layers needs tiles of at least {need} px, "
+                f"got tile {self.tile}"
+            )
+        return self
 
 
 def drop_pixels(tile: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
