@@ -157,8 +157,9 @@ def test_qc_command(slides, tmp_path, capsys):
     assert main(["qc", "--out", str(out), "--mpp", "-1", str(slides / "s0.tif")]) == 2
     write_image(tmp_path / "tile.png", np.full((64, 64, 3), 200, np.uint8))
     assert main(["qc", "--out", str(out), str(tmp_path / "tile.png")]) == 3  # no mpp: error row
-    rows = list(csv.DictReader((out / "cohort.csv").open()))
-    assert "--slide-mpp" in rows[0]["error"]
+    rows = {r["stem"]: r for r in csv.DictReader((out / "cohort.csv").open())}
+    assert "--slide-mpp" in rows["tile"]["error"]
+    assert set(rows) == {"broken", "s0", "s1", "tile"}  # earlier runs' slides are kept
 
 
 @pytest.mark.skipif(not WSI.is_dir(), reason="../shared/data/wsi is absent")

@@ -6,14 +6,13 @@ import math
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from histoblur.config import Config
 from histoblur.errors import ParameterError, describe_validation
 from histoblur.synthesis.registry import BLUR_KINDS
 
@@ -22,7 +21,7 @@ FREEFORM = "free-form"
 DEFAULT_FAMILIES = ("gaussian", "lens", "aperture", "motion", "mixed")
 
 
-class CalibrationConfig(BaseModel):
+class CalibrationConfig(Config):
     """What to fit and how to prepare the pair.
 
     Attributes:
@@ -63,8 +62,6 @@ class CalibrationConfig(BaseModel):
             parameters is named best (a richer family such as ``mixed`` contains ``lens`` and can
             only tie or beat it).
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     families: tuple[str, ...] = DEFAULT_FAMILIES
     freeform: bool = True

@@ -9,17 +9,18 @@ is :class:`histoblur.diffusion.scheduler.Scheduler`.
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from histoblur.config import Config
 
 
-class ScheduleConfig(BaseModel):
+class ScheduleConfig(Config):
     """A linear beta schedule: ``timesteps`` betas from ``beta_start`` to ``beta_end``.
 
     The defaults follow DDPM's 1e-4 .. 0.02 over 1000 steps, rescaled to 250 steps (as
     improved DDPM does for shorter chains), so the final ``ab_T`` is close to 0 either way.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     timesteps: int = Field(250, ge=2, le=4000)
     beta_start: float = Field(4e-4, gt=0, lt=1)
     beta_end: float = Field(0.08, gt=0, lt=1)

@@ -28,8 +28,9 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from histoblur.config import Config
 from histoblur.io.images import to_float, to_rgb
 from histoblur.metrics.sharpness import local_laplacian_map
 from histoblur.wsi.tissue import tissue_mask
@@ -38,10 +39,9 @@ Kind = Literal["blur", "dark", "pale"]
 KINDS: tuple[Kind, ...] = ("blur", "dark", "pale")
 
 
-class ThresholdConfig(BaseModel):
+class ThresholdConfig(Config):
     """Thresholds of :func:`threshold_artifacts` (images in [0, 1], lengths in pixels)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     kinds: tuple[Kind, ...] = KINDS
     sigma: float = Field(4.0, gt=0, le=64, description="smoothing of luma and saturation")
     energy_sigma: float = Field(8.0, gt=0, le=64, description="window of the Laplacian energy")

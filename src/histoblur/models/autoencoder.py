@@ -15,14 +15,16 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch import nn
+
+from histoblur.config import Config
 
 Code = list[torch.Tensor]
 MAX_CHANNELS = 4096  # filters of the last encoder level: under 1 GiB of weights
 
 
-class AutoencoderConfig(BaseModel):
+class AutoencoderConfig(Config):
     """Architecture of a :class:`FocalAutoencoder`.
 
     Attributes:
@@ -34,7 +36,6 @@ class AutoencoderConfig(BaseModel):
             the code and the decoder; empty is the paper's plain autoencoder.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     arch: Literal["focal-ae"] = "focal-ae"
     width: int = Field(64, ge=2, le=256)
     levels: int = Field(5, ge=1, le=7)

@@ -16,15 +16,17 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
+
+from histoblur.config import Config
 
 BLUR_TYPES = ("in_focus", "defocus", "motion", "mixed")
 MAX_STAGES = 6
 MAX_CONVS = 8  # per stage
 
 
-class BlurTypeConfig(BaseModel):
+class BlurTypeConfig(Config):
     """Architecture of a :class:`BlurTypeNet` (stored in ``config.json`` beside the weights).
 
     Attributes:
@@ -38,7 +40,6 @@ class BlurTypeConfig(BaseModel):
             needs ``in_channels`` of 3 or more).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     arch: Literal["vgg"] = "vgg"
     in_channels: int = Field(3, ge=1, le=16)
     classes: int = Field(len(BLUR_TYPES), ge=2, le=64)

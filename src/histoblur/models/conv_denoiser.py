@@ -10,19 +10,19 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
+from histoblur.config import Config
 from histoblur.models.unit_ddpm import Denoiser
 
 
-class ConvDenoiserConfig(BaseModel):
+class ConvDenoiserConfig(Config):
     """Architecture of a :class:`ConvDenoiser` (``width`` doubles per level, up to 8x).
 
     ``width`` is even: it is also the size of the timestep's sinusoidal embedding.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     arch: Literal["conv-denoiser"] = "conv-denoiser"
     channels: int = Field(3, ge=1, le=4)
     width: int = Field(32, ge=4, le=256, multiple_of=2)

@@ -20,15 +20,16 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch import nn
 
+from histoblur.config import Config
 from histoblur.models.unet import Norm, UNet, UNetConfig, check_widest
 
 CONDITION_FACTOR = 8  # the critic's condition keeps structure coarser than 8 px
 
 
-class BlurGeneratorConfig(BaseModel):
+class BlurGeneratorConfig(Config):
     """Architecture of a :class:`BlurGenerator`.
 
     Attributes:
@@ -38,7 +39,6 @@ class BlurGeneratorConfig(BaseModel):
         noise_scale: the noise map is drawn this many times coarser than the image.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     arch: Literal["blur-gan"] = "blur-gan"
     width: int = Field(16, ge=2, le=256)
     depth: int = Field(4, ge=1, le=7)
@@ -90,7 +90,7 @@ class BlurGenerator(nn.Module):
         return (x + self.unet(inputs)).clamp(0, 1)
 
 
-class PatchCriticConfig(BaseModel):
+class PatchCriticConfig(Config):
     """Architecture of a :class:`PatchCritic`.
 
     Attributes:
@@ -98,7 +98,6 @@ class PatchCriticConfig(BaseModel):
         layers: strided convolutions (3: 70 x 70 px patches, as pix2pix).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     arch: Literal["patch-critic"] = "patch-critic"
     width: int = Field(32, ge=2, le=512)
     layers: int = Field(3, ge=1, le=6)

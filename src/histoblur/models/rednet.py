@@ -15,14 +15,16 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from torch import nn
+
+from histoblur.config import Config
 
 MAX_LEVELS = 6
 MAX_WIDTH = 512
 
 
-class RedNetConfig(BaseModel):
+class RedNetConfig(Config):
     """Architecture of a :class:`RedNet` (stored in ``config.json`` beside the weights).
 
     Attributes:
@@ -33,7 +35,6 @@ class RedNetConfig(BaseModel):
         kernel: convolution kernel size (3 or 5, as in DBMID).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     arch: Literal["rednet"] = "rednet"
     channels: int = Field(3, ge=1, le=16)
     widths: tuple[int, ...] = (32, 64, 128)

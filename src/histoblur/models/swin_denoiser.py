@@ -16,8 +16,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F  # noqa: N812
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
@@ -25,6 +23,7 @@ from pydantic import (
 )
 from torch import nn
 
+from histoblur.config import Config
 from histoblur.models.unit_ddpm import timestep_embedding
 
 MAX_STAGES = 6
@@ -33,7 +32,7 @@ MAX_HEADS = 64
 MAX_CHANNELS = 1024  # token width of the last stage (the bottleneck): ~2 GiB of weights at most
 
 
-class SwinDenoiserConfig(BaseModel):
+class SwinDenoiserConfig(Config):
     """Architecture of a :class:`SwinDenoiser`.
 
     Attributes:
@@ -51,7 +50,6 @@ class SwinDenoiserConfig(BaseModel):
         mlp_ratio: hidden width of each block's MLP, relative to its token width.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     arch: Literal["swin-denoiser"] = "swin-denoiser"
     channels: int = Field(3, ge=1, le=4)
     embed_dim: int = Field(32, ge=8, le=512, multiple_of=2)

@@ -15,8 +15,10 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch import nn
+
+from histoblur.config import Config
 
 Norm = Literal["batch", "group", "instance", "none"]
 MAX_CHANNELS = 2048  # of the widest level (the bottleneck): ~0.5 GiB of weights at most
@@ -37,7 +39,7 @@ def check_widest(width: int, depth: int) -> None:
         )
 
 
-class UNetConfig(BaseModel):
+class UNetConfig(Config):
     """Architecture of a :class:`UNet`; ``config.json`` beside the weights stores it.
 
     Attributes:
@@ -52,7 +54,6 @@ class UNetConfig(BaseModel):
             up-samples the logits bilinearly (about 4x cheaper; blur is a low-frequency label).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     arch: Literal["unet"] = "unet"
     in_channels: int = Field(3, ge=1, le=16)
     out_channels: int = Field(1, ge=1, le=16)

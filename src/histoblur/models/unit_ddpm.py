@@ -16,14 +16,15 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch import nn
 
+from histoblur.config import Config
 from histoblur.diffusion.schedule import ScheduleConfig, q_sample, to_signed
 from histoblur.models.gan import BlurGenerator, BlurGeneratorConfig
 
 
-class UnitDDPMConfig(BaseModel):
+class UnitDDPMConfig(Config):
     """Architecture and schedule of a :class:`UnitDDPM`.
 
     Attributes:
@@ -37,7 +38,6 @@ class UnitDDPMConfig(BaseModel):
             at high noise and gives usable translations after far fewer training steps.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     arch: Literal["unit-ddpm"] = "unit-ddpm"
     width: int = Field(32, ge=4, le=256, multiple_of=2)  # even: the timestep embedding halves it
     depth: int = Field(3, ge=1, le=5)

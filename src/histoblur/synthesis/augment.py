@@ -31,8 +31,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
+from histoblur.config import Config
 from histoblur.errors import InputError, ParameterError, describe_validation
 from histoblur.io.images import merge_alpha, split_alpha
 from histoblur.synthesis.blur import apply_blur
@@ -46,7 +47,7 @@ from histoblur.synthesis.torch_ops import blur_batch, execute_torch
 SpecLike = BlurSpec | Mapping[str, Any]
 
 
-class RandomBlurConfig(BaseModel):
+class RandomBlurConfig(Config):
     """What a random blur draws.
 
     Attributes:
@@ -56,7 +57,6 @@ class RandomBlurConfig(BaseModel):
             fixes that parameter, a pair is a range, a list is a set of choices.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     kinds: tuple[str, ...]
     p: float = Field(ge=0, le=1)
     ranges: dict[str, dict[str, Any]]

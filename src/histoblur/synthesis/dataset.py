@@ -38,8 +38,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from histoblur.config import Config
 from histoblur.errors import InputError
 from histoblur.io.atomic import atomic_dir
 from histoblur.io.images import list_images, read_image, to_gray_float, to_rgb, write_image
@@ -60,7 +61,7 @@ from histoblur.synthesis.spec import SEED_RANGE, Range, check_range
 from histoblur.wsi.tissue import tissue_fraction
 
 
-class DegradeSampler(BaseModel):
+class DegradeSampler(Config):
     """How often and how strongly tiles are degraded after compositing.
 
     Attributes:
@@ -78,7 +79,6 @@ class DegradeSampler(BaseModel):
         (True, True)
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     noise_p: float = Field(0.0, ge=0, le=1)
     photons: Range = (300.0, 3000.0)
     read_noise: Range = (0.0, 0.01)
@@ -110,7 +110,7 @@ class DegradeSampler(BaseModel):
         )
 
 
-class DatasetConfig(BaseModel):
+class DatasetConfig(Config):
     """Everything that defines a synthetic dataset; defaults live here only.
 
     Attributes:
@@ -147,7 +147,6 @@ class DatasetConfig(BaseModel):
         {'gaussian': {'sigma': [2, 4]}}
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     methods: tuple[str, ...] = ("gaussian", "lens", "motion")
     n: int = Field(100, ge=1, le=10_000_000)
     tile: int = Field(256, ge=16, le=8192)

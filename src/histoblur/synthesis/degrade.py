@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from histoblur.config import Config
 from histoblur.io.images import dtype_max
 
 MAX_PHOTONS = 1e9  # above this, shot noise is far below one grey level of 16-bit data
 
 
-class DegradeSpec(BaseModel):
+class DegradeSpec(Config):
     """Exact parameters of the post-blur degradation (None disables a step).
 
     Attributes:
@@ -31,7 +32,6 @@ class DegradeSpec(BaseModel):
         seed: seed of the noise.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     photons: float | None = Field(None, gt=0, le=MAX_PHOTONS)
     read_noise: float | None = Field(None, ge=0, le=0.5)
     jpeg_quality: int | None = Field(None, ge=1, le=100)

@@ -19,8 +19,9 @@ import math
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from histoblur.config import Config
 from histoblur.synthesis.spec import IntRange, Range, check_range
 
 # Vertex coordinates are stored rounded to this many decimals, so a manifest replays exactly.
@@ -29,7 +30,7 @@ Polygon = list[tuple[float, float]]
 MAX_POLYGONS, MAX_VERTICES = 64, 256  # per mask, per polygon
 
 
-class PolygonMaskSampler(BaseModel):
+class PolygonMaskSampler(Config):
     """Ranges of the random polygons.
 
     Attributes:
@@ -40,7 +41,6 @@ class PolygonMaskSampler(BaseModel):
         feather: edge softness in pixels (Gaussian sigma) used when compositing; 0 is a hard edge.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     count: IntRange = (1, 3)
     size: Range = (0.15, 0.45)
     vertices: IntRange = (5, 12)

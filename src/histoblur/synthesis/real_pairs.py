@@ -20,9 +20,10 @@ from typing import Any
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from histoblur import __version__
+from histoblur.config import Config
 from histoblur.errors import InputError, ParameterError
 from histoblur.io.atomic import atomic_dir
 from histoblur.io.images import read_image, read_mask, to_gray_float, write_image
@@ -49,7 +50,7 @@ SHARPNESS_SCALES = {"raw": 0.0, "sigma1": 1.0}
 RATIO_SCALE = "sigma1"
 
 
-class RealPairConfig(BaseModel):
+class RealPairConfig(Config):
     """Everything that defines a real-blur benchmark; defaults live here only.
 
     Attributes:
@@ -67,7 +68,6 @@ class RealPairConfig(BaseModel):
         masks: random polygon ranges of the mixed-region samples.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     n: int = Field(100, ge=1, le=10_000_000)
     tile: int = Field(256, ge=16, le=8192)
     seed: int = Field(0, ge=0)

@@ -17,8 +17,8 @@ import math
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
+from histoblur.config import Config
 from histoblur.errors import InputError
 from histoblur.io.images import check_image, to_gray_float
 
@@ -32,7 +32,7 @@ SMOOTH_SIGMA = 2.0
 MIN_REGISTER_SIDE = 32
 
 
-class ShiftEstimate(BaseModel):
+class ShiftEstimate(Config):
     """Result of :func:`estimate_shift`.
 
     Attributes:
@@ -42,13 +42,12 @@ class ShiftEstimate(BaseModel):
             in full-resolution pixels.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     shift: tuple[int, int]
     correlation: float
     phase_correlation: tuple[tuple[int, float, float, float], ...]
 
 
-class Registration(BaseModel):
+class Registration(Config):
     """Where the aligned pair lies in each input image.
 
     Attributes:
@@ -62,7 +61,6 @@ class Registration(BaseModel):
         blurred_box: ``(y0, x0, y1, x1)`` of the aligned region in the blurred image.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     shift: tuple[int, int]
     correlation: float
     phase_correlation: tuple[tuple[int, float, float, float], ...]

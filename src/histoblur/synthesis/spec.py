@@ -22,14 +22,15 @@ import math
 from typing import Any, ClassVar, get_args
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
+from histoblur.config import Config
 from histoblur.errors import ParameterError, describe_validation
 
 SEED_RANGE = (0, 2**31 - 1)
 
 
-class BlurSpec(BaseModel):
+class BlurSpec(Config):
     """Base of every blur spec: frozen, strict about unknown fields, JSON round-trippable.
 
     Examples:
@@ -41,7 +42,6 @@ class BlurSpec(BaseModel):
         3.0
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     kind: str
 
     def params(self) -> dict[str, Any]:
@@ -95,7 +95,7 @@ def check_range(name: str, value: tuple[float, float], low: float, high: float) 
         raise ValueError(f"{name} must be a range (low, high) with {low} <= low <= high <= {high}")
 
 
-class Sampler(BaseModel):
+class Sampler(Config):
     """Draw a spec: each field is a fixed value, a (low, high) range, or a list of choices.
 
     Subclasses set ``spec_cls`` and declare fields with the names of the spec's fields. Integer
@@ -103,7 +103,6 @@ class Sampler(BaseModel):
     given generator state always gives the same spec.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     spec_cls: ClassVar[type[BlurSpec]]
 
     def sample(self, rng: np.random.Generator) -> BlurSpec:

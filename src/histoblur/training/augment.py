@@ -9,7 +9,9 @@ compositing, so they cover sharp and blurred pixels alike.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from histoblur.config import Config
 
 # Ruifrok & Johnston stain vectors (haematoxylin, eosin, DAB): rows are optical densities of
 # each stain in R, G, B.
@@ -18,7 +20,7 @@ RGB_FROM_HED = _STAIN_OD / np.linalg.norm(_STAIN_OD, axis=1, keepdims=True)
 HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED)
 
 
-class AugmentConfig(BaseModel):
+class AugmentConfig(Config):
     """Probabilities and strengths of the training augmentations.
 
     Attributes:
@@ -33,7 +35,6 @@ class AugmentConfig(BaseModel):
         grey_p: probability of converting the tile to grey (for brightfield and grey stacks).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     flip: bool = True
     stain_p: float = Field(0.5, ge=0, le=1)
     stain_scale: float = Field(0.3, ge=0, le=1)

@@ -20,9 +20,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch.utils.data import IterableDataset
 
+from histoblur.config import Config
 from histoblur.errors import InputError
 from histoblur.io.atomic import write_text_atomic
 from histoblur.io.checkpoints import save_checkpoint
@@ -63,7 +64,7 @@ VISIBLE_RANGES: dict[str, dict[str, Any]] = {
 VAL_OFFSET = 1_000_000_000  # sample indices of held-out samples start here
 
 
-class RealImage(BaseModel):
+class RealImage(Config):
     """A real image of known blur type; only crops inside ``train_box`` are trained on.
 
     Attributes:
@@ -73,13 +74,12 @@ class RealImage(BaseModel):
             bottom half is left for evaluation).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     path: Path
     label: Literal["in_focus", "defocus", "motion", "mixed"]
     train_box: TrainBox = (0.0, 0.0, 1.0, 0.5)
 
 
-class ClassifierTrainConfig(BaseModel):
+class ClassifierTrainConfig(Config):
     """Everything that defines a classifier training run; defaults live here only.
 
     Attributes:
@@ -103,7 +103,6 @@ class ClassifierTrainConfig(BaseModel):
         seed: master seed.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     out: Path = Path("runs/classifier")
     sharp_dir: Path | None = None
     model: BlurTypeConfig = BlurTypeConfig()

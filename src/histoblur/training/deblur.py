@@ -20,9 +20,10 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch.utils.data import IterableDataset
 
+from histoblur.config import Config
 from histoblur.errors import InputError
 from histoblur.io.images import to_float
 from histoblur.metrics.full_reference import psnr
@@ -54,7 +55,7 @@ FAMILY_KINDS = {
 CONTEXT = 48  # source pixels kept around a crop while blurring
 
 
-class RealPair(BaseModel):
+class RealPair(Config):
     """An aligned (sharp, blurred) pair of files; ``train_box`` is the share used for training.
 
     Attributes:
@@ -64,13 +65,12 @@ class RealPair(BaseModel):
             on, the rest is left for evaluation.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     sharp: Path
     blurred: Path
     train_box: TrainBox = (0.0, 0.0, 1.0, 0.5)
 
 
-class DeblurTrainConfig(BaseModel):
+class DeblurTrainConfig(Config):
     """Everything that defines a deblurring training run; defaults live here only.
 
     Attributes:
@@ -91,7 +91,6 @@ class DeblurTrainConfig(BaseModel):
         workers, threads, device, seed: as for the other trainers.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     out: Path = Path("runs/deblur")
     family: Literal["defocus", "motion"] = "defocus"
     sharp_dir: Path | None = None

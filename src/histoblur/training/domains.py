@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch.utils.data import IterableDataset
 
+from histoblur.config import Config
 from histoblur.errors import InputError
 from histoblur.io.images import to_float
 from histoblur.metrics.full_reference import focal_frequency_loss, psnr, ssim
@@ -31,15 +32,14 @@ Box = tuple[float, float, float, float]
 FULL: Box = (0.0, 0.0, 1.0, 1.0)
 
 
-class BlurredImage(BaseModel):
+class BlurredImage(Config):
     """A real blurred image; only crops inside ``train_box`` (fractions) are trained on."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     path: Path
     train_box: TrainBox = (0.0, 0.0, 1.0, 0.5)
 
 
-class DomainConfig(BaseModel):
+class DomainConfig(Config):
     """The data of a learned-synthesis run (the trainers' configs extend it).
 
     Attributes:
@@ -52,7 +52,6 @@ class DomainConfig(BaseModel):
         seed: master seed.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     sharp_dir: Path | None = None
     blurred: tuple[BlurredImage, ...] = ()
     pairs: tuple[RealPair, ...] = ()

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from torch.utils.data import IterableDataset
 
+from histoblur.config import Config
 from histoblur.errors import InputError
 from histoblur.synthesis.dataset import load_rgb
 from histoblur.synthesis.register import register_planes
@@ -37,7 +38,7 @@ from histoblur.training.runs import worker_batches
 MIN_TEST_STD = 4.0  # grey levels (of 255)
 
 
-class FocalStackConfig(BaseModel):
+class FocalStackConfig(Config):
     """One focal stack on disk.
 
     Attributes:
@@ -50,7 +51,6 @@ class FocalStackConfig(BaseModel):
         test_fraction: share of columns (the right side) held out for testing.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     name: str
     folder: Path
     glob: str = "*.png"

@@ -26,8 +26,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from histoblur.config import Config
 from histoblur.errors import InputError
 from histoblur.metrics.full_reference import focal_frequency_loss
 from histoblur.models.autoencoder import AutoencoderConfig, FocalAutoencoder, mix
@@ -54,7 +55,7 @@ from histoblur.training.runs import (
 Variant = Literal["baseline", "weak", "strong"]
 
 
-class LatentTrainConfig(BaseModel):
+class LatentTrainConfig(Config):
     """Everything that defines a focal-autoencoder training run; defaults live here only.
 
     Attributes:
@@ -72,7 +73,6 @@ class LatentTrainConfig(BaseModel):
         amp, workers, threads, device, seed: as for the other trainers.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     out: Path = Path("runs/latent")
     stacks: tuple[FocalStackConfig, ...] = ()
     variant: Variant = "weak"

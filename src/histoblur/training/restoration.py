@@ -21,9 +21,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch.utils.data import IterableDataset
 
+from histoblur.config import Config
 from histoblur.diffusion.regional import RestoreSettings, restore_region
 from histoblur.diffusion.schedule import ScheduleConfig, q_sample, to_signed
 from histoblur.errors import InputError
@@ -51,7 +52,7 @@ from histoblur.training.runs import (
 )
 
 
-class RestorationTrainConfig(BaseModel):
+class RestorationTrainConfig(Config):
     """Everything that defines a denoiser training run; defaults live here only.
 
     Attributes:
@@ -71,7 +72,6 @@ class RestorationTrainConfig(BaseModel):
         amp, workers, threads, device, seed: as for the other trainers.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     out: Path = Path("runs/restore")
     sharp_dir: Path | None = None
     model: SwinDenoiserConfig | ConvDenoiserConfig = Field(

@@ -19,8 +19,9 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from histoblur.config import Config
 from histoblur.errors import InputError
 from histoblur.inference.benchmark import evaluate_benchmark
 from histoblur.inference.segment import Segmenter
@@ -68,7 +69,7 @@ def _default_synthesis() -> DatasetConfig:
     )
 
 
-class SegmenterTrainConfig(BaseModel):
+class SegmenterTrainConfig(Config):
     """Everything that defines a segmentation training run; defaults live here only.
 
     Attributes:
@@ -100,7 +101,6 @@ class SegmenterTrainConfig(BaseModel):
         seed: master seed (weights, batches, augmentation).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     out: Path = Path("runs/segmenter")
     sharp_dir: Path | None = None
     datasets: tuple[Path, ...] = ()
