@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from histoblur.errors import InputError, ParameterError
+from histoblur.inference.resolution import scale_factor, to_input_size, to_working, working_mpp
 from histoblur.io.checkpoints import config_number
 from histoblur.io.images import check_image, dtype_max, read_image, to_rgb, write_image
 from histoblur.io.report import outline
@@ -82,7 +83,8 @@ class Segmenter:
 
     Args:
         model: the network (logits out).
-        config: its checkpoint config (``threshold`` and ``tile`` defaults are read from it).
+        config: its checkpoint config (``threshold``, ``tile`` and the working resolution
+            ``mpp`` are read from its ``inference`` block).
         tile: window side for tiled inference (default: the checkpoint's, else 256).
         overlap: overlap between windows (default: 32 px, at most a quarter of the tile).
         batch_size: windows per forward pass.
@@ -117,6 +119,7 @@ class Segmenter:
         inference = self.config.get("inference", {})
         self.tile = config_number(inference, "tile", 256, int) if tile is None else tile
         self.threshold = config_number(inference, "threshold", 0.5, float)
+        self.mpp = working_mpp(self.config)  # microns per pixel the network judges blur at
         self.overlap = min(32, self.tile // 4) if overlap is None else overlap
         self.batch_size = batch_size
         if not MIN_TILE <= self.tile <= MAX_TILE:
@@ -158,9 +161,16 @@ class Segmenter:
         return torch.sigmoid(self.model(x)).float().cpu().numpy()
 
     def predict_proba(
-        self, image: np.ndarray, progress: Callable[[int], None] | None = None
+        self,
+        image: np.ndarray,
+        progress: Callable[[int], None] | None = None,
+        mpp: float | None = None,
     ) -> np.ndarray:
         """Blur probability (H, W) float32 for one image.
+
+        An ``mpp`` (the image's microns per pixel) resamples it to the model's working
+        resolution and the map back (see :mod:`histoblur.inference.resolution`); None takes
+        the image to be at the working resolution.
 
         Examples:
             >>> segmenter = Segmenter.load("default", tile=64)
@@ -169,24 +179,26 @@ class Segmenter:
             >>> prob.shape, prob.dtype, bool(0 <= prob.min() and prob.max() <= 1)
             ((40, 70), dtype('float32'), True)
         """
-        x = to_network_input(image)
+        x = to_network_input(to_working(image, mpp, self.mpp))
         h, w = x.shape[:2]
         out = np.empty((h, w), np.float32)
         for row, block in predict_tiled(
             x, self._predict, self.tile, self.overlap, self.batch_size, 1, progress
         ):
             out[row : row + block.shape[0]] = block[..., 0]
-        return out
+        return to_input_size(out, image.shape[:2])
 
     def segment(
         self,
         image: np.ndarray,
         threshold: float | None = None,
         progress: Callable[[int], None] | None = None,
+        mpp: float | None = None,
     ) -> SegmentationResult:
         """Probability map and mask (probability > threshold) for one image.
 
-        With ``tissue_only`` (the default) glass is never flagged.
+        With ``tissue_only`` (the default) glass is never flagged. ``mpp``: the image's
+        microns per pixel, as for :meth:`predict_proba`.
 
         Raises:
             ParameterError: a threshold outside (0, 1).
@@ -201,19 +213,24 @@ class Segmenter:
         t = self.threshold if threshold is None else threshold
         if not 0.0 < t < 1.0:
             raise ParameterError(f"Threshold must be in (0, 1), got {t}.")
-        prob = self.predict_proba(image, progress)
+        prob = self.predict_proba(image, progress, mpp)
         mask = prob > t
         if self.tissue_only:
             mask &= tissue_mask(image)
         return SegmentationResult(prob, mask, t)
 
-    def tiles_for(self, image: np.ndarray) -> int:
-        """Windows needed for ``image`` (for progress bars).
+    def tiles_for(self, image: np.ndarray, mpp: float | None = None) -> int:
+        """Windows needed for ``image`` at ``mpp`` (for progress bars).
 
-        >>> Segmenter.load("default", tile=64).tiles_for(np.zeros((100, 200, 3), np.uint8))
+        >>> segmenter = Segmenter.load("default", tile=64)
+        >>> segmenter.tiles_for(np.zeros((100, 200, 3), np.uint8))
         8
+        >>> segmenter.tiles_for(np.zeros((100, 200, 3), np.uint8), mpp=1.0)  # 2x enlarged
+        32
         """
-        return count_tiles(image.shape[0], image.shape[1], self.tile, self.overlap)
+        factor = scale_factor(mpp, self.mpp)
+        h, w = (max(1, round(n * factor)) for n in image.shape[:2])
+        return count_tiles(h, w, self.tile, self.overlap)
 
 
 def probability_png(prob: np.ndarray) -> np.ndarray:
