@@ -59,3 +59,14 @@ def test_segmenter_masks_match_the_input_at_any_mpp():
         assert result.mask.shape == result.probability.shape == (90, 70)
     at_working = segmenter.predict_proba(image, mpp=0.5)
     assert np.array_equal(at_working, segmenter.predict_proba(image))  # no resampling at 0.5
+
+
+def test_classifier_takes_the_image_resolution():
+    from histoblur.inference.classify import BlurClassifier
+
+    classifier = BlurClassifier.load()
+    assert classifier.mpp == 0.5
+    image = np.random.default_rng(2).integers(0, 255, (128, 256, 3), dtype=np.uint8)
+    assert classifier.logits(image, mpp=0.25)[1] == 1  # halved to 64 x 128: one padded window
+    same = classifier.classify(image, mpp=0.5).probabilities
+    assert same == classifier.classify(image).probabilities

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from histoblur.errors import InputError
+from histoblur.inference.resolution import to_working, working_mpp
 from histoblur.inference.segment import to_network_input
 from histoblur.io.checkpoints import config_number
 from histoblur.io.images import check_image, to_gray_float
@@ -142,6 +143,7 @@ class BlurClassifier:
         self.config = dict(config)
         self.classes = tuple(self.config.get("classes", BLUR_TYPES))
         self.tile = config_number(self.config.get("inference", {}), "tile", 128, int)
+        self.mpp = working_mpp(self.config)  # microns per pixel the network judges blur at
         calibration = self.config.get("calibration", {})
         self.temperature = config_number(calibration, "temperature", 1.0, float)
         if self.tile < MIN_SIDE or self.temperature <= 0:
@@ -170,8 +172,11 @@ class BlurClassifier:
         return cls(network, config, batch_size, device)
 
     @torch.no_grad()
-    def logits(self, image: np.ndarray) -> tuple[np.ndarray, int]:
+    def logits(self, image: np.ndarray, mpp: float | None = None) -> tuple[np.ndarray, int]:
         """Mean logits over the selected windows of ``image``, and the number of windows.
+
+        ``mpp`` (the image's microns per pixel) resamples it to the model's working resolution
+        first (see :mod:`histoblur.inference.resolution`); None: already at it.
 
         >>> classifier = BlurClassifier.load()
         >>> image = np.random.default_rng(0).integers(0, 256, (128, 256, 3), dtype=np.uint8)
@@ -179,7 +184,7 @@ class BlurClassifier:
         >>> logits.shape, logits.dtype, windows
         ((4,), dtype('float32'), 2)
         """
-        windows = select_windows(to_network_input(image), self.tile)
+        windows = select_windows(to_network_input(to_working(image, mpp, self.mpp)), self.tile)
         out = [
             self.model(torch.from_numpy(windows[i : i + self.batch_size]).to(self.device))
             .float()
@@ -189,8 +194,8 @@ class BlurClassifier:
         ]
         return np.concatenate(out).mean(axis=0), len(windows)
 
-    def classify(self, image: np.ndarray) -> BlurType:
-        """Label and calibrated probabilities of one image.
+    def classify(self, image: np.ndarray, mpp: float | None = None) -> BlurType:
+        """Label and calibrated probabilities of one image (at ``mpp`` microns per pixel).
 
         Raises:
             InputError: an image with a side below :data:`MIN_SIDE` px (too small to judge).
@@ -215,7 +220,7 @@ class BlurClassifier:
                 f"A {w} x {h} px image is too small to judge its blur type; it needs at least "
                 f"{MIN_SIDE} px on each side."
             )
-        logits, n = self.logits(image)
+        logits, n = self.logits(image, mpp)
         probs = softmax(logits[None], self.temperature)[0]
         named = {c: float(p) for c, p in zip(self.classes, probs, strict=True)}
         return BlurType(self.classes[int(np.argmax(probs))], named, n)
