@@ -70,3 +70,16 @@ def test_classifier_takes_the_image_resolution():
     assert classifier.logits(image, mpp=0.25)[1] == 1  # halved to 64 x 128: one padded window
     same = classifier.classify(image, mpp=0.5).probabilities
     assert same == classifier.classify(image).probabilities
+
+
+@pytest.mark.parametrize("name", ["segmenter", "threshold", "laplacian", "histoqc"])
+def test_every_detector_takes_the_image_resolution(name):
+    from histoblur.inference.detectors import make_detector
+
+    image = np.random.default_rng(3).integers(0, 255, (80, 60, 3), dtype=np.uint8)
+    plain = make_detector(name)(image)
+    assert np.array_equal(make_detector(name, mpp=0.5)(image), plain)
+    for mpp in (0.25, 1.0):
+        assert make_detector(name, mpp=mpp)(image).shape == (80, 60)
+    with pytest.raises(ParameterError):
+        make_detector(name, mpp=-1)

@@ -2,7 +2,9 @@
 
 ``evaluate segmentation --model``, ``restore --detect`` and the benchmarks build their detector
 here, by name: the blur segmentation network, ArtiFusion's artifact thresholds, or a classical
-Laplacian blur rule.
+Laplacian blur rule. Given the image's microns per pixel (``mpp``) every detector judges it at
+its working resolution (the segmenter's checkpoint's, 0.5 um/px for the classical rules) and
+returns the mask at the input's size.
 
 Examples:
     >>> import numpy as np
@@ -25,6 +27,12 @@ import numpy as np
 from histoblur.errors import ParameterError
 from histoblur.inference.artifacts import ThresholdConfig, threshold_artifacts
 from histoblur.inference.baseline import histoqc_blur_mask, laplacian_blur_mask
+from histoblur.inference.resolution import (
+    DEFAULT_WORKING_MPP,
+    check_mpp,
+    to_input_size,
+    to_working,
+)
 from histoblur.inference.segment import Segmenter
 
 Detector = Callable[[np.ndarray], np.ndarray]
@@ -38,6 +46,7 @@ class Options:
     threshold: float | None = None  # segmenter probability threshold (None: the model's)
     device: str = "cpu"
     thresholds: ThresholdConfig | None = None  # the artifact thresholds
+    mpp: float | None = None  # the images' microns per pixel (None: the working resolution)
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,24 @@ class DetectorKind:
 
 def _segmenter(options: Options) -> Detector:
     segmenter = Segmenter.load(options.model, options.device)
-    return lambda image: segmenter.segment(image, options.threshold).mask
+    return lambda image: segmenter.segment(image, options.threshold, mpp=options.mpp).mask
+
+
+def at_resolution(detect: Detector, mpp: float | None, working: float) -> Detector:
+    """``detect`` run on images resampled from ``mpp`` to ``working`` um/px, masks sized back.
+
+    >>> detect = at_resolution(lambda image: image[..., 0] > 0, 0.25, 0.5)
+    >>> detect(np.ones((10, 8, 3), np.uint8)).shape
+    (10, 8)
+    """
+    if check_mpp(mpp) is None or abs(mpp / working - 1) < 0.01:
+        return detect
+
+    def resampled(image: np.ndarray) -> np.ndarray:
+        mask = detect(to_working(image, mpp, working)).astype(np.float32)
+        return to_input_size(mask, image.shape[:2]) >= 0.5
+
+    return resampled
 
 
 DETECTORS: dict[str, DetectorKind] = {
@@ -77,11 +103,14 @@ def make_detector(
     threshold: float | None = None,
     device: str = "cpu",
     thresholds: ThresholdConfig | None = None,
+    mpp: float | None = None,
 ) -> Detector:
     """The detector registered as ``name``, built from the options it uses.
 
+    ``mpp``: the microns per pixel of the images it will see (None: the working resolution).
+
     Raises:
-        ParameterError: an unknown name.
+        ParameterError: an unknown name or an absurd ``mpp``.
         InputError: a segmenter checkpoint that cannot be loaded.
 
     Examples:
@@ -100,4 +129,6 @@ def make_detector(
     """
     if name not in DETECTORS:
         raise ParameterError(f"Unknown detector {name!r}; choose one of {', '.join(DETECTORS)}.")
-    return DETECTORS[name].build(Options(model, threshold, device, thresholds))
+    detect = DETECTORS[name].build(Options(model, threshold, device, thresholds, check_mpp(mpp)))
+    # the segmenter resamples itself; the classical rules were set at the default resolution
+    return detect if name == "segmenter" else at_resolution(detect, mpp, DEFAULT_WORKING_MPP)
