@@ -10,11 +10,19 @@ from rich.markup import escape
 
 from histoblur.cli.common import add_device, messages, option_error, progress_bar
 from histoblur.errors import HistoblurError
-from histoblur.inference.cohort import SchedulerUnreachableError, find_slides, run_cohort
+from histoblur.inference.cohort import (
+    SchedulerUnreachableError,
+    check_out,
+    check_workers,
+    check_writable,
+    find_slides,
+    max_workers,
+    run_cohort,
+)
 from histoblur.inference.qc import QCConfig
 from histoblur.inference.segment import DEFAULT_MODEL, TASK
 from histoblur.io.atomic import ensure_writable_dir
-from histoblur.models.hub import WHAT, resolve, shipped_names
+from histoblur.models.hub import WHAT, resolve, select_device, shipped_names
 from histoblur.models.registry import check_task
 
 console = messages()
@@ -30,12 +38,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "For each slide write OUT/<stem>/ (blur_mask.png, probability.png, heatmap.png, "
             "overlay.png, thumbnail.png, blur.geojson, summary.json, report.html), then "
-            "OUT/cohort.csv and OUT/index.html. Slides already done are skipped; a slide that "
-            "fails gets an error row. Exit code 0: all slides done, 3: some failed, 2: usage."
+            "OUT/cohort.csv and OUT/index.html (every slide ever QC'd into OUT). Slides already "
+            "done are skipped; a slide that fails gets an error row. OUT may not be, hold or lie "
+            "inside an input folder. Exit code 0: all slides done, 3: some failed, 2: usage."
         ),
     )
     qc.add_argument("slides", nargs="*", type=Path, metavar="SLIDE_OR_DIR")
-    qc.add_argument("--out", required=True, type=Path, help="output folder")
+    qc.add_argument(
+        "--out", required=True, type=Path, help="output folder (outside every input folder)"
+    )
     qc.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -54,12 +65,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="level-0 microns per pixel for slides without that metadata (overrides it)",
     )
     qc.add_argument("--threshold", type=float, help="blur probability threshold")
-    qc.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
+    qc.add_argument(
+        "--batch-size", type=int, default=8, help="windows per batch, 1 to 256 (default 8)"
+    )
     add_device(qc, QCConfig().device)
-    qc.add_argument("--readers", type=int, default=2, help="decoding threads (default 2)")
+    qc.add_argument("--readers", type=int, default=2, help="decoding threads, 1 to 32 (default 2)")
     where = qc.add_mutually_exclusive_group()
     where.add_argument(
-        "--workers", type=int, default=1, help="local worker processes (default 1: in-process)"
+        "--workers",
+        type=int,
+        default=1,
+        help=f"local worker processes, 1 to {max_workers()} on this machine (default 1: "
+        "in-process)",
     )
     where.add_argument("--scheduler", help="address of a Dask scheduler, e.g. tcp://host:8786")
     qc.set_defaults(func=run)
@@ -77,11 +94,14 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             readers=args.readers,
         )
-        if args.workers < 1:
-            raise ValueError("--workers must be at least 1")
+        check_workers(args.workers)
         slides = find_slides(args.slides)
+        check_out(args.out, [*args.slides, *slides])  # before anything is written
         check_task(resolve(config.model, TASK), TASK, WHAT[TASK])
+        if not args.scheduler:  # a cluster's workers may have the GPU this machine lacks
+            select_device(config.device)
         ensure_writable_dir(args.out)
+        check_writable(args.out)
     except ValidationError as exc:
         console.print(f"[red]histoblur: error:[/] {escape(str(option_error(exc)))}", soft_wrap=True)
         return EXIT_USAGE
@@ -89,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[red]histoblur: error:[/] {escape(str(exc))}", soft_wrap=True)
         return EXIT_USAGE
     failed = 0
-    with progress_bar(console) as bar:
+    verbose = bool(getattr(args, "verbose", False))
+    with progress_bar() as bar:
         task = bar.add_task("slides", total=len(slides))
         tiles = bar.add_task(
             "  tiles", total=None, visible=args.workers == 1 and not args.scheduler
@@ -103,11 +124,17 @@ def run(args: argparse.Namespace) -> int:
                 bar.console.print(
                     f"[red]{escape(row['stem'])}: {escape(row['error'])}[/]", soft_wrap=True
                 )
+                if verbose:
+                    for line in str(row.get("detail") or "").splitlines():
+                        bar.console.print(f"  {escape(line)}", soft_wrap=True, highlight=False)
             else:
                 note = " (already done)" if row.get("skipped") else f" in {row['seconds']:.1f} s"
+                area = float(row["tissue_area_mm2"])
                 bar.console.print(
-                    f"{row['stem']}: {row['blurred_fraction']:.1%} of "
-                    f"{row['tissue_area_mm2']:.1f} mm2 tissue blurred{note}"
+                    f"{escape(row['stem'])}: {row['blurred_fraction']:.1%} of "
+                    f"{area:.{1 if area >= 10 else 2 if area >= 0.1 else 4}f} mm2 tissue "
+                    f"blurred{note}",
+                    highlight=False,
                 )
 
         try:

@@ -66,6 +66,9 @@ SUMMARY = "summary.json"
 GEO_MAX_SIDE = 4096
 # Blurred tissue on slide pictures is tinted amber, which stands out on H&E and IHC alike.
 SLIDE_TINT, SLIDE_ALPHA = (255, 190, 0), 0.55
+# The working resolution may be at most this many times finer than the slide's level 0:
+# enlarging adds no focus evidence, and the working maps grow with the square of it.
+MAX_UPSAMPLE = 4.0
 
 
 class QCConfig(BaseModel):
@@ -174,6 +177,12 @@ class SlideQC:
         self.reader, self.segmenter, self.config = reader, segmenter, config
         self.mpp0, self.mpp_source = slide_mpp(reader, config)
         self.scale = config.mpp / self.mpp0  # level-0 pixels per working pixel
+        if self.scale < 1 / MAX_UPSAMPLE:
+            raise InputError(
+                f"{Path(reader.path).name} is scanned at {self.mpp0:g} um/px ({self.mpp_source}), "
+                f"and --mpp {config.mpp:g} would enlarge it more than {MAX_UPSAMPLE:g} times; "
+                f"pass an --mpp of at least {self.mpp0 / MAX_UPSAMPLE:g}."
+            )
         w0, h0 = reader.level_dimensions[0]
         self.level0 = (w0, h0)
         self.size = (max(1, round(h0 / self.scale)), max(1, round(w0 / self.scale)))  # (H, W)
@@ -441,6 +450,57 @@ def write_outputs(result: dict[str, Any], folder: Path, config: QCConfig) -> dic
     return summary
 
 
+def _from_openslide(exc: BaseException) -> bool:
+    """Whether an error carries OpenSlide's own text (not histoblur's sentence) from its cause.
+
+    An unsupported format is already named in histoblur's words by the reader.
+    """
+    cause = exc.__cause__
+    return (
+        cause is not None
+        and type(cause).__module__.split(".")[0] == "openslide"
+        and type(cause).__name__ != "OpenSlideUnsupportedFormatError"
+    )
+
+
+def _is_dicom(path: Path) -> bool:
+    """Whether ``path`` starts like a DICOM file (``DICM`` after the 128-byte preamble)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def unreadable(path: Path, exc: InputError) -> InputError:
+    """One histoblur sentence for a slide that cannot be opened.
+
+    OpenSlide's own text stays in the cause, which ``histoblur -v qc`` shows.
+
+    >>> error = unreadable(Path("missing.dcm"), InputError("raw text"))
+    >>> print(error)  # doctest: +NORMALIZE_WHITESPACE
+    missing.dcm is named .dcm but is not a DICOM file (no DICM marker); check that it copied
+    completely.
+    """
+    if path.suffix.lower() == ".dcm":
+        if not _is_dicom(path):
+            return InputError(
+                f"{path} is named .dcm but is not a DICOM file (no DICM marker); check that it "
+                "copied completely."
+            )
+        return InputError(
+            f"{path} is a DICOM file that OpenSlide does not open as a whole-slide image (it "
+            "reads VL Whole Slide Microscopy series only); export the slide as such a series or "
+            "as a pyramidal TIFF."
+        )
+    if _from_openslide(exc):
+        return InputError(
+            f"{path} is damaged or a variant of its format that OpenSlide does not read; check "
+            "that the file copied completely, or convert it to a pyramidal TIFF."
+        )
+    return exc
+
+
 def qc_slide(
     path: str | Path,
     out: Path,
@@ -451,7 +511,9 @@ def qc_slide(
     """QC one slide into ``out/<stem>/`` (built under a temporary name) and return its summary.
 
     Raises:
-        InputError: unreadable slide, unknown resolution, bad model.
+        InputError: unreadable slide (one sentence; OpenSlide's own text is the cause),
+            unknown resolution, a working resolution far finer than the slide, bad model.
+        OutputError: ``out/<stem>`` is or holds the slide itself.
 
     Examples:
         A slide that states no resolution needs ``slide_mpp``:
@@ -470,11 +532,26 @@ def qc_slide(
     segmenter = segmenter or Segmenter.load(
         config.model, config.device, batch_size=config.batch_size
     )
-    reader = open_slide(path)
+    path = Path(path)
+    try:
+        reader = open_slide(path)
+    except InputError as exc:
+        error = unreadable(path, exc)
+        if error is exc:
+            raise
+        raise error from exc
     try:
         qc = SlideQC(reader, segmenter, config)
-        with atomic_dir(Path(out) / Path(path).stem, overwrite=True) as tmp:
-            result = qc.run(tmp, progress)
+        with atomic_dir(Path(out) / path.stem, overwrite=True, inputs=[path]) as tmp:
+            try:
+                result = qc.run(tmp, progress)
+            except InputError as exc:
+                if not _from_openslide(exc):
+                    raise
+                raise InputError(
+                    f"{path} opened, but OpenSlide failed to decode part of its pixels (damaged "
+                    "or truncated tile data); check that the file copied completely."
+                ) from exc
             return write_outputs(result, tmp, config)
     finally:
         reader.close()

@@ -15,6 +15,8 @@ import numpy as np
 
 from histoblur.io.report import STYLE, png_data_uri
 
+COHORT_TITLE = "Blur QC cohort"  # also how ``qc`` recognises an index.html it wrote
+
 INDEX_STYLE = """
 th{cursor:pointer;user-select:none}th:after{content:' \\2195';color:#aaa}
 tr.error td{background:#fdecea}
@@ -199,4 +201,4 @@ def cohort_index_html(rows: Sequence[Mapping[str, Any]], thumbnails: Mapping[str
         f"<div class='scroll'><table><thead>{head}</thead>"
         f"<tbody>{''.join(body)}</tbody></table></div>"
     )
-    return _page("Blur QC cohort", intro + table, INDEX_STYLE, SORT_SCRIPT)
+    return _page(COHORT_TITLE, intro + table, INDEX_STYLE, SORT_SCRIPT)
