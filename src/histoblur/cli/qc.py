@@ -6,9 +6,8 @@ import argparse
 from pathlib import Path
 
 from pydantic import ValidationError
-from rich.markup import escape
 
-from histoblur.cli.common import add_device, messages, option_error, progress_bar
+from histoblur.cli.common import add_device, log, option_error, progress_bar
 from histoblur.errors import HistoblurError
 from histoblur.inference.cohort import (
     SchedulerUnreachableError,
@@ -25,9 +24,11 @@ from histoblur.io.atomic import ensure_writable_dir
 from histoblur.models.hub import WHAT, resolve, select_device, shipped_names
 from histoblur.models.registry import check_task
 
-console = messages()
 EXIT_SOME_FAILED = 3
 EXIT_USAGE = 2
+
+
+QC = QCConfig()  # the parser's defaults
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,8 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     qc.add_argument(
         "--mpp",
         type=float,
-        default=QCConfig().mpp,
-        help=f"working resolution in microns per pixel (default {QCConfig().mpp})",
+        default=QC.mpp,
+        help=f"working resolution in microns per pixel (default {QC.mpp})",
     )
     qc.add_argument(
         "--slide-mpp",
@@ -66,10 +67,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     qc.add_argument("--threshold", type=float, help="blur probability threshold")
     qc.add_argument(
-        "--batch-size", type=int, default=8, help="windows per batch, 1 to 256 (default 8)"
+        "--batch-size",
+        type=int,
+        default=QC.batch_size,
+        help=f"windows per batch, 1 to 256 (default {QC.batch_size})",
     )
-    add_device(qc, QCConfig().device)
-    qc.add_argument("--readers", type=int, default=2, help="decoding threads, 1 to 32 (default 2)")
+    add_device(qc, QC.device)
+    qc.add_argument(
+        "--readers",
+        type=int,
+        default=QC.readers,
+        help=f"decoding threads, 1 to 32 (default {QC.readers})",
+    )
     where = qc.add_mutually_exclusive_group()
     where.add_argument(
         "--workers",
@@ -103,13 +112,12 @@ def run(args: argparse.Namespace) -> int:
         ensure_writable_dir(args.out)
         check_writable(args.out)
     except ValidationError as exc:
-        console.print(f"[red]histoblur: error:[/] {escape(str(option_error(exc)))}", soft_wrap=True)
+        log.error(f"histoblur: error: {option_error(exc)}")
         return EXIT_USAGE
     except (HistoblurError, ValueError) as exc:
-        console.print(f"[red]histoblur: error:[/] {escape(str(exc))}", soft_wrap=True)
+        log.error(f"histoblur: error: {exc}")
         return EXIT_USAGE
     failed = 0
-    verbose = bool(getattr(args, "verbose", False))
     with progress_bar() as bar:
         task = bar.add_task("slides", total=len(slides))
         tiles = bar.add_task(
@@ -121,20 +129,16 @@ def run(args: argparse.Namespace) -> int:
             bar.advance(task)
             if row.get("error"):
                 failed += 1
-                bar.console.print(
-                    f"[red]{escape(row['stem'])}: {escape(row['error'])}[/]", soft_wrap=True
-                )
-                if verbose:
-                    for line in str(row.get("detail") or "").splitlines():
-                        bar.console.print(f"  {escape(line)}", soft_wrap=True, highlight=False)
+                log.error(f"{row['stem']}: {row['error']}")
+                for line in str(row.get("detail") or "").splitlines():
+                    log.debug(f"  {line}")  # the cause chain, shown with -v
             else:
                 note = " (already done)" if row.get("skipped") else f" in {row['seconds']:.1f} s"
                 area = float(row["tissue_area_mm2"])
-                bar.console.print(
-                    f"{escape(row['stem'])}: {row['blurred_fraction']:.1%} of "
+                log.info(
+                    f"{row['stem']}: {row['blurred_fraction']:.1%} of "
                     f"{area:.{1 if area >= 10 else 2 if area >= 0.1 else 4}f} mm2 tissue "
-                    f"blurred{note}",
-                    highlight=False,
+                    f"blurred{note}"
                 )
 
         try:
@@ -148,9 +152,9 @@ def run(args: argparse.Namespace) -> int:
                 slide_progress=lambda done, total: bar.update(tiles, completed=done, total=total),
             )
         except SchedulerUnreachableError as exc:
-            console.print(f"[red]histoblur: error:[/] {escape(str(exc))}", soft_wrap=True)
+            log.error(f"histoblur: error: {exc}")
             return EXIT_USAGE
-    console.print(
+    log.info(
         f"{len(slides) - failed} of {len(slides)} slide(s) done; see {args.out / 'index.html'}"
     )
     return EXIT_SOME_FAILED if failed else 0

@@ -56,7 +56,7 @@ from histoblur.io.images import write_image
 from histoblur.io.png_stream import PngRowWriter
 from histoblur.io.qc_report import slide_report_html
 from histoblur.io.report import heatmap
-from histoblur.models.tiling import axis_starts, blend_bands
+from histoblur.models.tiling import BATCH_SIZE, axis_starts, blend_bands
 from histoblur.wsi.readers import SlideReader, best_level, open_slide, read_scaled, thumbnail
 from histoblur.wsi.tissue import detect_tissue, tissue_mask
 
@@ -105,7 +105,7 @@ class QCConfig(BaseModel):
     mpp: float = Field(0.5, gt=0.05, le=50)
     slide_mpp: float | None = Field(None, gt=0.01, le=50)
     threshold: float | None = Field(None, gt=0, lt=1)
-    batch_size: int = Field(8, ge=1, le=256)
+    batch_size: int = Field(BATCH_SIZE, ge=1, le=256)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     readers: int = Field(2, ge=1, le=32)
     tissue_mpp: float = Field(8.0, gt=0)
