@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from histoblur.cli.common import (
-    add_max_pixels,
-    add_overwrite,
+    Option,
+    add_command_group,
+    add_config_options,
+    add_file_options,
+    add_image_pair,
     add_seed,
+    config_from_args,
     log,
-    option_error,
-    progress_bar,
+    progress_counter,
 )
 from histoblur.synthesis.real_pairs import SHARPNESS_SCALES, RealPairConfig, build_real_pairs
 
@@ -22,9 +23,7 @@ PAIRS = RealPairConfig()  # the parser's defaults
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``bench`` and its sub-commands (``real-pairs``)."""
-    bench = sub.add_parser("bench", help="build benchmark sets with pixel ground truth")
-    verbs = bench.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
-
+    verbs = add_command_group(sub, "bench", "build benchmark sets with pixel ground truth")
     pairs = verbs.add_parser(
         "real-pairs",
         help="paste real out-of-focus pixels into an aligned in-focus image under random masks",
@@ -38,26 +37,21 @@ def register(sub: argparse._SubParsersAction) -> None:
             "manifest.jsonl and summary.json."
         ),
     )
-    pairs.add_argument("--sharp", required=True, type=Path, help="the in-focus image")
-    pairs.add_argument("--blurred", required=True, type=Path, help="the out-of-focus image")
+    add_image_pair(pairs, "the in-focus image", "the out-of-focus image")
     pairs.add_argument("--out", required=True, type=Path, help="output folder (created)")
-    pairs.add_argument(
-        "--n", type=int, default=PAIRS.n, help=f"number of samples (default {PAIRS.n})"
-    )
-    pairs.add_argument(
-        "--tile", type=int, default=PAIRS.tile, help=f"tile side in px (default {PAIRS.tile})"
-    )
-    pairs.add_argument(
-        "--sharp-fraction",
-        type=float,
-        default=PAIRS.sharp_fraction,
-        help=f"probability of an all-sharp sample, empty mask (default {PAIRS.sharp_fraction})",
-    )
-    pairs.add_argument(
-        "--blurred-fraction",
-        type=float,
-        default=PAIRS.blurred_fraction,
-        help=f"probability of an all-blurred sample, full mask (default {PAIRS.blurred_fraction})",
+    add_config_options(
+        pairs,
+        PAIRS,
+        Option("--n", int, "number of samples (default {})"),
+        Option("--tile", int, "tile side in px (default {})"),
+        Option(
+            "--sharp-fraction", float, "probability of an all-sharp sample, empty mask (default {})"
+        ),
+        Option(
+            "--blurred-fraction",
+            float,
+            "probability of an all-blurred sample, full mask (default {})",
+        ),
     )
     pairs.add_argument(
         "--register",
@@ -66,44 +60,35 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="estimate and remove the shift between the images (default: on); "
         "--no-register only centre-crops them to a common size",
     )
-    pairs.add_argument(
-        "--min-sharpness-ratio",
-        type=float,
-        default=PAIRS.min_sharpness_ratio,
-        metavar="R",
-        help="keep a tile only where the sharp image's variance of Laplacian (after a 1 px "
-        "Gaussian) is at least R times the blurred one's (skips empty background; "
-        "default 0: keep all)",
+    add_config_options(
+        pairs,
+        PAIRS,
+        Option(
+            "--min-sharpness-ratio",
+            float,
+            "keep a tile only where the sharp image's variance of Laplacian (after a 1 px "
+            "Gaussian) is at least R times the blurred one's (skips empty background; "
+            "default 0: keep all)",
+            "R",
+        ),
     )
-    add_overwrite(pairs, "a non-empty --out (never one that holds --sharp or --blurred)")
-    add_max_pixels(pairs)
+    add_file_options(pairs, "a non-empty --out (never one that holds --sharp or --blurred)")
     add_seed(pairs)
     pairs.set_defaults(func=run_real_pairs)
 
 
 def run_real_pairs(args: argparse.Namespace) -> int:
     """Build the real-blur benchmark and print the registration and a sharpness check."""
-    try:
-        config = RealPairConfig(
-            n=args.n,
-            tile=args.tile,
-            seed=args.seed,
-            sharp_fraction=args.sharp_fraction,
-            blurred_fraction=args.blurred_fraction,
-            align=args.register,
-            min_sharpness_ratio=args.min_sharpness_ratio,
-        )
-    except ValidationError as exc:
-        raise option_error(exc, "benchmark option") from None
-    with progress_bar() as bar:
-        task = bar.add_task("building", total=config.n)
+    config = config_from_args(
+        RealPairConfig,
+        args,
+        *("n", "tile", "seed", "sharp_fraction", "blurred_fraction", "min_sharpness_ratio"),
+        what="benchmark option",
+        align=args.register,
+    )
+    with progress_counter("building", config.n) as advance:
         summary = build_real_pairs(
-            args.sharp,
-            args.blurred,
-            args.out,
-            config,
-            args.overwrite,
-            lambda k: bar.advance(task, k),
+            args.sharp, args.blurred, args.out, config, args.overwrite, advance
         )
     reg = summary["registration"]
     counts = summary["counts"]

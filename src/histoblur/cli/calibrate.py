@@ -20,7 +20,14 @@ from histoblur.calibration import (
     calibrate,
     kernel_montage,
 )
-from histoblur.cli.common import add_max_pixels, add_overwrite, log, progress_bar
+from histoblur.cli.common import (
+    Option,
+    add_config_options,
+    add_file_options,
+    add_image_pair,
+    log,
+    progress_counter,
+)
 from histoblur.errors import ParameterError
 from histoblur.io.atomic import atomic_dir, atomic_path, ensure_writable_dir, write_text_atomic
 from histoblur.io.images import read_image, write_image
@@ -42,16 +49,14 @@ def register(sub: argparse._SubParsersAction) -> None:
             "kernel is left out of the scores. Prints a table sorted by residual PSNR."
         ),
     )
-    p.add_argument("--sharp", required=True, type=Path, help="in-focus image")
-    p.add_argument("--blurred", required=True, type=Path, help="out-of-focus image of the field")
+    add_image_pair(p, "in-focus image", "out-of-focus image of the field")
     p.add_argument(
         "--out",
         type=Path,
         metavar="DIR",
         help="write calibration.json, calibration.csv, kernels.png and kernels.npz here",
     )
-    add_overwrite(p, "an existing --out folder (never one that holds --sharp or --blurred)")
-    add_max_pixels(p)
+    add_file_options(p, "an existing --out folder (never one that holds --sharp or --blurred)")
     p.add_argument(
         "--crop",
         action="store_true",
@@ -63,38 +68,36 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="remove the integer shift between the images (phase correlation, then refined by "
         "the fit of a Gaussian PSF); implies --crop",
     )
-    p.add_argument(
-        "--register-search",
-        type=int,
-        default=DEFAULTS.register_search,
-        metavar="PX",
-        help="with --register: also try integer shifts up to PX px around the phase-correlation "
-        f"estimate and keep the one a fitted Gaussian PSF explains best (default "
-        f"{DEFAULTS.register_search}; 0 = off)",
-    )
-    p.add_argument(
-        "--scale",
-        type=float,
-        default=DEFAULTS.scale,
-        metavar="S",
-        help="magnification of the blurred image relative to the sharp one; the blurred image "
-        "is resampled by 1/S first (default 1)",
-    )
-    p.add_argument(
-        "--scale-search",
-        type=float,
-        default=DEFAULTS.scale_search,
-        metavar="R",
-        help="estimate the magnification within S*(1 +- R) by fit quality (focal-stack planes "
-        "differ by a few percent; e.g. 0.05); implies --register",
-    )
-    p.add_argument(
-        "--max-size",
-        type=int,
-        default=DEFAULTS.max_size,
-        metavar="PX",
-        help=f"fit on a centre crop of at most PX x PX pixels (default {DEFAULTS.max_size}; "
-        "0 = whole image)",
+    add_config_options(
+        p,
+        DEFAULTS,
+        Option(
+            "--register-search",
+            int,
+            "with --register: also try integer shifts up to PX px around the phase-correlation "
+            "estimate and keep the one a fitted Gaussian PSF explains best (default {}; 0 = off)",
+            "PX",
+        ),
+        Option(
+            "--scale",
+            float,
+            "magnification of the blurred image relative to the sharp one; the blurred image "
+            "is resampled by 1/S first (default 1)",
+            "S",
+        ),
+        Option(
+            "--scale-search",
+            float,
+            "estimate the magnification within S*(1 +- R) by fit quality (focal-stack planes "
+            "differ by a few percent; e.g. 0.05); implies --register",
+            "R",
+        ),
+        Option(
+            "--max-size",
+            int,
+            "fit on a centre crop of at most PX x PX pixels (default {}; 0 = whole image)",
+            "PX",
+        ),
     )
     p.add_argument(
         "--families",
@@ -102,34 +105,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"comma-separated blur kinds to fit (default {','.join(DEFAULTS.families)})",
     )
     p.add_argument("--no-freeform", action="store_true", help="skip the free-form kernel")
-    p.add_argument(
-        "--freeform-size",
-        type=int,
-        default=DEFAULTS.freeform_size,
-        metavar="PX",
-        help="free-form kernel side (odd)",
-    )
-    p.add_argument(
-        "--freeform-steps",
-        type=int,
-        default=DEFAULTS.freeform_steps,
-        metavar="N",
-        help="free-form Adam steps",
-    )
-    p.add_argument(
-        "--max-radius",
-        type=float,
-        default=DEFAULTS.max_radius,
-        metavar="PX",
-        help="largest defocus radius searched (Gaussian sigma up to half of it; default "
-        f"{DEFAULTS.max_radius:g})",
-    )
-    p.add_argument(
-        "--max-length",
-        type=float,
-        default=DEFAULTS.max_length,
-        metavar="PX",
-        help=f"largest motion length searched (default {DEFAULTS.max_length:g})",
+    add_config_options(
+        p,
+        DEFAULTS,
+        Option("--freeform-size", int, "free-form kernel side (odd)", "PX"),
+        Option("--freeform-steps", int, "free-form Adam steps", "N"),
+        Option(
+            "--max-radius",
+            float,
+            "largest defocus radius searched (Gaussian sigma up to half of it; default {:g})",
+            "PX",
+        ),
+        Option("--max-length", float, "largest motion length searched (default {:g})", "PX"),
     )
     p.add_argument(
         "--channels",
@@ -218,9 +205,8 @@ def run(args: argparse.Namespace) -> int:
         ensure_writable_dir(out.parent)
     sharp, blurred = read_image(args.sharp), read_image(args.blurred)
     steps = len(families) + int(config.freeform)
-    with progress_bar() as bar:
-        task = bar.add_task("fitting blur families", total=steps)
-        result = calibrate(sharp, blurred, config, progress=lambda _: bar.advance(task))
+    with progress_counter("fitting blur families", steps) as advance:
+        result = calibrate(sharp, blurred, config, progress=lambda _: advance())
     if config.scale_search > 0:
         log.info(f"estimated magnification of the blurred image: {result.scale:.4f}")
     for note in result.notes:

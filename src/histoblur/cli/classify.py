@@ -7,14 +7,7 @@ import csv
 import io
 from pathlib import Path
 
-from histoblur.cli.common import (
-    add_device,
-    add_max_pixels,
-    add_overwrite,
-    expand_images,
-    log,
-    progress_bar,
-)
+from histoblur.cli.common import add_run_options, expand_images, log, progress_counter
 from histoblur.inference.classify import MIN_SIDE, TOO_SMALL, BlurClassifier
 from histoblur.io.atomic import write_text_atomic
 from histoblur.io.images import read_image
@@ -41,9 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument(
         "--model", default="default", help="shipped model (default) or checkpoint folder"
     )
-    add_device(cmd)
-    add_overwrite(cmd, "an existing FILE.csv")
-    add_max_pixels(cmd)
+    add_run_options(cmd, "an existing FILE.csv")
     cmd.set_defaults(func=run)
 
 
@@ -53,8 +44,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.out, images, args.overwrite, (".csv",))
     classifier = BlurClassifier.load(args.model, device=args.device)
     rows = []
-    with progress_bar() as bar:
-        task = bar.add_task("classifying", total=len(images))
+    with progress_counter("classifying", len(images)) as advance:
         for path in images:
             image = read_image(path)
             if min(image.shape[:2]) < MIN_SIDE:
@@ -62,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 result = classifier.classify(image)
                 rows.append({"path": str(path), **result.row(), "windows": result.windows})
-            bar.advance(task)
+            advance()
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
     writer.writeheader()

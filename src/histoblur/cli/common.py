@@ -9,18 +9,20 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeRemainingColumn
 from rich.text import Text
 
 from histoblur.errors import HistoblurError, InputError, ParameterError, describe_validation
-from histoblur.io.atomic import write_text_atomic
-from histoblur.io.images import DEFAULT_MAX_PIXELS, check_sizes, list_images
+from histoblur.io.atomic import ensure_writable_dir, write_text_atomic
+from histoblur.io.images import DEFAULT_MAX_PIXELS, check_sizes, check_unique_stems, list_images
+from histoblur.io.paths import check_output_files
 from histoblur.models.hub import DEVICES
 
 # every command's messages: records of the ``histoblur`` logger, printed by :func:`set_verbosity`
@@ -86,6 +88,77 @@ def parse_params(pairs: Sequence[str] | None) -> dict[str, Any]:
     return params
 
 
+def add_command_group(
+    sub: argparse._SubParsersAction, name: str, help: str
+) -> argparse._SubParsersAction:
+    """Add ``histoblur NAME WHAT ...``: returns the action its sub-commands are added to.
+
+    The chosen sub-command is stored as ``NAME_command``.
+    """
+    group = sub.add_parser(name, help=help)
+    dest = f"{name.replace('-', '_')}_command"
+    return group.add_subparsers(dest=dest, metavar="WHAT", required=True)
+
+
+class Option(NamedTuple):
+    """One option of :func:`add_config_options`: its default is a field of a config.
+
+    Attributes:
+        flag: the option (``--min-tissue``); it names the field (``min_tissue``) unless
+            ``field`` does.
+        type: the type its value is parsed as.
+        help: its help; ``{}`` (or ``{:g}``...) in it shows the default.
+        metavar: the value's name in the help (default: the flag's).
+        field: the config field, dotted for nested ones (``masks.feather``).
+    """
+
+    flag: str
+    type: type
+    help: str
+    metavar: str | None = None
+    field: str | None = None
+
+
+def add_config_options(parser: argparse.ArgumentParser, config: Any, *options: Option) -> None:
+    """Add options whose defaults are the fields of ``config`` (defaults live in the config).
+
+    >>> from types import SimpleNamespace
+    >>> parser = argparse.ArgumentParser()
+    >>> config = SimpleNamespace(min_tissue=0.5, masks=SimpleNamespace(feather=2.0))
+    >>> add_config_options(
+    ...     parser,
+    ...     config,
+    ...     Option("--min-tissue", float, "min tissue fraction ({})"),
+    ...     Option("--feather", float, "edge softness ({:g})", "PX", field="masks.feather"),
+    ... )
+    >>> parser.parse_args(["--feather", "3"])
+    Namespace(min_tissue=0.5, feather=3.0)
+    >>> [action.help for action in parser._actions[1:]]
+    ['min tissue fraction (0.5)', 'edge softness (2)']
+    """
+    for option in options:
+        field = option.field or option.flag.lstrip("-").replace("-", "_")
+        default = attrgetter(field)(config)
+        parser.add_argument(
+            option.flag,
+            type=option.type,
+            default=default,
+            metavar=option.metavar,
+            help=option.help.format(default),
+        )
+
+
+def add_image_pair(parser: argparse.ArgumentParser, sharp: str, blurred: str) -> None:
+    """Add ``--sharp`` and ``--blurred``: two images of one field, in and out of focus."""
+    parser.add_argument("--sharp", required=True, type=Path, help=sharp)
+    parser.add_argument("--blurred", required=True, type=Path, help=blurred)
+
+
+def add_config_file(parser: argparse.ArgumentParser, help: str) -> None:
+    """Add ``--config FILE.yaml``: the command's settings as a YAML file."""
+    parser.add_argument("--config", type=Path, metavar="FILE.yaml", help=help)
+
+
 def add_seed(parser: argparse.ArgumentParser, default: int = 0) -> None:
     """Add the common ``--seed`` option."""
     parser.add_argument(
@@ -121,6 +194,18 @@ def add_max_pixels(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_file_options(parser: argparse.ArgumentParser, what: str = "existing output files") -> None:
+    """Add ``--overwrite`` (replace ``what``) and ``--max-pixels``: every command writing files."""
+    add_overwrite(parser, what)
+    add_max_pixels(parser)
+
+
+def add_run_options(parser: argparse.ArgumentParser, what: str = "existing output files") -> None:
+    """Add ``--device`` and :func:`add_file_options`: every command running a network on files."""
+    add_device(parser)
+    add_file_options(parser, what)
+
+
 def option_error(exc: ValidationError, what: str = "option", flags: bool = True) -> ParameterError:
     """One sentence for the first problem of a pydantic validation error.
 
@@ -138,6 +223,34 @@ def option_error(exc: ValidationError, what: str = "option", flags: bool = True)
     Invalid option --jpeg-quality: Input should be greater than or equal to 1.
     """
     return ParameterError(describe_validation(exc, what, flags))
+
+
+def config_from_args(
+    schema: Callable[..., Any],
+    args: argparse.Namespace,
+    *names: str,
+    what: str = "option",
+    **fields: Any,
+) -> Any:
+    """``schema`` from the options ``names`` (each the field of that name) and ``fields``.
+
+    Raises:
+        ParameterError: an invalid value, in one sentence naming its option (see
+            :func:`option_error`).
+
+    >>> from histoblur.synthesis import DegradeSpec
+    >>> args = argparse.Namespace(jpeg_quality=90, seed=3)
+    >>> config_from_args(DegradeSpec, args, "jpeg_quality", "seed").jpeg_quality
+    90
+    >>> config_from_args(DegradeSpec, args, "seed", jpeg_quality=0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    histoblur.errors.ParameterError: Invalid option --jpeg-quality: Input should be greater ...
+    """
+    try:
+        return schema(**{name: getattr(args, name) for name in names}, **fields)
+    except ValidationError as exc:
+        raise option_error(exc, what) from None
 
 
 class Manifest:
@@ -200,6 +313,72 @@ def recorded(manifest: Manifest) -> Iterator[Manifest]:
         raise
     finally:
         manifest.write()
+
+
+class OutputFolder:
+    """The files a command writes into one folder per input image, and their manifest.
+
+    Made before any work, it checks the outputs: two inputs of one stem, an output that is an
+    input, and existing outputs without ``overwrite`` are refused. :meth:`progress` then
+    creates the folder; the manifest lists the rows :meth:`add` records as they arrive.
+
+    Args:
+        images: the inputs, each written as ``<folder>/<stem>...``.
+        outputs: every file the command writes besides the manifest.
+        manifest: the manifest file, in the folder.
+        render: the manifest's renderer (see :class:`Manifest`).
+        overwrite: existing outputs may be replaced.
+        advice: the sentence that ends the error for two inputs of one stem.
+
+    Raises:
+        InputError: two inputs with one stem.
+        OutputError: an output is an input, or outputs exist without ``overwrite``.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[Path],
+        outputs: Sequence[Path],
+        manifest: Path,
+        render: Callable[[list[dict[str, Any]], str | None], str],
+        overwrite: bool,
+        advice: str,
+    ) -> None:
+        check_unique_stems(images, advice)
+        check_output_files([*outputs, manifest], images, overwrite)
+        self.manifest = Manifest(manifest, render)
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows recorded so far."""
+        return self.manifest.rows
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Record one finished input (see :meth:`Manifest.add`)."""
+        self.manifest.add(row)
+
+    @contextlib.contextmanager
+    def progress(self, description: str, total: int) -> Iterator[tuple[Progress, TaskID]]:
+        """Create the folder and show a progress bar over ``total`` inputs in the block.
+
+        Yields the bar and its task; the manifest is written when the block ends, also when it
+        fails (see :func:`recorded`).
+        """
+        ensure_writable_dir(self.manifest.path.parent)
+        with recorded(self.manifest), progress_bar() as bar:
+            yield bar, bar.add_task(description, total=total)
+
+
+@contextlib.contextmanager
+def progress_counter(description: str, total: int) -> Iterator[Callable[..., None]]:
+    """Show a progress bar over ``total`` items in the block; yields ``advance(k=1)``."""
+    with progress_bar() as bar:
+        task = bar.add_task(description, total=total)
+
+        def advance(k: int = 1) -> None:
+            bar.advance(task, k)
+
+        yield advance
 
 
 def progress_bar(console: Console | None = None) -> Progress:

@@ -5,23 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from histoblur.cli.common import (
-    Manifest,
-    add_device,
-    add_max_pixels,
-    add_overwrite,
-    expand_images,
-    json_manifest,
-    log,
-    progress_bar,
-    recorded,
-)
+from histoblur.cli.common import OutputFolder, add_run_options, expand_images, json_manifest, log
 from histoblur.errors import InputError
 from histoblur.inference.classify import BlurClassifier
 from histoblur.inference.deblur import Deblurrer, Family, deblur_image
-from histoblur.io.atomic import ensure_writable_dir
-from histoblur.io.images import check_unique_stems, read_image, write_image
-from histoblur.io.paths import check_output_files
+from histoblur.io.images import read_image, write_image
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,9 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="shipped networks (default) or a folder holding defocus/ and motion/ checkpoints",
     )
     cmd.add_argument("--classifier", default="default", help="blur-type classifier for --kind auto")
-    add_device(cmd)
-    add_overwrite(cmd)
-    add_max_pixels(cmd)
+    add_run_options(cmd)
     cmd.set_defaults(func=run)
 
 
@@ -72,22 +58,24 @@ def load_networks(model: str, kind: str, device: str = "cpu") -> dict[Family, De
 def run(args: argparse.Namespace) -> int:
     """Deblur every image; each output file appears complete or not at all."""
     images = expand_images(args.images)
-    check_unique_stems(images, "Deblur them into different --out folders.")
     outputs = [args.out / f"{path.stem}.png" for path in images]
-    manifest = args.out / "deblur.json"
-    check_output_files([*outputs, manifest], images, args.overwrite)
+    header = {"kind": args.kind, "model": str(args.model)}
+    folder = OutputFolder(
+        images,
+        outputs,
+        args.out / "deblur.json",
+        json_manifest(header),
+        args.overwrite,
+        "Deblur them into different --out folders.",
+    )
     networks = load_networks(args.model, args.kind, args.device)
     auto = args.kind == "auto"
     classifier = BlurClassifier.load(args.classifier, device=args.device) if auto else None
-    ensure_writable_dir(args.out)
-    header = {"kind": args.kind, "model": str(args.model)}
-    record = Manifest(manifest, json_manifest(header))
-    with recorded(record), progress_bar() as bar:
-        task = bar.add_task("deblurring", total=len(images))
+    with folder.progress("deblurring", len(images)) as (bar, task):
         for path, out in zip(images, outputs, strict=True):
             result = deblur_image(read_image(path), args.kind, networks, classifier)
             write_image(out, result.image)  # atomic
-            record.add(
+            folder.add(
                 {
                     "image": str(path),
                     "output": str(out),

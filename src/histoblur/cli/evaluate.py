@@ -11,7 +11,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from histoblur.cli.common import add_device, add_max_pixels, add_overwrite, log, progress_bar
+from histoblur.cli.common import (
+    add_command_group,
+    add_run_options,
+    log,
+    progress_bar,
+    progress_counter,
+)
 from histoblur.errors import ParameterError
 from histoblur.inference.benchmark import evaluate_benchmark, flagged_fraction
 from histoblur.inference.detectors import CLASSICAL, make_detector
@@ -32,9 +38,12 @@ from histoblur.synthesis.real_pairs import iter_records
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``evaluate`` and its sub-commands (``segmentation``)."""
-    evaluate = sub.add_parser("evaluate", help="measure results against ground truth")
-    verbs = evaluate.add_subparsers(dest="evaluate_command", metavar="WHAT", required=True)
+    verbs = add_command_group(sub, "evaluate", "measure results against ground truth")
+    add_segmentation(verbs)
 
+
+def add_segmentation(verbs: argparse._SubParsersAction) -> None:
+    """Add ``evaluate segmentation``."""
     seg = verbs.add_parser(
         "segmentation",
         help="Dice, IoU, precision, recall, FPR of predicted blur masks",
@@ -78,9 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write per-image (or per-benchmark) rows to this .csv and a summary .json beside "
         "it (default: print only)",
     )
-    add_device(seg)
-    add_overwrite(seg, "an existing --out CSV and its JSON")
-    add_max_pixels(seg)
+    add_run_options(seg, "an existing --out CSV and its JSON")
     seg.add_argument(
         "--threshold",
         type=float,
@@ -129,9 +136,8 @@ def run_segmentation(args: argparse.Namespace) -> int:
     if args.pred is None or args.truth is None:
         raise ParameterError("Give --pred and --truth folders, or --bench/--negatives folders.")
     pairing = pair_mask_files(args.pred, args.truth)
-    with progress_bar() as bar:
-        task = bar.add_task("scoring masks", total=len(pairing.pairs))
-        summary = evaluate_mask_pairs(pairing, args.threshold, lambda k: bar.advance(task, k))
+    with progress_counter("scoring masks", len(pairing.pairs)) as advance:
+        summary = evaluate_mask_pairs(pairing, args.threshold, advance)
     Console().print(summary_table(summary))
     notes = summary.notes
     for role, key in (("prediction", "unmatched_predictions"), ("truth", "unmatched_truths")):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from histoblur.cli.common import add_device, add_max_pixels, add_overwrite, log
+from histoblur.cli.common import add_command_group, add_run_options, log
 from histoblur.errors import ParameterError
 from histoblur.inference.latent import FocalCodec, sweep_strip
 from histoblur.io.images import IMAGE_SUFFIXES, read_image, write_image
@@ -33,8 +33,7 @@ VERBS = {
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``latent interpolate`` and ``latent deblur``."""
-    latent = sub.add_parser("latent", help="blur synthesis / deblurring along the focal axis")
-    verbs = latent.add_subparsers(dest="latent_command", metavar="WHAT", required=True)
+    verbs = add_command_group(sub, "latent", "blur synthesis / deblurring along the focal axis")
     for name, (help_text, description, (first, second)) in VERBS.items():
         cmd = verbs.add_parser(name, help=help_text, description=description)
         cmd.add_argument("first", type=Path, metavar=f"{first}.png")
@@ -50,9 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             help="write N alphas evenly over [0, 1] (deblur: [0, 1)) side by side as one strip "
             f"(2 to {MAX_SWEEP})",
         )
-        add_device(cmd)
-        add_overwrite(cmd, "an existing OUT.png")
-        add_max_pixels(cmd)
+        add_run_options(cmd, "an existing OUT.png")
         cmd.set_defaults(func=run, verb=name)
 
 

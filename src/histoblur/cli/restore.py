@@ -7,14 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from histoblur.cli.common import (
-    add_device,
-    add_max_pixels,
-    add_overwrite,
-    add_seed,
-    log,
-    progress_bar,
-)
+from histoblur.cli.common import add_device, add_file_options, add_seed, log, progress_counter
 from histoblur.diffusion.regional import RestoreSettings, check_budget
 from histoblur.errors import InputError, OutputError, ParameterError
 from histoblur.inference.detectors import DETECTORS, make_detector
@@ -91,8 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_device(cmd)
     add_seed(cmd)
-    add_overwrite(cmd)
-    add_max_pixels(cmd)
+    add_file_options(cmd)
     cmd.set_defaults(func=run)
 
 
@@ -158,8 +150,7 @@ def run(args: argparse.Namespace) -> int:
     if args.image.is_dir():
         ensure_writable_dir(args.out)
     rows = ["image,flagged_fraction,after_fraction"]
-    with progress_bar() as bar:
-        task = bar.add_task("restoring", total=len(jobs))
+    with progress_counter("restoring", len(jobs)) as advance:
         for image_path, mask_path, out_path in jobs:
             image = read_image(image_path)
             if detect is None:
@@ -182,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
                     f"{image_path.name}: flagged {100 * loop.flagged_fraction:.2f}% -> "
                     f"{100 * loop.after_fraction:.2f}% after restoration"
                 )
-            bar.advance(task)
+            advance()
     if detect is not None and args.image.is_dir():
         write_text_atomic(args.out / "detections.csv", "\n".join(rows) + "\n")
     log.info(f"Wrote {len(jobs)} image(s); {passes} denoiser passes per window.")

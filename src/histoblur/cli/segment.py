@@ -5,17 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from histoblur.cli.common import (
-    Manifest,
-    add_device,
-    add_max_pixels,
-    add_overwrite,
-    expand_images,
-    json_manifest,
-    log,
-    progress_bar,
-    recorded,
-)
+from histoblur.cli.common import OutputFolder, add_run_options, expand_images, json_manifest, log
 from histoblur.errors import ParameterError
 from histoblur.inference.segment import (
     DEFAULT_MODEL,
@@ -24,9 +14,7 @@ from histoblur.inference.segment import (
     output_paths,
     segment_file,
 )
-from histoblur.io.atomic import ensure_writable_dir
-from histoblur.io.images import check_unique_stems, read_image
-from histoblur.io.paths import check_output_files
+from histoblur.io.images import read_image
 from histoblur.models.hub import shipped_names
 from histoblur.models.tiling import BATCH_SIZE
 
@@ -76,9 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=BATCH_SIZE,
         help=f"windows per batch (default {BATCH_SIZE})",
     )
-    add_device(seg)
-    add_overwrite(seg)
-    add_max_pixels(seg)
+    add_run_options(seg)
     seg.set_defaults(func=run)
 
 
@@ -87,10 +73,14 @@ def run(args: argparse.Namespace) -> int:
     images = expand_images(args.images)
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         raise ParameterError(f"--threshold must be in (0, 1), got {args.threshold}.")
-    check_unique_stems(images, "Segment them into different --out folders.")
-    manifest = args.out / "segment.json"
-    planned = [p for image in images for p in output_paths(args.out, image).values()]
-    check_output_files([*planned, manifest], images, args.overwrite)
+    folder = OutputFolder(
+        images,
+        [p for image in images for p in output_paths(args.out, image).values()],
+        args.out / "segment.json",
+        json_manifest({"model": str(args.model)}),
+        args.overwrite,
+        "Segment them into different --out folders.",
+    )
     segmenter = Segmenter.load(
         args.model,
         args.device,
@@ -99,14 +89,11 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         tissue_only=not args.all_pixels,
     )
-    ensure_writable_dir(args.out)
-    record = Manifest(manifest, json_manifest({"model": str(args.model)}))
-    with recorded(record), progress_bar() as bar:
-        task = bar.add_task("segmenting", total=len(images))
+    with folder.progress("segmenting", len(images)) as (bar, task):
         for path in images:
             image = read_image(path)
             sub = bar.add_task(f"  {path.name}", total=segmenter.tiles_for(image))
-            record.add(
+            folder.add(
                 segment_file(
                     segmenter,
                     path,
@@ -118,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             )
             bar.remove_task(sub)
             bar.advance(task)
-    rows = record.rows
+    rows = folder.rows
     for row in rows:
         log.info(f"{row['image']}: {row['blurred_fraction']:.1%} flagged as blur")
     log.info(f"Wrote masks, probabilities and overlays for {len(rows)} image(s) to {args.out}.")

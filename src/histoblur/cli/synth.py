@@ -12,21 +12,22 @@ import yaml
 from pydantic import ValidationError
 
 from histoblur.cli.common import (
-    Manifest,
+    Option,
+    OutputFolder,
+    add_command_group,
+    add_config_file,
+    add_config_options,
     add_device,
-    add_max_pixels,
-    add_overwrite,
+    add_file_options,
     add_seed,
+    config_from_args,
     log,
     option_error,
     parse_params,
-    progress_bar,
-    recorded,
+    progress_counter,
 )
 from histoblur.errors import InputError, ParameterError
-from histoblur.io.atomic import ensure_writable_dir
-from histoblur.io.images import check_unique_stems, read_image, write_image
-from histoblur.io.paths import check_output_files
+from histoblur.io.images import read_image, write_image
 from histoblur.models.hub import select_device
 from histoblur.synthesis import BLUR_KINDS, DegradeSpec, apply_blur
 from histoblur.synthesis.dataset import DatasetConfig, DegradeSampler, build_dataset
@@ -35,12 +36,12 @@ from histoblur.synthesis.masks import PolygonMaskSampler
 from histoblur.synthesis.registry import LEARNED_KINDS, parse_method
 
 DATASET = DatasetConfig()  # the parser's defaults are the config's
+LEARNED = "learned kinds (gan:, unit-ddpm:) run"  # what --device places
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``synth blur`` and ``synth dataset``."""
-    synth = sub.add_parser("synth", help="synthesize blur: whole images or labelled datasets")
-    verbs = synth.add_subparsers(dest="synth_command", metavar="WHAT", required=True)
+    verbs = add_command_group(sub, "synth", "synthesize blur: whole images or labelled datasets")
     kinds = "; ".join(
         f"{k.name}: {k.summary}" for k in (*BLUR_KINDS.values(), *LEARNED_KINDS.values())
     )
@@ -68,9 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     blur.add_argument("--photons", type=float, help="add Poisson shot noise at this photon count")
     blur.add_argument("--read-noise", type=float, help="add Gaussian read noise (sigma, 0-1 units)")
     blur.add_argument("--jpeg-quality", type=int, help="JPEG re-compress at this quality")
-    add_overwrite(blur)
-    add_max_pixels(blur)
-    add_device(blur, what="learned kinds (gan:, unit-ddpm:) run")
+    add_file_options(blur)
+    add_device(blur, what=LEARNED)
     add_seed(blur)
     blur.set_defaults(func=run_blur)
 
@@ -90,43 +90,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="K=V",
         help="fix or range a parameter of every --method that has it (unit-ddpm start=0.3)",
     )
-    ds.add_argument("--n", type=int, default=DATASET.n, help=f"number of samples ({DATASET.n})")
-    ds.add_argument(
-        "--tile", type=int, default=DATASET.tile, help=f"tile side, px ({DATASET.tile})"
+    add_config_options(
+        ds,
+        DATASET,
+        Option("--n", int, "number of samples ({})"),
+        Option("--tile", int, "tile side, px ({})"),
+        Option("--min-tissue", float, "min tissue fraction ({})"),
+        Option("--feather", float, "mask edge softness, px ({:g})", field="masks.feather"),
+        Option("--noise-p", float, "probability of sensor noise ({:g})", field="degrade.noise_p"),
+        Option("--jpeg-p", float, "probability of JPEG ({:g})", field="degrade.jpeg_p"),
     )
-    ds.add_argument(
-        "--min-tissue",
-        type=float,
-        default=DATASET.min_tissue,
-        help=f"min tissue fraction ({DATASET.min_tissue})",
+    add_config_file(
+        ds, "every synthesis option as a YAML DatasetConfig (the options above are then ignored)"
     )
-    ds.add_argument(
-        "--feather",
-        type=float,
-        default=DATASET.masks.feather,
-        help=f"mask edge softness, px ({DATASET.masks.feather:g})",
-    )
-    ds.add_argument(
-        "--noise-p",
-        type=float,
-        default=DATASET.degrade.noise_p,
-        help=f"probability of sensor noise ({DATASET.degrade.noise_p:g})",
-    )
-    ds.add_argument(
-        "--jpeg-p",
-        type=float,
-        default=DATASET.degrade.jpeg_p,
-        help=f"probability of JPEG ({DATASET.degrade.jpeg_p:g})",
-    )
-    ds.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE.yaml",
-        help="every synthesis option as a YAML DatasetConfig (the options above are then ignored)",
-    )
-    add_overwrite(ds, "a non-empty --out (never one that holds --sharp or --config)")
-    add_max_pixels(ds)
-    add_device(ds, what="learned kinds (gan:, unit-ddpm:) run")
+    add_file_options(ds, "a non-empty --out (never one that holds --sharp or --config)")
+    add_device(ds, what=LEARNED)
     add_seed(ds)
     ds.set_defaults(func=run_dataset)
 
@@ -185,11 +163,8 @@ def run_dataset(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         raise option_error(exc, "dataset option", flags=args.config is None) from None
     inputs = [args.sharp] + ([args.config] if args.config is not None else [])
-    with learned_device(args.device), progress_bar() as bar:
-        task = bar.add_task("synthesizing", total=config.n)
-        out = build_dataset(
-            args.sharp, args.out, config, args.overwrite, lambda k: bar.advance(task, k), inputs
-        )
+    with learned_device(args.device), progress_counter("synthesizing", config.n) as advance:
+        out = build_dataset(args.sharp, args.out, config, args.overwrite, advance, inputs)
     log.info(f"Wrote {config.n} samples to {out} (images/, masks/, manifest.jsonl).")
     return 0
 
@@ -203,31 +178,25 @@ def run_blur(args: argparse.Namespace) -> int:
     """Blur each image with a spec drawn from the (possibly fixed) parameters."""
     kind, fixed = parse_method(args.method)
     sampler = kind.sampler.build(**{**parse_params(args.param), **fixed})
-    try:
-        post = DegradeSpec(
-            photons=args.photons,
-            read_noise=args.read_noise,
-            jpeg_quality=args.jpeg_quality,
-            seed=args.seed,
-        )
-    except ValidationError as exc:
-        raise option_error(exc) from None
-    check_unique_stems(args.images, "Blur them into different --out folders.")
-    outputs = [args.out / f"{path.stem}.png" for path in args.images]
-    check_output_files([*outputs, args.out / "params.jsonl"], args.images, args.overwrite)
+    post = config_from_args(DegradeSpec, args, "photons", "read_noise", "jpeg_quality", "seed")
+    folder = OutputFolder(
+        args.images,
+        [args.out / f"{path.stem}.png" for path in args.images],
+        args.out / "params.jsonl",
+        _jsonl,
+        args.overwrite,
+        "Blur them into different --out folders.",
+    )
     images = [(path, read_image(path)) for path in args.images]  # fail before writing anything
     specs = [sampler.sample(np.random.default_rng([args.seed, i])) for i in range(len(images))]
     select_device(args.device)  # a bad --device fails before any output exists
-    out_dir = ensure_writable_dir(args.out)
-    record = Manifest(out_dir / "params.jsonl", _jsonl)
-    with learned_device(args.device), recorded(record), progress_bar() as bar:
-        task = bar.add_task("blurring", total=len(images))
+    with learned_device(args.device), folder.progress("blurring", len(images)) as (bar, task):
         for (path, image), spec in zip(images, specs, strict=True):
-            write_image(out_dir / f"{path.stem}.png", apply_blur(image, spec, post))
+            write_image(args.out / f"{path.stem}.png", apply_blur(image, spec, post))
             row = {"input": str(path), "output": f"{path.stem}.png", "blur": spec.model_dump()}
             if post.active:
                 row["degrade"] = post.model_dump()
-            record.add(row)
+            folder.add(row)
             bar.advance(task)
-    log.info(f"Wrote {len(images)} image(s) to {out_dir} (parameters in params.jsonl).")
+    log.info(f"Wrote {len(images)} image(s) to {args.out} (parameters in params.jsonl).")
     return 0

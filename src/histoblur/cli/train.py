@@ -13,7 +13,14 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from histoblur.cli.common import log, messages, option_error
+from histoblur.cli.common import (
+    add_command_group,
+    add_config_file,
+    add_overwrite,
+    log,
+    messages,
+    option_error,
+)
 from histoblur.errors import InputError, ParameterError
 from histoblur.io.paths import refuse_folder_with_inputs
 from histoblur.training.classifier import ClassifierTrainConfig, train_classifier
@@ -29,12 +36,16 @@ console = messages()
 
 @dataclass(frozen=True)
 class Trainer:
-    """One ``train`` sub-command: its config schema, how to run it, what to print after."""
+    """One ``train`` sub-command: its config schema, how to run it, what to print after.
+
+    ``run`` is called with the config and the keywords ``overwrite``, ``progress`` and
+    ``resume``, and returns the run's summary.
+    """
 
     help: str
     description: str
     schema: type[BaseModel]
-    run: Callable[[Any, argparse.Namespace, Callable[..., None]], dict[str, Any]]
+    run: Callable[..., dict[str, Any]]
     report: Callable[[dict[str, Any]], list[str]]
     loss_digits: int = 4
 
@@ -46,20 +57,13 @@ def _segmenter_report(summary: dict[str, Any]) -> list[str]:
     ]
 
 
-def _classifier_report(summary: dict[str, Any]) -> list[str]:
-    r = summary["heldout"]
-    return [
-        f"held-out accuracy {r['accuracy']:.2%}, ECE {r['ece']:.3f} "
-        f"(raw {r['ece_raw']:.3f}, temperature {r['temperature']})"
-    ]
+def _line(template: str) -> Callable[[dict[str, Any]], list[str]]:
+    """A one-line report: ``template`` filled from the summary and ``last``, its last epoch."""
 
+    def report(summary: dict[str, Any]) -> list[str]:
+        return [template.format_map({**summary, "last": (summary.get("history") or [{}])[-1]})]
 
-def _deblur_report(summary: dict[str, Any]) -> list[str]:
-    last = summary["history"][-1]
-    return [
-        f"held-out PSNR {last['heldout_psnr_blurred']} dB blurred -> best "
-        f"{summary['best_psnr']:.3f} dB deblurred"
-    ]
+    return report
 
 
 def _synthesis_report(summary: dict[str, Any]) -> list[str]:
@@ -69,14 +73,6 @@ def _synthesis_report(summary: dict[str, Any]) -> list[str]:
     return [
         f"validation SSIM to the real blurred side: sharp input {last['val_ssim_sharp']}, "
         f"best synthesized {summary['best_val_ssim']:.4f}"
-    ]
-
-
-def _restore_report(summary: dict[str, Any]) -> list[str]:
-    last = summary["history"][-1]
-    return [
-        f"held-out restoration PSNR in the region: best {summary['best_val_psnr']:.3f} dB "
-        f"(last {last['val_psnr_region']} dB)"
     ]
 
 
@@ -92,7 +88,7 @@ TRAINERS: dict[str, Trainer] = {
         "Train a blur segmentation network. Every config field has a default; print them "
         "with --print-config. Training samples are synthesized on the fly from sharp_dir.",
         SegmenterTrainConfig,
-        lambda c, a, p: train_segmenter(c, a.resume, a.overwrite, p),
+        train_segmenter,
         _segmenter_report,
     ),
     "classifier": Trainer(
@@ -100,15 +96,21 @@ TRAINERS: dict[str, Trainer] = {
         "Train the blur-type classifier on tiles synthesized on the fly from sharp_dir; "
         "a sixth of the source images is held out to select, calibrate and report.",
         ClassifierTrainConfig,
-        lambda c, a, p: train_classifier(c, a.overwrite, p, a.resume),
-        _classifier_report,
+        train_classifier,
+        _line(
+            "held-out accuracy {heldout[accuracy]:.2%}, ECE {heldout[ece]:.3f} "
+            "(raw {heldout[ece_raw]:.3f}, temperature {heldout[temperature]})"
+        ),
     ),
     "deblur": Trainer(
         "DL_defocus or DL_motion deblurring network on synthetic and real aligned pairs",
         "Train a RED-Net-style deblurring network (family: defocus or motion).",
         DeblurTrainConfig,
-        lambda c, a, p: train_deblur(c, a.overwrite, p, a.resume),
-        _deblur_report,
+        train_deblur,
+        _line(
+            "held-out PSNR {last[heldout_psnr_blurred]} dB blurred -> best "
+            "{best_psnr:.3f} dB deblurred"
+        ),
         loss_digits=5,
     ),
     "gan": Trainer(
@@ -116,7 +118,7 @@ TRAINERS: dict[str, Trainer] = {
         "Train the learned blur generator (U-Net with noise, PatchGAN critic, gradient "
         "penalty, identity loss, L1 pre-training); the aligned pairs validate it.",
         GanTrainConfig,
-        lambda c, a, p: train_gan(c, a.overwrite, p, a.resume),
+        train_gan,
         _synthesis_report,
     ),
     "unit-ddpm": Trainer(
@@ -124,7 +126,7 @@ TRAINERS: dict[str, Trainer] = {
         "Train two domain diffusion models, each conditioned on the other domain, and two "
         "translators; the aligned pairs validate the release-time translation.",
         UnitDDPMTrainConfig,
-        lambda c, a, p: train_unit_ddpm(c, a.overwrite, p, a.resume),
+        train_unit_ddpm,
         _synthesis_report,
     ),
     "latent": Trainer(
@@ -132,7 +134,7 @@ TRAINERS: dict[str, Trainer] = {
         "Train the autoencoder whose latent codes interpolate along the focal axis: variant "
         "baseline (reconstruction), weak (eq. 4) or strong (eq. 5, init from a weak model).",
         LatentTrainConfig,
-        lambda c, a, p: train_latent(c, a.overwrite, p, a.resume),
+        train_latent,
         _latent_report,
         loss_digits=5,
     ),
@@ -141,8 +143,11 @@ TRAINERS: dict[str, Trainer] = {
         "Train the DDPM denoiser that regenerates artifact regions (ArtiFusion): epsilon "
         "prediction on sharp tiles only; held-out tiles validate a regional DDIM restoration.",
         RestorationTrainConfig,
-        lambda c, a, p: train_restoration(c, a.overwrite, p, a.resume),
-        _restore_report,
+        train_restoration,
+        _line(
+            "held-out restoration PSNR in the region: best {best_val_psnr:.3f} dB "
+            "(last {last[val_psnr_region]} dB)"
+        ),
         loss_digits=5,
     ),
 }
@@ -150,11 +155,10 @@ TRAINERS: dict[str, Trainer] = {
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add one ``train`` sub-command per entry of :data:`TRAINERS`."""
-    train = sub.add_parser("train", help="train a network from a YAML config")
-    verbs = train.add_subparsers(dest="train_command", metavar="WHAT", required=True)
+    verbs = add_command_group(sub, "train", "train a network from a YAML config")
     for name, trainer in TRAINERS.items():
         cmd = verbs.add_parser(name, help=trainer.help, description=trainer.description)
-        cmd.add_argument("--config", type=Path, metavar="FILE.yaml", help="training config (YAML)")
+        add_config_file(cmd, "training config (YAML)")
         cmd.add_argument(
             "--set",
             action="append",
@@ -169,11 +173,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             action="store_true",
             help="continue the run in its out folder (same config; epochs may grow)",
         )
-        cmd.add_argument(
-            "--overwrite",
-            action="store_true",
-            help="replace an existing run folder (kept until the new run saves a checkpoint)",
-        )
+        add_overwrite(cmd, "an existing run folder (kept until the new run saves a checkpoint)")
         cmd.add_argument(
             "--print-config", action="store_true", help="print the resolved config and exit"
         )
@@ -261,7 +261,9 @@ def run(args: argparse.Namespace) -> int:
         def progress(step: int, total: int, info: dict[str, float]) -> None:
             bar.update(task, completed=step, loss=f"loss {info['loss']:.{trainer.loss_digits}f}")
 
-        summary = trainer.run(config, args, progress)
+        summary = trainer.run(
+            config, overwrite=args.overwrite, progress=progress, resume=args.resume
+        )
     for line in trainer.report(summary):
         log.info(line)
     log.info(f"Checkpoints in {config.out}/best and {config.out}/last.")
