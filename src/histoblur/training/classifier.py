@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,21 +36,9 @@ from histoblur.synthesis.dataset import (
     draw_sample,
     usable_sources,
 )
+from histoblur.training import runs
 from histoblur.training.augment import AugmentConfig, augment_pair
-from histoblur.training.data import TrainBox, check_box, crop_in_box, holdout_split
-from histoblur.training.runs import (
-    MAX_BATCH,
-    MAX_THREADS,
-    RunFolder,
-    checkpoint_meta,
-    endless,
-    new_network,
-    run_folder,
-    start_torch,
-    train_steps,
-    warmup_cosine,
-    worker_batches,
-)
+from histoblur.training.data import TrainBox, check_real, crop_in_box, holdout_split
 
 # Blur strong enough to be seen at the tile's scale: the weakest defocus of the synthesis
 # defaults (Gaussian sigma 1, disk radius 2) is hard to tell from a sharp but soft scan.
@@ -79,14 +66,16 @@ class RealImage(Config):
     train_box: TrainBox = (0.0, 0.0, 1.0, 0.5)
 
 
-class ClassifierTrainConfig(Config):
+class ClassifierTrainConfig(runs.AdamWTrainConfig):
     """Everything that defines a classifier training run; defaults live here only.
 
+    ``out``, ``init``, ``epochs``, ``steps_per_epoch``, ``lr``, ``workers``, ``threads``,
+    ``device``, ``seed``, ``warmup_steps`` and ``weight_decay`` (AdamW, warm-up, cosine decay)
+    are the fields of :class:`~histoblur.training.runs.AdamWTrainConfig`.
+
     Attributes:
-        out: run folder.
         sharp_dir: sharp images to synthesize from (searched recursively).
         model: network architecture.
-        init: checkpoint whose weights start the run (fine-tuning); same architecture only.
         kinds: blur kinds (registry names) drawn for each blurred class.
         ranges: per-kind sampler overrides.
         tile: training tile side.
@@ -95,18 +84,14 @@ class ClassifierTrainConfig(Config):
         real: real images of known blur type (training regions only).
         real_share: probability that a sample of a class with real images is a real crop.
         augment: flips, stain/colour jitter, grey conversion.
-        epochs, steps_per_epoch, batch_size, lr, warmup_steps, weight_decay: optimisation.
+        batch_size: samples per step.
         ema: decay of the averaged weights that are validated and saved (0: raw weights).
         heldout: held-out samples per class (half to select and calibrate, half to report).
-        workers: data-loader processes; threads: torch CPU threads (0: default).
-        device: ``auto``, ``cpu`` or ``cuda``.
-        seed: master seed.
     """
 
     out: Path = Path("runs/classifier")
     sharp_dir: Path | None = None
     model: BlurTypeConfig = BlurTypeConfig()
-    init: Path | None = None
     kinds: dict[str, tuple[str, ...]] = {
         "defocus": ("gaussian", "lens", "aperture"),
         "motion": ("motion", "motion-h", "motion-v"),
@@ -119,18 +104,13 @@ class ClassifierTrainConfig(Config):
     augment: AugmentConfig = AugmentConfig()
     real: tuple[RealImage, ...] = ()
     real_share: float = Field(0.25, ge=0, le=1)
-    epochs: int = Field(8, ge=1)
-    steps_per_epoch: int = Field(250, ge=1)
-    batch_size: int = Field(16, ge=4, le=MAX_BATCH)
-    lr: float = Field(1e-3, gt=0)
-    warmup_steps: int = Field(100, ge=0)
-    weight_decay: float = Field(1e-4, ge=0)
+    epochs: runs.Epochs = 8
+    steps_per_epoch: runs.StepsPerEpoch = 250
+    batch_size: int = Field(16, ge=4, le=runs.MAX_BATCH)
+    lr: runs.LearningRate = 1e-3
     ema: float = Field(0.0, ge=0, lt=1)
     heldout: int = Field(100, ge=2, le=1000)
-    workers: int = Field(1, ge=0, le=64)
-    threads: int = Field(0, ge=0, le=MAX_THREADS)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = Field(0, ge=0)
+    workers: runs.Workers = 1
 
 
 def class_synthesis(config: ClassifierTrainConfig) -> list[DatasetConfig]:
@@ -207,7 +187,7 @@ class BlurTypeSamples(IterableDataset):
         return x, torch.tensor([s[1] for s in samples])
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return worker_batches(self.batch, self.start)
+        return runs.worker_batches(self.batch, self.start)
 
 
 @torch.no_grad()
@@ -242,17 +222,21 @@ def heldout_report(logits: np.ndarray, labels: np.ndarray, temperature: float) -
     }
 
 
-def checkpoint_config(config: ClassifierTrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
+def checkpoint_config(
+    config: ClassifierTrainConfig, row: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
     """The ``config.json`` stored beside a classifier's weights."""
     inference = {"tile": config.tile, "input": "RGB float in [0, 1]"}
-    meta = checkpoint_meta("blur-type-classification", config.model, config, inference, extra)
+    meta = runs.checkpoint_meta(
+        "blur-type-classification", config.model, config, inference, row, **extra
+    )
     return {"classes": list(BLUR_TYPES), **meta}
 
 
 def train_classifier(
     config: ClassifierTrainConfig,
     overwrite: bool = False,
-    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    progress: runs.Progress | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
     """Train, select on held-out half A, calibrate on it, report on half B; returns the report.
@@ -263,76 +247,59 @@ def train_classifier(
     if config.sharp_dir is None:
         raise InputError("Set sharp_dir (sharp images to synthesize from) in the config.")
     for real in config.real:
-        if not Path(real.path).is_file():
-            raise InputError(f"Real image {real.path} does not exist.")
-        check_box((real.path,), real.train_box, config.tile)
+        check_real((real.path,), real.train_box, config.tile)
     train_sources, held_sources = split_sources(Path(config.sharp_dir), config.tile)
-    with run_folder(config, resume, overwrite) as run:
-        return _train(config, run, train_sources, held_sources, progress)
+    with runs.training_run(config, resume, overwrite, progress) as run:
+        return _train(config, run, train_sources, held_sources)
 
 
 def _train(
-    config: ClassifierTrainConfig,
-    run: RunFolder,
-    train_sources: list[Path],
-    held_sources: list[Path],
-    progress: Callable[[int, int, dict[str, float]], None] | None,
+    config: ClassifierTrainConfig, run: runs.RunFolder, sources: list[Path], held: list[Path]
 ) -> dict[str, Any]:
-    """The training loop of :func:`train_classifier` in its prepared run folder."""
-    device = start_torch(config.threads, config.device, config.seed)
     k = len(BLUR_TYPES)
     n = config.heldout * k
-    held = BlurTypeSamples(config, held_sources, augment=False)
-    samples = [held.sample(VAL_OFFSET + i) for i in range(2 * n)]
+    held_samples = BlurTypeSamples(config, held, augment=False)
+    samples = [held_samples.sample(VAL_OFFSET + i) for i in range(2 * n)]
     images = np.stack([s[0] for s in samples])
     labels = np.array([s[1] for s in samples])
     half_a, half_b = slice(0, n), slice(n, 2 * n)
-    model = new_network(config.model, config.init, device).train()
+    model = runs.new_network(config.model, config.init, run.device).train()
     averaged = copy.deepcopy(model).eval() if config.ema else model
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
-    total = config.epochs * config.steps_per_epoch
-    schedule = warmup_cosine(optimizer, total, config.warmup_steps)
+    optimizer, schedule = runs.warmup_adamw(model, config)
     parts: dict[str, Any] = {"raw": model, "optimizer": optimizer, "schedule": schedule}
     if config.ema:
         parts["ema"] = averaged
-    step = run.begin(parts)
+    run.begin(parts)
     stream = BlurTypeSamples(
-        config, train_sources, augment=True, batch_size=config.batch_size, start=step
+        config, sources, augment=True, batch_size=config.batch_size, start=run.step
     )
-    batches = endless(stream, config.workers)
-    for epoch in run.epochs(config.epochs, config.steps_per_epoch):
-        started = time.perf_counter()
+    batches = runs.endless(stream, config.workers)
+    loss_of = runs.supervised(model, torch.nn.functional.cross_entropy, run.device)
+    for _ in run.epochs(config.epochs, config.steps_per_epoch):
         model.train()
-        losses = train_steps(
-            model,
-            lambda b: torch.nn.functional.cross_entropy(model(b[0].to(device)), b[1].to(device)),
-            batches, optimizer, schedule, config.steps_per_epoch, step, total, progress,
-            averaged, config.ema,
-        )  # fmt: skip
-        step += config.steps_per_epoch
-        logits = predict_logits(averaged, images[half_a], device)
+        losses = runs.train_steps(
+            run, model, loss_of, batches, optimizer, schedule, averaged, config.ema
+        )
+        logits = predict_logits(averaged, images[half_a], run.device)
         accuracy = float((logits.argmax(axis=1) == labels[half_a]).mean())
         nll = float(
             torch.nn.functional.cross_entropy(
                 torch.from_numpy(logits), torch.from_numpy(labels[half_a])
             )
         )
-        row = {
-            "epoch": epoch,
-            "step": step,
-            "loss": round(float(np.mean(losses)), 5),
-            "heldout_accuracy": round(accuracy, 4),
-            "heldout_nll": round(nll, 4),
-            "seconds": round(time.perf_counter() - started, 1),
-        }
-        saved = checkpoint_config(config, {"epoch": epoch, "metrics": row, "seed": config.seed})
-        run.save_epoch(step, row, averaged.state_dict(), saved, accuracy - 1e-3 * nll)
+        row = run.row(
+            loss=round(float(np.mean(losses)), 5),
+            heldout_accuracy=round(accuracy, 4),
+            heldout_nll=round(nll, 4),
+        )
+        saved = checkpoint_config(config, row)
+        run.save_epoch(row, averaged.state_dict(), saved, accuracy - 1e-3 * nll)
     chosen, saved = load_model(config.out / "best")
-    temperature = fit_temperature(predict_logits(chosen, images[half_a], device), labels[half_a])
+    temperature = fit_temperature(
+        predict_logits(chosen, images[half_a], run.device), labels[half_a]
+    )
     report = heldout_report(
-        predict_logits(chosen, images[half_b], device), labels[half_b], temperature
+        predict_logits(chosen, images[half_b], run.device), labels[half_b], temperature
     )
     saved["calibration"] = {"temperature": report["temperature"], "ece_heldout": report["ece"]}
     save_checkpoint(config.out / "best", chosen.state_dict(), saved)

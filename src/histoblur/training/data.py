@@ -123,6 +123,23 @@ def check_box(paths: Sequence[Path], box: tuple[float, float, float, float], til
         )
 
 
+def check_real(
+    paths: Sequence[Path],
+    box: tuple[float, float, float, float],
+    tile: int,
+    what: str = "Real image",
+) -> None:
+    """Refuse real (aligned) images that are missing or whose training box is too small.
+
+    Raises:
+        InputError: ``what`` and the path of a missing file, or as :func:`check_box`.
+    """
+    for path in paths:
+        if not Path(path).is_file():
+            raise InputError(f"{what} {path} does not exist.")
+    check_box(paths, box, tile)
+
+
 def window_in_box(
     size: tuple[int, int],
     box: tuple[float, float, float, float],

@@ -12,8 +12,7 @@ from held-out source images.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,21 +31,9 @@ from histoblur.synthesis.blur import apply_blur
 from histoblur.synthesis.dataset import load_rgb, usable_sources
 from histoblur.synthesis.degrade import DegradeSpec, degrade
 from histoblur.synthesis.registry import get_kind
+from histoblur.training import runs
 from histoblur.training.classifier import VAL_OFFSET, VISIBLE_RANGES
-from histoblur.training.data import TrainBox, check_box, holdout_split, window_in_box
-from histoblur.training.runs import (
-    MAX_BATCH,
-    MAX_THREADS,
-    RunFolder,
-    checkpoint_meta,
-    endless,
-    new_network,
-    run_folder,
-    start_torch,
-    train_steps,
-    warmup_cosine,
-    worker_batches,
-)
+from histoblur.training.data import TrainBox, check_real, holdout_split, window_in_box
 
 FAMILY_KINDS = {
     "defocus": ("gaussian", "lens", "aperture"),
@@ -70,25 +57,25 @@ class RealPair(Config):
     train_box: TrainBox = (0.0, 0.0, 1.0, 0.5)
 
 
-class DeblurTrainConfig(Config):
+class DeblurTrainConfig(runs.TrainConfig):
     """Everything that defines a deblurring training run; defaults live here only.
 
+    ``out``, ``init`` (e.g. fine-tuning on a scanner's own focal stacks), ``epochs``,
+    ``steps_per_epoch``, ``lr``, ``workers``, ``threads``, ``device`` and ``seed`` are the
+    fields of :class:`~histoblur.training.runs.TrainConfig`.
+
     Attributes:
-        out: run folder.
         family: ``defocus`` (DL_defocus) or ``motion`` (DL_motion).
         sharp_dir: sharp images to synthesize pairs from.
         real: real aligned pairs (defocus only in practice).
         real_share: probability that a sample is a real-pair crop when ``real`` is given.
         model: network architecture.
-        init: checkpoint whose weights start the run (fine-tuning, e.g. on a scanner's own
-            focal stacks); its architecture must match ``model``.
         kinds: blur kinds of the family (default: the family's kinds).
         ranges: per-kind sampler overrides.
         tile: training crop side; scale: source magnification range.
         noise: probability of sensor noise on the blurred side.
-        epochs, steps_per_epoch, batch_size, lr, warmup_steps: optimisation (Adam, MSE).
+        batch_size, warmup_steps: optimisation (Adam, MSE, cosine decay).
         heldout: held-out synthetic pairs scored every epoch.
-        workers, threads, device, seed: as for the other trainers.
     """
 
     out: Path = Path("runs/deblur")
@@ -97,22 +84,17 @@ class DeblurTrainConfig(Config):
     real: tuple[RealPair, ...] = ()
     real_share: float = Field(0.25, ge=0, le=1)
     model: RedNetConfig = RedNetConfig()
-    init: Path | None = None
     kinds: tuple[str, ...] = ()
     ranges: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(VISIBLE_RANGES))
     tile: int = Field(96, ge=16, le=1024)
     scale: tuple[float, float] = (0.8, 1.25)
     noise: float = Field(0.5, ge=0, le=1)
-    epochs: int = Field(8, ge=1)
-    steps_per_epoch: int = Field(200, ge=1)
-    batch_size: int = Field(8, ge=1, le=MAX_BATCH)
-    lr: float = Field(1e-4, gt=0)
+    epochs: runs.Epochs = 8
+    steps_per_epoch: runs.StepsPerEpoch = 200
+    batch_size: int = Field(8, ge=1, le=runs.MAX_BATCH)
     warmup_steps: int = Field(50, ge=0)
     heldout: int = Field(48, ge=1, le=1024)
-    workers: int = Field(1, ge=0, le=64)
-    threads: int = Field(0, ge=0, le=MAX_THREADS)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = Field(0, ge=0)
+    workers: runs.Workers = 1
 
     @model_validator(mode="after")
     def _tile_fits(self) -> DeblurTrainConfig:
@@ -206,19 +188,23 @@ class DeblurPairs(IterableDataset):
         return blurred, torch.from_numpy(np.stack([p[1] for p in pairs]))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return worker_batches(self.batch, self.start)
+        return runs.worker_batches(self.batch, self.start)
 
 
-def checkpoint_config(config: DeblurTrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
+def checkpoint_config(
+    config: DeblurTrainConfig, row: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
     """The ``config.json`` stored beside a deblurring network's weights."""
     inference = {"input": "RGB float in [0, 1]", "tile": 512, "overlap": 32}
-    return checkpoint_meta(f"deblur-{config.family}", config.model, config, inference, extra)
+    return runs.checkpoint_meta(
+        f"deblur-{config.family}", config.model, config, inference, row, **extra
+    )
 
 
 def train_deblur(
     config: DeblurTrainConfig,
     overwrite: bool = False,
-    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    progress: runs.Progress | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
     """Train with MSE and Adam, keep the checkpoint with the best held-out PSNR.
@@ -228,62 +214,43 @@ def train_deblur(
     if config.sharp_dir is None:
         raise InputError("Set sharp_dir (sharp images to synthesize from) in the config.")
     for pair in config.real:
-        for path in (pair.sharp, pair.blurred):
-            if not Path(path).is_file():
-                raise InputError(f"Real pair image {path} does not exist.")
-        check_box((pair.sharp, pair.blurred), pair.train_box, config.tile)
+        check_real((pair.sharp, pair.blurred), pair.train_box, config.tile, "Real pair image")
     sources = usable_sources(Path(config.sharp_dir), 64)
     train_sources, held_sources = holdout_split(sources)
-    train_sources = train_sources or sorted(sources)
-    with run_folder(config, resume, overwrite) as run:
-        return _train(config, run, train_sources, held_sources, progress)
+    with runs.training_run(config, resume, overwrite, progress) as run:
+        return _train(config, run, train_sources or sorted(sources), held_sources)
 
 
 def _train(
-    config: DeblurTrainConfig,
-    run: RunFolder,
-    train_sources: list[Path],
-    held_sources: list[Path],
-    progress: Callable[[int, int, dict[str, float]], None] | None,
+    config: DeblurTrainConfig, run: runs.RunFolder, sources: list[Path], held: list[Path]
 ) -> dict[str, Any]:
-    """The training loop of :func:`train_deblur` in its prepared run folder."""
-    device = start_torch(config.threads, config.device, config.seed)
-    held = DeblurPairs(config, held_sources, 1, real=False)
-    val = [held.sample(VAL_OFFSET + i) for i in range(config.heldout)]
+    held_pairs = DeblurPairs(config, held, 1, real=False)
+    val = [held_pairs.sample(VAL_OFFSET + i) for i in range(config.heldout)]
     val_blurred = torch.from_numpy(np.stack([v[0] for v in val]))
     val_sharp = np.stack([v[1] for v in val])
-    model = new_network(config.model, config.init, device).train()
+    model = runs.new_network(config.model, config.init, run.device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    total = config.epochs * config.steps_per_epoch
-    schedule = warmup_cosine(optimizer, total, config.warmup_steps)
-    step = run.begin({"raw": model, "optimizer": optimizer, "schedule": schedule})
-    stream = DeblurPairs(config, train_sources, config.batch_size, start=step)
-    batches = endless(stream, config.workers)
+    schedule = runs.warmup_cosine(optimizer, config.total_steps, config.warmup_steps)
+    run.begin({"raw": model, "optimizer": optimizer, "schedule": schedule})
+    stream = DeblurPairs(config, sources, config.batch_size, start=run.step)
+    batches = runs.endless(stream, config.workers)
     base = float(np.mean([psnr(s, b) for s, b in zip(val_sharp, val_blurred.numpy(), strict=True)]))
-    for epoch in run.epochs(config.epochs, config.steps_per_epoch):
-        started = time.perf_counter()
+    loss_of = runs.supervised(model, torch.nn.functional.mse_loss, run.device)
+    for _ in run.epochs(config.epochs, config.steps_per_epoch):
         model.train()
-        losses = train_steps(
-            model,
-            lambda b: torch.nn.functional.mse_loss(model(b[0].to(device)), b[1].to(device)),
-            batches, optimizer, schedule, config.steps_per_epoch, step, total, progress,
-        )  # fmt: skip
-        step += config.steps_per_epoch
+        losses = runs.train_steps(run, model, loss_of, batches, optimizer, schedule)
         model.eval()
         with torch.no_grad():
             restored = torch.cat(
-                [model(val_blurred[i : i + 8].to(device)).cpu() for i in range(0, len(val), 8)]
+                [model(val_blurred[i : i + 8].to(run.device)).cpu() for i in range(0, len(val), 8)]
             )
         restored_np = restored.clamp(0, 1).numpy()
         score = float(np.mean([psnr(s, r) for s, r in zip(val_sharp, restored_np, strict=True)]))
-        row = {
-            "epoch": epoch,
-            "step": step,
-            "loss": round(float(np.mean(losses)), 6),
-            "heldout_psnr_blurred": round(base, 3),
-            "heldout_psnr_deblurred": round(score, 3),
-            "seconds": round(time.perf_counter() - started, 1),
-        }
-        saved = checkpoint_config(config, {"epoch": epoch, "metrics": row, "seed": config.seed})
-        run.save_epoch(step, row, model.state_dict(), saved, score)
+        row = run.row(
+            loss=round(float(np.mean(losses)), 6),
+            heldout_psnr_blurred=round(base, 3),
+            heldout_psnr_deblurred=round(score, 3),
+        )
+        saved = checkpoint_config(config, row)
+        run.save_epoch(row, model.state_dict(), saved, score)
     return {"out": str(config.out), "history": run.history, "best_psnr": run.best}

@@ -8,7 +8,6 @@ rows (below the training box) measure how close a generator's blur is to the rea
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from histoblur.metrics.full_reference import focal_frequency_loss, psnr, ssim
 from histoblur.synthesis.dataset import load_rgb, usable_sources
 from histoblur.training.data import TrainBox, check_box, crop_in_box
 from histoblur.training.deblur import RealPair, real_pair_crop
-from histoblur.training.runs import MAX_BATCH, worker_batches
+from histoblur.training.runs import MAX_BATCH, RunFolder, loss_means, worker_batches
 from histoblur.wsi.tissue import tissue_fraction
 
 Box = tuple[float, float, float, float]
@@ -174,7 +173,12 @@ def validation_pairs(pairs: tuple[RealPair, ...]) -> list[tuple[np.ndarray, np.n
 def realism(
     blur: Callable[[np.ndarray], np.ndarray], pairs: list[tuple[np.ndarray, np.ndarray]]
 ) -> dict[str, float]:
-    """Mean PSNR / SSIM / FFL of ``blur(sharp)`` against the real blurred side of each pair."""
+    """Mean PSNR / SSIM / FFL of ``blur(sharp)`` against the real blurred side of each pair.
+
+    No pairs, no scores (an empty dict).
+    """
+    if not pairs:
+        return {}
     rows = []
     for sharp, blurred in pairs:
         fake = blur(sharp)
@@ -184,20 +188,18 @@ def realism(
 
 
 def history_row(
-    epoch: int,
-    step: int,
-    sums: dict[str, float],
-    steps: int,
+    run: RunFolder,
+    losses: list[dict[str, float]],
     base: dict[str, float],
     scores: dict[str, float],
-    started: float,
 ) -> dict[str, Any]:
-    """One ``history.csv`` row: the epoch's mean losses, validation scores (sharp input, model)."""
-    return {
-        "epoch": epoch,
-        "step": step,
-        **{k: round(v / steps, 5) for k, v in sums.items()},
+    """The epoch's ``history.csv`` row: mean losses, validation scores (sharp input, model).
+
+    ``losses`` holds each step's (:func:`~histoblur.training.runs.train_updates`).
+    """
+    columns = {
+        **{k: round(v, 5) for k, v in loss_means(losses).items()},
         **{f"{k}_sharp": round(v, 4) for k, v in base.items()},
         **{k: round(v, 4) for k, v in scores.items()},
-        "seconds": round(time.perf_counter() - started, 1),
     }
+    return run.row(**columns)

@@ -20,10 +20,9 @@ checkpoint maximises that SSIM.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -37,6 +36,7 @@ from histoblur.models.gan import (
     critic_condition,
 )
 from histoblur.models.registry import build_model
+from histoblur.training import runs
 from histoblur.training.adversarial import critic_loss, identity_loss
 from histoblur.training.domains import (
     DomainBatches,
@@ -48,61 +48,42 @@ from histoblur.training.domains import (
     stack,
     validation_pairs,
 )
-from histoblur.training.runs import (
-    MAX_THREADS,
-    GeneratorPart,
-    RunFolder,
-    Values,
-    checkpoint_meta,
-    endless,
-    mixed_precision,
-    new_network,
-    run_folder,
-    start_torch,
-)
 
 VAL_SEED = 1234  # noise seed of the validation blur
 AdamBeta = Annotated[float, Field(ge=0, lt=1)]
 
 
-class GanTrainConfig(DomainConfig):
+class GanTrainConfig(DomainConfig, runs.TrainConfig):
     """Everything that defines a blur-generator training run; defaults live here only.
 
     The data fields (``sharp_dir``, ``blurred``, ``pairs``, ``tile``, ``batch_size``,
-    ``min_tissue``, ``seed``) are those of :class:`DomainConfig`.
+    ``min_tissue``, ``seed``) are those of :class:`DomainConfig`; ``out``, ``init`` (the
+    generator's), ``epochs``, ``steps_per_epoch`` (generator steps = their product), ``lr``,
+    ``workers``, ``threads`` and ``device`` those of :class:`~histoblur.training.runs.TrainConfig`.
 
     Attributes:
-        out: run folder.
-        generator, critic: architectures; init: generator checkpoint to start from.
+        generator, critic: architectures.
         critic_steps: critic updates per generator update.
         lambda_gp, lambda_identity: loss weights.
         paired_l1: weight of the L1 distance between G(sharp) and the real blurred side of the
             pairs' training regions (0: unpaired only).
         pretrain_steps, drop: L1 pre-training length and the share of pixels dropped.
-        epochs, steps_per_epoch: generator steps = epochs x steps_per_epoch.
         lr, betas: Adam for both networks (constant, then linear decay over the second half).
         amp: bfloat16 autocast on CUDA (ignored on CPU).
-        workers, threads, device: as for the other trainers.
     """
 
     out: Path = Path("runs/gan")
     generator: BlurGeneratorConfig = BlurGeneratorConfig()
     critic: PatchCriticConfig = PatchCriticConfig()
-    init: Path | None = None
     critic_steps: int = Field(5, ge=1, le=100)
     lambda_gp: float = Field(10.0, ge=0)
     lambda_identity: float = Field(5.0, ge=0)
     paired_l1: float = Field(0.0, ge=0)
     pretrain_steps: int = Field(200, ge=0, le=100_000)
     drop: float = Field(0.1, ge=0, lt=1)
-    epochs: int = Field(10, ge=1)
-    steps_per_epoch: int = Field(100, ge=1)
-    lr: float = Field(2e-4, gt=0)
+    lr: runs.LearningRate = 2e-4
     betas: tuple[AdamBeta, AdamBeta] = (0.5, 0.999)
     amp: bool = False
-    workers: int = Field(0, ge=0, le=64)
-    threads: int = Field(0, ge=0, le=MAX_THREADS)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @model_validator(mode="after")
     def _critic_fits(self) -> GanTrainConfig:
@@ -160,10 +141,10 @@ def pretrain(
     return losses
 
 
-def checkpoint_config(config: GanTrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
+def checkpoint_config(config: GanTrainConfig, row: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """The ``config.json`` stored beside the generator's weights."""
     inference = {"input": "RGB float in [0, 1]", "tile": 512, "overlap": 32}
-    return checkpoint_meta("blur-gan", config.generator, config, inference, extra)
+    return runs.checkpoint_meta("blur-gan", config.generator, config, inference, row, **extra)
 
 
 def gan_step(
@@ -177,7 +158,7 @@ def gan_step(
 ) -> dict[str, float]:
     """``critic_steps`` critic updates, then one generator update; returns the losses."""
     opt_g, opt_d = optimizers
-    autocast = mixed_precision(device, config.amp)
+    autocast = runs.mixed_precision(device, config.amp)
     for _ in range(config.critic_steps):
         sharp, blurred, _, _ = (t.to(device) for t in next(batches))
         with autocast:
@@ -210,7 +191,7 @@ def gan_step(
 def train_gan(
     config: GanTrainConfig,
     overwrite: bool = False,
-    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    progress: runs.Progress | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
     """Pre-train, then train the generator adversarially; keep the best validation SSIM.
@@ -220,71 +201,54 @@ def train_gan(
     stream carry on where they stopped; pre-training is not repeated.
     """
     sources = domain_sources(config)
-    with run_folder(config, resume, overwrite) as run:
-        return _train(config, run, sources, progress)
+    with runs.training_run(config, resume, overwrite, progress) as run:
+        return _train(config, run, sources)
 
 
-def _train(
-    config: GanTrainConfig,
-    run: RunFolder,
-    sources: list[Path],
-    progress: Callable[[int, int, dict[str, float]], None] | None,
-) -> dict[str, Any]:
-    """The training loop of :func:`train_gan` in its prepared run folder."""
-    device = start_torch(config.threads, config.device, config.seed)
-    generator = new_network(config.generator, config.init, device)
-    critic = build_model(config.critic).to(device)
+def _train(config: GanTrainConfig, run: runs.RunFolder, sources: list[Path]) -> dict[str, Any]:
+    generator = runs.new_network(config.generator, config.init, run.device)
+    critic = build_model(config.critic).to(run.device)
     opt_g, opt_d = (
         torch.optim.Adam(net.parameters(), lr=config.lr, betas=config.betas)
         for net in (generator, critic)
     )
-    pre = Values(first=None, last=None)
+    pre = runs.Values(first=None, last=None)
     if not run.resume:
-        pre_losses = pretrain(generator, opt_g, config, sources, device)
+        pre_losses = pretrain(generator, opt_g, config, sources, run.device)
         if pre_losses:
-            pre = Values(
+            pre = runs.Values(
                 first=round(float(np.mean(pre_losses[:20])), 5),
                 last=round(float(np.mean(pre_losses[-20:])), 5),
             )
-    total = config.epochs * config.steps_per_epoch
+    total = config.total_steps
     sched_g, sched_d = (
         torch.optim.lr_scheduler.LambdaLR(o, lambda s: lr_factor(s, total)) for o in (opt_g, opt_d)
     )
     noise = torch.Generator().manual_seed(config.seed)
-    step = run.begin({
+    run.begin({
         "generator": generator, "critic": critic, "optimizer": opt_g, "critic_optimizer": opt_d,
-        "schedule": sched_g, "critic_schedule": sched_d, "noise": GeneratorPart(noise),
+        "schedule": sched_g, "critic_schedule": sched_d, "noise": runs.GeneratorPart(noise),
         "pretrain": pre,
     })  # fmt: skip
     per_step = config.critic_steps + 1  # batches drawn per generator step
-    stream = DomainBatches(config, sources, config.paired_l1 > 0, start=step * per_step)
-    batches = endless(stream, config.workers)
+    stream = DomainBatches(config, sources, config.paired_l1 > 0, start=run.step * per_step)
+    batches = runs.endless(stream, config.workers)
     held = validation_pairs(config.pairs)
-    base = realism(lambda image: image, held) if held else {}
+    base = realism(lambda image: image, held)
     for epoch in run.epochs(config.epochs, config.steps_per_epoch):
-        started = time.perf_counter()
         generator.train()
-        sums: dict[str, float] = {}
-        for _ in range(config.steps_per_epoch):
-            losses = gan_step(generator, critic, batches, (opt_g, opt_d), config, noise, device)
-            sched_g.step()
-            sched_d.step()
-            step += 1
-            for key, value in losses.items():
-                sums[key] = sums.get(key, 0.0) + value
-            if progress is not None:
-                progress(step, total, {"loss": losses["critic"]})
-        generator.eval()
-        scores = (
-            realism(lambda image: generate(generator, image, VAL_SEED, device), held)
-            if held
-            else {}
+        losses = runs.train_updates(
+            run,
+            lambda: gan_step(generator, critic, batches, (opt_g, opt_d), config, noise, run.device),
+            (sched_g, sched_d),
+            "critic",
         )
-        row = history_row(epoch, step, sums, config.steps_per_epoch, base, scores, started)
-        extra = {"epoch": epoch, "metrics": row, "pretrain_l1": pre.values, "seed": config.seed}
+        generator.eval()
+        scores = realism(lambda image: generate(generator, image, VAL_SEED, run.device), held)
+        row = history_row(run, losses, base, scores)
         score = scores.get("val_ssim", float(epoch))
         critic_meta = {"task": "blur-gan-critic", "model": config.critic.model_dump(mode="json")}
         side = {"critic": (critic.state_dict(), critic_meta)}
-        saved = checkpoint_config(config, extra)
-        run.save_epoch(step, row, generator.state_dict(), saved, score, also=side)
+        saved = checkpoint_config(config, row, pretrain_l1=pre.values)
+        run.save_epoch(row, generator.state_dict(), saved, score, also=side)
     return {"out": str(config.out), "history": run.history, "best_val_ssim": run.best}

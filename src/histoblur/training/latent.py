@@ -18,8 +18,6 @@ held-out loss of the variant's own objective.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,10 +26,10 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from pydantic import Field, model_validator
 
-from histoblur.config import Config
 from histoblur.errors import InputError
 from histoblur.metrics.full_reference import focal_frequency_loss
 from histoblur.models.autoencoder import AutoencoderConfig, FocalAutoencoder, mix
+from histoblur.training import runs
 from histoblur.training.focal import (
     FocalStack,
     FocalStackConfig,
@@ -40,49 +38,39 @@ from histoblur.training.focal import (
     test_boxes,
     to_tensor,
 )
-from histoblur.training.runs import (
-    MAX_BATCH,
-    MAX_THREADS,
-    RunFolder,
-    checkpoint_meta,
-    endless,
-    mixed_precision,
-    new_network,
-    run_folder,
-    start_torch,
-)
 
 Variant = Literal["baseline", "weak", "strong"]
 
 
-class LatentTrainConfig(Config):
+class LatentTrainConfig(runs.TrainConfig):
     """Everything that defines a focal-autoencoder training run; defaults live here only.
 
+    ``out``, ``init`` (the weak model, for ``strong``), ``epochs``, ``steps_per_epoch``,
+    ``lr``, ``workers``, ``threads``, ``device`` and ``seed`` are the fields of
+    :class:`~histoblur.training.runs.TrainConfig`.
+
     Attributes:
-        out: run folder.
         stacks: the focal stacks (see :class:`~histoblur.training.focal.FocalStackConfig`).
         variant: ``baseline``, ``weak`` or ``strong`` (section 3.2 of the paper).
-        model: architecture; init: checkpoint to start from (the weak model, for ``strong``).
+        model: architecture.
         tile: crop side (a multiple of ``2**levels``; 128 in the paper).
-        batch_size, epochs, steps_per_epoch: optimisation length.
-        lr, lr_step_epochs, lr_gamma: Adam and its step schedule (1e-4, halved every 15).
+        batch_size: crops per step.
+        lr_step_epochs, lr_gamma: Adam's step schedule (lr 1e-4, halved every 15 epochs).
         lambda_latent: weight of the strong model's latent term.
         lambda_ffl: weight of the Focal Frequency Loss on every image term (0: the paper).
         fixed_share: share of the paper's fixed crops among training crops.
         test_crops: held-out crops per stack scored every epoch.
-        amp, workers, threads, device, seed: as for the other trainers.
+        amp: bfloat16 autocast on CUDA (ignored on CPU).
     """
 
     out: Path = Path("runs/latent")
     stacks: tuple[FocalStackConfig, ...] = ()
     variant: Variant = "weak"
     model: AutoencoderConfig = AutoencoderConfig(width=16)
-    init: Path | None = None
     tile: int = Field(128, ge=32, le=1024)
-    batch_size: int = Field(16, ge=1, le=MAX_BATCH)
-    epochs: int = Field(40, ge=1)
-    steps_per_epoch: int = Field(50, ge=1)
-    lr: float = Field(1e-4, gt=0)
+    batch_size: int = Field(16, ge=1, le=runs.MAX_BATCH)
+    epochs: runs.Epochs = 40
+    steps_per_epoch: runs.StepsPerEpoch = 50
     lr_step_epochs: int = Field(15, ge=1)
     lr_gamma: float = Field(0.5, gt=0, le=1)
     lambda_latent: float = Field(1.0, ge=0)
@@ -90,10 +78,6 @@ class LatentTrainConfig(Config):
     fixed_share: float = Field(0.5, ge=0, le=1)
     test_crops: int = Field(8, ge=1, le=1000)
     amp: bool = False
-    workers: int = Field(0, ge=0, le=64)
-    threads: int = Field(0, ge=0, le=MAX_THREADS)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _tile_fits(self) -> LatentTrainConfig:
@@ -188,16 +172,18 @@ def evaluate_triplets(
     }
 
 
-def checkpoint_config(config: LatentTrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
+def checkpoint_config(
+    config: LatentTrainConfig, row: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
     """The ``config.json`` stored beside the model."""
     inference = {"input": "RGB float in [0, 1]", "multiple": 2**config.model.levels}
-    return checkpoint_meta("focal-ae", config.model, config, inference, extra)
+    return runs.checkpoint_meta("focal-ae", config.model, config, inference, row, **extra)
 
 
 def train_latent(
     config: LatentTrainConfig,
     overwrite: bool = False,
-    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    progress: runs.Progress | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
     """Train one variant; keep the lowest held-out loss.
@@ -215,62 +201,52 @@ def train_latent(
         stacks, config.tile, config.batch_size, config.seed, config.fixed_share
     )
     held = held_out_batches(stacks, config.tile, config.test_crops)
-    with run_folder(config, resume, overwrite) as run:
-        return _train(config, run, batches_source, held, progress)
+    with runs.training_run(config, resume, overwrite, progress) as run:
+        return _train(config, run, batches_source, held)
 
 
 def _train(
     config: LatentTrainConfig,
-    run: RunFolder,
+    run: runs.RunFolder,
     batches_source: TripletBatches,
     held: list[tuple[Any, ...]],
-    progress: Callable[[int, int, dict[str, float]], None] | None,
 ) -> dict[str, Any]:
-    """The training loop of :func:`train_latent` in its prepared run folder."""
-    device = start_torch(config.threads, config.device, config.seed)
-    model = new_network(config.model, config.init, device)
+    model = runs.new_network(config.model, config.init, run.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.StepLR(
         optimizer, config.lr_step_epochs * config.steps_per_epoch, config.lr_gamma
     )
-    autocast = mixed_precision(device, config.amp)
-    total = config.epochs * config.steps_per_epoch
-    step = run.begin({"raw": model, "optimizer": optimizer, "schedule": schedule})
-    batches = endless(batches_source.starting_at(step), config.workers)
-    for epoch in run.epochs(config.epochs, config.steps_per_epoch):
-        started = time.perf_counter()
+    autocast = runs.mixed_precision(run.device, config.amp)
+    run.begin({"raw": model, "optimizer": optimizer, "schedule": schedule})
+    batches = runs.endless(batches_source.starting_at(run.step), config.workers)
+
+    def update() -> dict[str, float]:
+        batch = tuple(t.to(run.device) for t in next(batches))
+        with autocast:
+            loss, parts = variant_loss(
+                model, batch, config.variant, config.lambda_latent, config.lambda_ffl
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": float(loss.detach()), **parts}
+
+    for _ in run.epochs(config.epochs, config.steps_per_epoch):
         model.train()
-        sums: dict[str, float] = {}
-        for _ in range(config.steps_per_epoch):
-            batch = tuple(t.to(device) for t in next(batches))
-            with autocast:
-                loss, parts = variant_loss(
-                    model, batch, config.variant, config.lambda_latent, config.lambda_ffl
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            for key, value in {"loss": float(loss.detach()), **parts}.items():
-                sums[key] = sums.get(key, 0.0) + value
-            if progress is not None:
-                progress(step, total, {"loss": float(loss.detach())})
+        losses = runs.train_updates(run, update, (schedule,))
         model.eval()
-        row: dict[str, Any] = {"epoch": epoch, "step": step}
-        row.update({k: round(v / config.steps_per_epoch, 5) for k, v in sums.items()})
+        columns = {k: round(v, 5) for k, v in runs.loss_means(losses).items()}
         val_losses = []
         for name, *tensors in held:
-            batch = tuple(t.to(device) for t in tensors)
+            batch = tuple(t.to(run.device) for t in tensors)
             with torch.no_grad():
                 val_losses.append(
                     float(variant_loss(model, batch, config.variant, config.lambda_latent, 0)[0])
                 )
             for key, value in evaluate_triplets(model, batch).items():
-                row[f"{key}/{name}"] = round(value, 3)
-        row["val_loss"] = round(float(np.mean(val_losses)), 5)
-        row["seconds"] = round(time.perf_counter() - started, 1)
-        extra = {"epoch": epoch, "metrics": row, "seed": config.seed, "variant": config.variant}
-        saved = checkpoint_config(config, extra)
-        run.save_epoch(step, row, model.state_dict(), saved, -row["val_loss"])
+                columns[f"{key}/{name}"] = round(value, 3)
+        columns["val_loss"] = round(float(np.mean(val_losses)), 5)
+        row = run.row(**columns)
+        saved = checkpoint_config(config, row, variant=config.variant)
+        run.save_epoch(row, model.state_dict(), saved, -row["val_loss"])
     return {"out": str(config.out), "history": run.history, "best_val_loss": -run.best}

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import copy
 import math
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +23,6 @@ import torch.nn.functional as F  # noqa: N812
 from pydantic import Field, field_validator, model_validator
 from torch.utils.data import IterableDataset
 
-from histoblur.config import Config
 from histoblur.diffusion.regional import RestoreSettings, restore_region
 from histoblur.diffusion.schedule import ScheduleConfig, q_sample, to_signed
 from histoblur.errors import InputError
@@ -32,44 +30,31 @@ from histoblur.io.images import to_float
 from histoblur.models.conv_denoiser import ConvDenoiserConfig
 from histoblur.models.swin_denoiser import SwinDenoiserConfig
 from histoblur.synthesis.dataset import usable_sources
+from histoblur.training import runs
 from histoblur.training.data import holdout_split
 from histoblur.training.domains import flip, sharp_crop, stack
-from histoblur.training.runs import (
-    MAX_BATCH,
-    MAX_THREADS,
-    GeneratorPart,
-    RunFolder,
-    check_levels,
-    checkpoint_meta,
-    ema_update,
-    endless,
-    mixed_precision,
-    new_network,
-    run_folder,
-    start_torch,
-    warmup_cosine,
-    worker_batches,
-)
 
 
-class RestorationTrainConfig(Config):
+class RestorationTrainConfig(runs.TrainConfig):
     """Everything that defines a denoiser training run; defaults live here only.
 
+    ``out``, ``init``, ``epochs``, ``steps_per_epoch``, ``lr`` (Adam, 1e-4 in the paper),
+    ``workers``, ``threads``, ``device`` and ``seed`` are the fields of
+    :class:`~histoblur.training.runs.TrainConfig`.
+
     Attributes:
-        out: run folder.
         sharp_dir: artifact-free tiles (searched recursively).
         model: a Swin-Transformer (``swin-denoiser``) or convolutional (``conv-denoiser``)
-            denoiser; init: checkpoint to start from.
+            denoiser.
         schedule: the forward process (T = 250 linear betas).
         tile, batch_size, min_tissue: crops.
-        epochs, steps_per_epoch, lr: Adam (1e-4 in the paper).
         cosine: decay the learning rate along a cosine to 1 % (after a 2 % warm-up);
             False keeps it constant.
         ema: decay of the averaged weights that are validated and saved (0: the raw weights;
             diffusion samples are much cleaner from an average).
         val_crops, val_steps: held-out crops restored every epoch, and the reverse steps for
             it (ancestral, with RePaint jumps of 2 x 3).
-        amp, workers, threads, device, seed: as for the other trainers.
+        amp: bfloat16 autocast on CUDA (ignored on CPU).
     """
 
     out: Path = Path("runs/restore")
@@ -77,23 +62,15 @@ class RestorationTrainConfig(Config):
     model: SwinDenoiserConfig | ConvDenoiserConfig = Field(
         SwinDenoiserConfig(), discriminator="arch"
     )
-    init: Path | None = None
     schedule: ScheduleConfig = ScheduleConfig()
     tile: int = Field(64, ge=16, le=1024)
-    batch_size: int = Field(16, ge=1, le=MAX_BATCH)
+    batch_size: int = Field(16, ge=1, le=runs.MAX_BATCH)
     min_tissue: float = Field(0.5, ge=0, le=1)
-    epochs: int = Field(10, ge=1)
-    steps_per_epoch: int = Field(100, ge=1)
-    lr: float = Field(1e-4, gt=0)
     cosine: bool = False
     ema: float = Field(0.0, ge=0, lt=1)
     val_crops: int = Field(8, ge=1, le=256)
     val_steps: int = Field(10, ge=2, le=1000)
     amp: bool = False
-    workers: int = Field(0, ge=0, le=64)
-    threads: int = Field(0, ge=0, le=MAX_THREADS)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = Field(0, ge=0)
 
     @field_validator("model", mode="before")
     @classmethod
@@ -103,16 +80,14 @@ class RestorationTrainConfig(Config):
         if isinstance(model, dict):
             for key, high in (("depths", 16), ("heads", 64)):
                 if key in model:
-                    check_levels(model[key], key, 6, high)
+                    runs.check_levels(model[key], key, 6, high)
         return model
 
     @model_validator(mode="after")
     def _steps_fit(self) -> RestorationTrainConfig:
-        if self.val_steps > self.schedule.timesteps:
-            raise ValueError(
-                f"val_steps ({self.val_steps}) must not exceed schedule.timesteps "
-                f"({self.schedule.timesteps})"
-            )
+        runs.check_steps_fit(
+            self.val_steps, "val_steps", self.schedule.timesteps, "schedule.timesteps"
+        )
         return self
 
 
@@ -135,7 +110,7 @@ class SharpBatches(IterableDataset):
         return stack(tiles)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        return worker_batches(self.batch, self.start)
+        return runs.worker_batches(self.batch, self.start)
 
 
 def denoising_loss(
@@ -163,16 +138,18 @@ def masked_psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
     return 10 * math.log10(1 / max(mse, 1e-12))
 
 
-def checkpoint_config(config: RestorationTrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
+def checkpoint_config(
+    config: RestorationTrainConfig, row: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
     """The ``config.json`` stored beside the model."""
     inference = {"schedule": config.schedule.model_dump(), "input": "RGB float in [0, 1]"}
-    return checkpoint_meta("restore-denoiser", config.model, config, inference, extra)
+    return runs.checkpoint_meta("restore-denoiser", config.model, config, inference, row, **extra)
 
 
 def train_restoration(
     config: RestorationTrainConfig,
     overwrite: bool = False,
-    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    progress: runs.Progress | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
     """Train the denoiser; keep the best held-out restoration PSNR.
@@ -191,68 +168,56 @@ def train_restoration(
         raise InputError(f"{config.sharp_dir} needs at least two usable images (one held out).")
     if config.tile % config.model.multiple:
         raise InputError(f"tile must be a multiple of {config.model.multiple} for this network.")
-    with run_folder(config, resume, overwrite) as run:
-        return _train(config, run, train, held, progress)
+    with runs.training_run(config, resume, overwrite, progress) as run:
+        return _train(config, run, train, held)
 
 
 def _train(
-    config: RestorationTrainConfig,
-    run: RunFolder,
-    train: list[Path],
-    held: list[Path],
-    progress: Callable[[int, int, dict[str, float]], None] | None,
+    config: RestorationTrainConfig, run: runs.RunFolder, train: list[Path], held: list[Path]
 ) -> dict[str, Any]:
-    """The training loop of :func:`train_restoration` in its prepared run folder."""
-    device = start_torch(config.threads, config.device, config.seed)
-    model = new_network(config.model, config.init, device)
+    model = runs.new_network(config.model, config.init, run.device)
     averaged = copy.deepcopy(model).eval() if config.ema else model
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    total = config.epochs * config.steps_per_epoch
-    schedule = warmup_cosine(optimizer, total, max(1, total // 50)) if config.cosine else None
-    alpha_bar = config.schedule.alpha_bar().float().to(device)
+    total = config.total_steps
+    schedule = runs.warmup_cosine(optimizer, total, max(1, total // 50)) if config.cosine else None
+    alpha_bar = config.schedule.alpha_bar().float().to(run.device)
     noise = torch.Generator().manual_seed(config.seed)
-    parts: dict[str, Any] = {"raw": model, "optimizer": optimizer, "noise": GeneratorPart(noise)}
+    parts: dict[str, Any] = {
+        "raw": model,
+        "optimizer": optimizer,
+        "noise": runs.GeneratorPart(noise),
+    }
     if schedule is not None:
         parts["schedule"] = schedule
     if config.ema:
         parts["ema"] = averaged
-    step = run.begin(parts)
+    run.begin(parts)
     stream = SharpBatches(
-        train, config.tile, config.batch_size, config.min_tissue, config.seed, start=step
+        train, config.tile, config.batch_size, config.min_tissue, config.seed, start=run.step
     )
-    batches = endless(stream, config.workers)
+    batches = runs.endless(stream, config.workers)
     val = SharpBatches(held, config.tile, config.val_crops, config.min_tissue, config.seed + 1)
-    val_batch = val.batch(0).to(device)
+    val_batch = val.batch(0).to(run.device)
     mask = centre_mask(val_batch)
-    autocast = mixed_precision(device, config.amp)
-    for epoch in run.epochs(config.epochs, config.steps_per_epoch):
-        started, losses = time.perf_counter(), []
+    autocast = runs.mixed_precision(run.device, config.amp)
+
+    def loss_of(batch: torch.Tensor) -> torch.Tensor:
+        with autocast:
+            return denoising_loss(model, batch.to(run.device), alpha_bar, noise)
+
+    for _ in run.epochs(config.epochs, config.steps_per_epoch):
         model.train()
-        for _ in range(config.steps_per_epoch):
-            with autocast:
-                loss = denoising_loss(model, next(batches).to(device), alpha_bar, noise)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if schedule is not None:
-                schedule.step()
-            if config.ema:
-                ema_update(averaged, model, config.ema)
-            step += 1
-            losses.append(float(loss.detach()))
-            if progress is not None:
-                progress(step, total, {"loss": losses[-1]})
+        losses = runs.train_steps(
+            run, model, loss_of, batches, optimizer, schedule, averaged, config.ema
+        )
         model.eval()
         settings = RestoreSettings("ddim", config.val_steps, 2, 3, eta=1.0)
         restored = restore_region(averaged, val_batch, mask, config.schedule, settings,
                                   torch.Generator().manual_seed(config.seed))  # fmt: skip
-        row = {
-            "epoch": epoch,
-            "step": step,
-            "loss": round(float(np.mean(losses)), 5),
-            "val_psnr_region": round(masked_psnr(restored, val_batch, mask), 3),
-            "seconds": round(time.perf_counter() - started, 1),
-        }
-        saved = checkpoint_config(config, {"epoch": epoch, "metrics": row, "seed": config.seed})
-        run.save_epoch(step, row, averaged.state_dict(), saved, row["val_psnr_region"])
+        row = run.row(
+            loss=round(float(np.mean(losses)), 5),
+            val_psnr_region=round(masked_psnr(restored, val_batch, mask), 3),
+        )
+        saved = checkpoint_config(config, row)
+        run.save_epoch(row, averaged.state_dict(), saved, row["val_psnr_region"])
     return {"out": str(config.out), "history": run.history, "best_val_psnr": run.best}

@@ -1,7 +1,9 @@
-"""What every histoblur trainer shares: run folders, torch set-up, batch streams, schedules.
+"""What every histoblur trainer shares: config fields, run folders, the epoch loop, schedules.
 
-The trainers differ in data, loss and validation; the pieces here are the same for all of them,
-above all :func:`run_folder`, the one place that creates, replaces and resumes run folders.
+The trainers differ in data, loss and validation; the pieces here are the same for all of them:
+:class:`TrainConfig` (the fields every trainer's config has), :func:`run_folder`, the one place
+that creates, replaces and resumes run folders, :func:`training_run` (a run folder with torch set
+up) and the steps of an epoch (:func:`train_steps`, :func:`train_updates`).
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ import json
 import math
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from torch.utils.data import IterableDataset, get_worker_info
 
+from histoblur.config import Config
 from histoblur.errors import InputError, OutputError, ParameterError
 from histoblur.io.atomic import (
     atomic_path,
@@ -38,7 +42,76 @@ from histoblur.models.registry import build_model, load_model
 TRAINER_STATE = "trainer.pt"
 MAX_THREADS = 256  # torch CPU threads a config may ask for (0: torch's default)
 MAX_BATCH = 512  # samples per optimisation step a config may ask for
+MAX_WORKERS = 64  # data-loader processes a config may ask for
 Batch = TypeVar("Batch")
+
+Progress = Callable[[int, int, dict[str, float]], None]
+"""Called after every optimisation step with ``(step, total steps, {"loss": ...})``."""
+
+# The bounds of the fields of :class:`TrainConfig` whose defaults differ between trainers: a
+# trainer's config sets its own default by declaring the field again with this type.
+Epochs = Annotated[int, Field(ge=1)]
+StepsPerEpoch = Annotated[int, Field(ge=1)]
+LearningRate = Annotated[float, Field(gt=0)]
+Workers = Annotated[int, Field(ge=0, le=MAX_WORKERS)]
+
+
+class TrainConfig(Config):
+    """The fields every trainer's config has, with one meaning and one set of bounds.
+
+    Each trainer's config extends it; where its default differs it declares the field again
+    with the type given here (``epochs: Epochs = 8``).
+
+    Attributes:
+        out: run folder.
+        init: checkpoint whose weights start the run (fine-tuning); its architecture must
+            match the network's.
+        epochs, steps_per_epoch: the run's length (:attr:`total_steps` optimisation steps).
+        lr: the (peak) learning rate.
+        workers: data-loader processes making batches (0: in the training process).
+        threads: torch CPU threads (0: torch's default).
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        seed: master seed (weights, batches, augmentation, noise).
+    """
+
+    out: Path = Path("runs/train")
+    init: Path | None = None
+    epochs: Epochs = 10
+    steps_per_epoch: StepsPerEpoch = 100
+    lr: LearningRate = 1e-4
+    workers: Workers = 0
+    threads: int = Field(0, ge=0, le=MAX_THREADS)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(0, ge=0)
+
+    @property
+    def total_steps(self) -> int:
+        """Optimisation steps of the whole run."""
+        return self.epochs * self.steps_per_epoch
+
+
+class AdamWTrainConfig(TrainConfig):
+    """A :class:`TrainConfig` for AdamW with a linear warm-up, then a cosine decay to 1 %.
+
+    See :func:`warmup_adamw`.
+
+    Attributes:
+        warmup_steps: warm-up length (steps).
+        weight_decay: AdamW weight decay.
+    """
+
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(1e-4, ge=0)
+
+
+def check_steps_fit(steps: int, name: str, timesteps: int, timesteps_name: str) -> None:
+    """Refuse more sampling steps than the diffusion schedule has timesteps.
+
+    Raises:
+        ValueError: in words, for the config's validation message.
+    """
+    if steps > timesteps:
+        raise ValueError(f"{name} ({steps}) must not exceed {timesteps_name} ({timesteps})")
 
 
 def check_levels(values: Any, name: str, most: int, high: int) -> None:
@@ -71,6 +144,16 @@ def warmup_cosine(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
 
 
+def warmup_adamw(
+    model: torch.nn.Module, config: AdamWTrainConfig
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW on ``model``'s parameters at ``config.lr`` and its :func:`warmup_cosine` schedule."""
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    return optimizer, warmup_cosine(optimizer, config.total_steps, config.warmup_steps)
+
+
 @torch.no_grad()
 def ema_update(averaged: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """Move ``averaged``'s weights and float buffers towards ``model``'s; copy integer buffers."""
@@ -81,47 +164,83 @@ def ema_update(averaged: torch.nn.Module, model: torch.nn.Module, decay: float) 
             avg.copy_(cur)
 
 
+def train_updates(
+    run: RunFolder,
+    update: Callable[[], dict[str, float]],
+    schedules: Sequence[torch.optim.lr_scheduler.LRScheduler],
+    shown: str = "loss",
+) -> list[dict[str, float]]:
+    """The training steps of one epoch of ``run`` (:meth:`RunFolder.epochs`); their losses.
+
+    Each step advances :attr:`RunFolder.step` and reports ``{"loss": losses[shown]}`` to
+    :attr:`RunFolder.progress`.
+
+    Args:
+        run: the run, inside :meth:`RunFolder.epochs`.
+        update: one training step: draws its batches, steps its optimizers, returns its
+            losses by name.
+        schedules: each stepped once after every update.
+        shown: the loss the progress callback is given.
+    """
+    rows: list[dict[str, float]] = []
+    for _ in range(run.steps_per_epoch):
+        rows.append(update())
+        for schedule in schedules:
+            schedule.step()
+        run.step += 1
+        if run.progress is not None:
+            run.progress(run.step, run.total_steps, {"loss": rows[-1][shown]})
+    return rows
+
+
+def loss_means(rows: list[dict[str, float]]) -> dict[str, float]:
+    """The mean of each loss over the steps of :func:`train_updates` (summed in step order)."""
+    return {key: sum(row[key] for row in rows) / len(rows) for key in rows[0]} if rows else {}
+
+
 def train_steps(
+    run: RunFolder,
     model: torch.nn.Module,
     loss_of: Callable[[Any], torch.Tensor],
     batches: Iterator[Any],
     optimizer: torch.optim.Optimizer,
-    schedule: torch.optim.lr_scheduler.LRScheduler,
-    steps: int,
-    first: int,
-    total: int,
-    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None,
     averaged: torch.nn.Module | None = None,
     ema: float = 0.0,
 ) -> list[float]:
-    """``steps`` optimisation steps on the next batches; returns their losses.
+    """The optimisation steps of one network in an epoch of ``run``; returns their losses.
 
     Args:
+        run: the run, inside :meth:`RunFolder.epochs` (see :func:`train_updates`).
         model: the network being trained (``loss_of`` calls it).
         loss_of: batch -> scalar loss.
         batches: the batch stream.
         optimizer: stepped once per batch.
-        schedule: stepped once per batch.
-        steps: how many steps to take now.
-        first: steps taken before (for progress).
-        total: steps of the whole run (for progress).
-        progress: called after each step with ``(step, total, {"loss": ...})``.
+        schedule: stepped once per batch (None: a constant learning rate).
         averaged: the weight average, updated after each step when ``ema`` > 0.
         ema: decay of the average (:func:`ema_update`); 0 leaves ``averaged`` alone.
     """
-    losses: list[float] = []
-    for i in range(steps):
+
+    def update() -> dict[str, float]:
         loss = loss_of(next(batches))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        schedule.step()
-        if ema and averaged is not None:
+        if ema and averaged is not None:  # reads only the weights: the schedule may step after
             ema_update(averaged, model, ema)
-        losses.append(float(loss.detach()))
-        if progress is not None:
-            progress(first + i + 1, total, {"loss": losses[-1]})
-    return losses
+        return {"loss": float(loss.detach())}
+
+    rows = train_updates(run, update, [schedule] if schedule is not None else [])
+    return [row["loss"] for row in rows]
+
+
+def supervised(
+    model: torch.nn.Module,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    device: torch.device,
+) -> Callable[[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """Batch ``(inputs, targets)`` -> ``criterion(model(inputs), targets)``, both on ``device``."""
+    return lambda batch: criterion(model(batch[0].to(device)), batch[1].to(device))
 
 
 def start_torch(threads: int, device: str, seed: int) -> torch.device:
@@ -155,14 +274,15 @@ def mixed_precision(device: torch.device, enabled: bool) -> torch.autocast:
 def checkpoint_meta(
     task: str,
     architecture: BaseModel,
-    training: BaseModel,
+    training: TrainConfig,
     inference: dict[str, Any],
-    extra: dict[str, Any],
+    row: dict[str, Any],
+    **extra: Any,
 ) -> dict[str, Any]:
-    """The ``config.json`` stored beside a trained network.
+    """The ``config.json`` stored beside a network trained to the end of an epoch.
 
     Task, architecture, how to run it, the full training config, provenance (version, git
-    revision) and ``extra`` (epoch, metrics...).
+    revision), the epoch and its ``history.csv`` row (``metrics``), the seed, and ``extra``.
     """
     return {
         "task": task,
@@ -170,6 +290,9 @@ def checkpoint_meta(
         "inference": inference,
         "training": training.model_dump(mode="json"),
         **provenance(),
+        "epoch": row["epoch"],
+        "metrics": row,
+        "seed": training.seed,
         **extra,
     }
 
@@ -271,26 +394,35 @@ def _same_folder(saved: Any, out: Any) -> bool:
 class RunFolder:
     """The folder a run trains into, and the run's bookkeeping; made by :func:`run_folder`.
 
-    Every trainer goes through the same loop::
+    Every trainer goes through the same loop (in :func:`training_run`)::
 
-        step = run.begin(parts)  # networks, optimizers, schedules, generators to resume
+        run.begin(parts)  # networks, optimizers, schedules, generators to resume
         for epoch in run.epochs(config.epochs, config.steps_per_epoch):
-            ...  # train steps_per_epoch steps, validate
-            run.save_epoch(step, row, weights, checkpoint_config, score)
+            losses = train_steps(run, ...)  # steps_per_epoch steps on run.device
+            row = run.row(loss=..., **scores)  # validate
+            run.save_epoch(row, weights, checkpoint_config, score)
         return {"history": run.history, "best": run.best, ...}
 
     Attributes:
         path: the run folder.
         resume: whether the run continues the one saved in ``path``.
-        step: optimisation steps taken so far.
+        device: the device the run trains on (set by :func:`training_run`).
+        progress: called after every optimisation step (set by :func:`training_run`).
+        step: optimisation steps taken so far (advanced by :func:`train_updates`).
+        epoch, epoch_started: the epoch being trained and when it started (:meth:`epochs`).
+        steps_per_epoch, total_steps: the run's length (:meth:`epochs`).
         best: the best validation score so far (``-inf`` before the first epoch).
         history: one row per finished epoch.
     """
 
     def __init__(self, path: Path, backup: Path | None, resume: bool = False) -> None:
         self.path, self.backup, self.resume, self.started = path, backup, resume, False
+        self.device = torch.device("cpu")
+        self.progress: Progress | None = None
         self.parts: dict[str, Any] = {}
         self.step, self.best = 0, -math.inf
+        self.epoch, self.steps_per_epoch, self.total_steps = 0, 1, 0
+        self.epoch_started = time.perf_counter()
         self.history: list[dict[str, Any]] = []
 
     def begin(self, parts: dict[str, Any]) -> int:
@@ -302,27 +434,42 @@ class RunFolder:
         and the step, best score and history (:func:`resume_trainer`).
 
         Returns:
-            The step to start from (0 for a new run).
+            The step to start from (0 for a new run), also :attr:`step`.
         """
         self.parts = {**parts, TORCH_RNG: TorchRNGPart()}
         if self.resume:
             self.step, self.best, self.history = resume_trainer(self.path, self.parts)
         return self.step
 
-    def epochs(self, epochs: int, steps_per_epoch: int) -> range:
-        """The (1-based) epochs still to train, after :attr:`step` steps."""
-        return range(self.step // steps_per_epoch + 1, epochs + 1)
+    def epochs(self, epochs: int, steps_per_epoch: int) -> Iterator[int]:
+        """The (1-based) epochs still to train, after :attr:`step` steps.
+
+        Sets the run's length (:attr:`steps_per_epoch` of :attr:`total_steps`), then, for each
+        epoch, :attr:`epoch` and the clock of :meth:`row`.
+        """
+        self.steps_per_epoch, self.total_steps = steps_per_epoch, epochs * steps_per_epoch
+        for epoch in range(self.step // steps_per_epoch + 1, epochs + 1):
+            self.epoch, self.epoch_started = epoch, time.perf_counter()
+            yield epoch
+
+    def row(self, **columns: Any) -> dict[str, Any]:
+        """The epoch's ``history.csv`` row: epoch, step, ``columns`` in order, then its seconds."""
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            **columns,
+            "seconds": round(time.perf_counter() - self.epoch_started, 1),
+        }
 
     def save_epoch(
         self,
-        step: int,
         row: dict[str, Any],
         weights: dict[str, torch.Tensor],
         config: dict[str, Any],
         score: float,
         also: dict[str, tuple[dict[str, torch.Tensor], dict[str, Any]]] | None = None,
     ) -> float:
-        """End an epoch: record ``row``, write checkpoints and ``history.csv``.
+        """End an epoch (at :attr:`step`): record ``row``, write checkpoints and ``history.csv``.
 
         ``also`` names side checkpoints (``{"critic": (weights, config)}``), written first to
         their folders. Then :func:`save_epoch` writes ``best/`` (when ``score`` beats
@@ -332,11 +479,10 @@ class RunFolder:
         Returns:
             The new best score.
         """
-        self.step = step
         self.history.append(row)
         for name, (state, meta) in (also or {}).items():
             save_checkpoint(self.path / name, state, meta)
-        trainer = trainer_state(self.parts, step, self.history) if self.parts else None
+        trainer = trainer_state(self.parts, self.step, self.history) if self.parts else None
         self.best = save_epoch(self.path, self.history, weights, config, score, self.best, trainer)
         self.commit()
         return self.best
@@ -408,6 +554,25 @@ def run_folder(
             _roll_back(out, resume, existed and backup is None, previous, backup)
         raise
     run.commit()
+
+
+@contextlib.contextmanager
+def training_run(
+    config: TrainConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> Iterator[RunFolder]:
+    """:func:`run_folder`, with torch set up for the run and ``progress`` kept on it.
+
+    Inside the run folder, torch gets the config's CPU threads and seed and the run its device
+    (:func:`start_torch`, :attr:`RunFolder.device`); a device that cannot be used fails like
+    any error before the first checkpoint (the folder is restored).
+    """
+    with run_folder(config, resume, overwrite) as run:
+        run.device = start_torch(config.threads, config.device, config.seed)
+        run.progress = progress
+        yield run
 
 
 def recover_killed_replacement(out: Path) -> Path | None:

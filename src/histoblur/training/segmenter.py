@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from histoblur.config import Config
 from histoblur.errors import InputError
 from histoblur.inference.benchmark import evaluate_benchmark
 from histoblur.inference.segment import Segmenter
@@ -29,21 +27,10 @@ from histoblur.io.atomic import atomic_path
 from histoblur.models.registry import load_model
 from histoblur.models.unet import UNetConfig
 from histoblur.synthesis.dataset import DatasetConfig, DegradeSampler
+from histoblur.training import runs
 from histoblur.training.augment import AugmentConfig
 from histoblur.training.data import BuiltDataset, SegmentationBatches
 from histoblur.training.losses import bce_dice_loss
-from histoblur.training.runs import (
-    MAX_BATCH,
-    MAX_THREADS,
-    RunFolder,
-    checkpoint_meta,
-    endless,
-    new_network,
-    run_folder,
-    start_torch,
-    train_steps,
-    warmup_cosine,
-)
 
 STATISTICAL_KINDS = (
     "gaussian",
@@ -69,36 +56,28 @@ def _default_synthesis() -> DatasetConfig:
     )
 
 
-class SegmenterTrainConfig(Config):
+class SegmenterTrainConfig(runs.AdamWTrainConfig):
     """Everything that defines a segmentation training run; defaults live here only.
 
+    ``out``, ``init``, ``epochs``, ``steps_per_epoch``, ``lr`` (the peak: AdamW, linear warm-up
+    then cosine decay to 1 %), ``workers``, ``threads``, ``device``, ``seed``, ``warmup_steps``
+    and ``weight_decay`` are the fields of :class:`~histoblur.training.runs.AdamWTrainConfig`.
+
     Attributes:
-        out: run folder.
         sharp_dir: folder of sharp tiles for on-the-fly synthesis (searched recursively).
         datasets: folders built by ``histoblur synth dataset`` to train on as well (or instead).
         dataset_share: probability that a sample comes from ``datasets`` when both are given.
         val: real-blur benchmark folders (``histoblur bench real-pairs``) scored every epoch;
             the best checkpoint maximises their mean Dice (the last epoch's loss without them).
         model: network architecture.
-        init: checkpoint whose weights start the run (fine-tuning); its architecture must
-            match ``model``.
         synthesis: blur kinds, ranges, masks, degradation and tile size of the training samples.
         augment: flips, stain/colour jitter, grey conversion.
-        epochs: number of epochs.
-        steps_per_epoch: optimisation steps per epoch.
         batch_size: samples per step.
-        lr: peak learning rate (AdamW, linear warm-up then cosine decay to 1 %).
-        warmup_steps: warm-up length.
-        weight_decay: AdamW weight decay.
         bce_weight: weight of binary cross-entropy in the loss.
         dice_weight: weight of soft Dice in the loss.
         threshold: probability threshold stored with the model and used for validation.
         ema: decay of the exponential moving average of the weights that is validated and
             saved (smooths the step-to-step noise of small batches; 0 saves the raw weights).
-        workers: data-loader processes synthesising batches (0: in the training process).
-        threads: torch CPU threads (0: torch's default).
-        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
-        seed: master seed (weights, batches, augmentation).
     """
 
     out: Path = Path("runs/segmenter")
@@ -107,29 +86,25 @@ class SegmenterTrainConfig(Config):
     dataset_share: float = Field(0.5, ge=0, le=1)
     val: tuple[Path, ...] = ()
     model: UNetConfig = UNetConfig(width=16, depth=4, stem_stride=2)
-    init: Path | None = None
     synthesis: DatasetConfig = Field(default_factory=_default_synthesis)
     augment: AugmentConfig = AugmentConfig()
-    epochs: int = Field(12, ge=1)
-    steps_per_epoch: int = Field(250, ge=1)
-    batch_size: int = Field(16, ge=1, le=MAX_BATCH)
-    lr: float = Field(2e-3, gt=0)
-    warmup_steps: int = Field(100, ge=0)
-    weight_decay: float = Field(1e-4, ge=0)
+    epochs: runs.Epochs = 12
+    steps_per_epoch: runs.StepsPerEpoch = 250
+    batch_size: int = Field(16, ge=1, le=runs.MAX_BATCH)
+    lr: runs.LearningRate = 2e-3
     bce_weight: float = Field(1.0, ge=0)
     dice_weight: float = Field(1.0, ge=0)
     threshold: float = Field(0.5, gt=0, lt=1)
     ema: float = Field(0.995, ge=0, lt=1)
-    workers: int = Field(1, ge=0, le=64)
-    threads: int = Field(0, ge=0, le=MAX_THREADS)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = Field(0, ge=0)
+    workers: runs.Workers = 1
 
 
-def checkpoint_config(config: SegmenterTrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
+def checkpoint_config(
+    config: SegmenterTrainConfig, row: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
     """The ``config.json`` stored beside a segmenter's weights."""
     inference = {"threshold": config.threshold, "tile": 256, "input": "RGB float in [0, 1]"}
-    return checkpoint_meta("blur-segmentation", config.model, config, inference, extra)
+    return runs.checkpoint_meta("blur-segmentation", config.model, config, inference, row, **extra)
 
 
 def validate(
@@ -171,7 +146,7 @@ def train_segmenter(
     config: SegmenterTrainConfig,
     resume: bool = False,
     overwrite: bool = False,
-    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    progress: runs.Progress | None = None,
 ) -> dict[str, Any]:
     """Train, validate every epoch, write checkpoints; returns the final summary.
 
@@ -188,29 +163,19 @@ def train_segmenter(
     for bench in config.val:
         if not (Path(bench) / "manifest.jsonl").is_file():
             raise InputError(f"Validation benchmark {bench} has no manifest.jsonl.")
-    with run_folder(config, resume, overwrite) as run:
-        return _train(config, run, progress)
+    with runs.training_run(config, resume, overwrite, progress) as run:
+        return _train(config, run)
 
 
-def _train(
-    config: SegmenterTrainConfig,
-    run: RunFolder,
-    progress: Callable[[int, int, dict[str, float]], None] | None,
-) -> dict[str, Any]:
-    """The training loop of :func:`train_segmenter` in its prepared run folder."""
-    device = start_torch(config.threads, config.device, config.seed)
-    model = new_network(config.model, config.init, device).train()
+def _train(config: SegmenterTrainConfig, run: runs.RunFolder) -> dict[str, Any]:
+    model = runs.new_network(config.model, config.init, run.device).train()
     averaged = copy.deepcopy(model).eval() if config.ema else model
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
-    total = config.epochs * config.steps_per_epoch
-    schedule = warmup_cosine(optimizer, total, config.warmup_steps)
+    optimizer, schedule = runs.warmup_adamw(model, config)
     out = run.path
     if run.resume:  # the saved weights are the average; the raw ones are in trainer.pt
         net, _ = load_model(out / "last")
         averaged.load_state_dict(net.state_dict())
-    step = run.begin({"raw": model, "optimizer": optimizer, "schedule": schedule})
+    run.begin({"raw": model, "optimizer": optimizer, "schedule": schedule})
     built = BuiltDataset.open(config.datasets) if config.datasets else None
     stream = SegmentationBatches(
         config.synthesis,
@@ -220,35 +185,32 @@ def _train(
         sharp_dir=config.sharp_dir,
         built=built,
         built_share=config.dataset_share,
-        start=step,
+        start=run.step,
     )
-    batches = endless(stream, config.workers)
+    batches = runs.endless(stream, config.workers)
 
     def loss_of(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        images, masks = (t.to(device) for t in batch)
+        images, masks = (t.to(run.device) for t in batch)
         return bce_dice_loss(model(images), masks, config.bce_weight, config.dice_weight)
 
     for epoch in run.epochs(config.epochs, config.steps_per_epoch):
-        started = time.perf_counter()
-        losses = train_steps(
-            model, loss_of, batches, optimizer, schedule, config.steps_per_epoch, step, total,
-            progress, averaged, config.ema,
-        )  # fmt: skip
-        step += config.steps_per_epoch
+        losses = runs.train_steps(
+            run, model, loss_of, batches, optimizer, schedule, averaged, config.ema
+        )
         averaged.eval()
-        scores = validate(averaged, config, device)
+        scores = validate(averaged, config, run.device)
         row = {
             "epoch": epoch,
-            "step": step,
+            "step": run.step,
             "loss": round(float(np.mean(losses)), 5),
             "lr": optimizer.param_groups[0]["lr"],
-            "seconds": round(time.perf_counter() - started, 1),
+            "seconds": round(time.perf_counter() - run.epoch_started, 1),
             **{k: round(v, 4) for k, v in scores.items()},
         }
         dices = [v for k, v in scores.items() if k.startswith("dice/")]
         score = float(np.mean(dices)) if dices else -row["loss"]
-        extra = {"epoch": epoch, "step": step, "metrics": row, "seed": config.seed}
-        run.save_epoch(step, row, averaged.state_dict(), checkpoint_config(config, extra), score)
+        saved = checkpoint_config(config, row, step=run.step)
+        run.save_epoch(row, averaged.state_dict(), saved, score)
         _plot_curves(run.history, out / "curves.png")
         model.train()
-    return {"out": str(out), "steps": step, "best_score": run.best, "history": run.history}
+    return {"out": str(out), "steps": run.step, "best_score": run.best, "history": run.history}

@@ -17,10 +17,8 @@ maximises that SSIM.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +26,7 @@ from pydantic import Field, model_validator
 
 from histoblur.diffusion.translation import translate
 from histoblur.models.unit_ddpm import UnitDDPM, UnitDDPMConfig, denoising_loss
+from histoblur.training import runs
 from histoblur.training.domains import (
     DomainBatches,
     DomainConfig,
@@ -36,61 +35,42 @@ from histoblur.training.domains import (
     realism,
     validation_pairs,
 )
-from histoblur.training.runs import (
-    MAX_THREADS,
-    GeneratorPart,
-    RunFolder,
-    checkpoint_meta,
-    endless,
-    mixed_precision,
-    new_network,
-    run_folder,
-    start_torch,
-    warmup_cosine,
-)
 
 VAL_SIDE = 256
 
 
-class UnitDDPMTrainConfig(DomainConfig):
+class UnitDDPMTrainConfig(DomainConfig, runs.TrainConfig):
     """Everything that defines a UNIT-DDPM training run; defaults live here only.
 
-    The data fields are those of :class:`~histoblur.training.domains.DomainConfig`.
+    The data fields are those of :class:`~histoblur.training.domains.DomainConfig`; ``out``,
+    ``init``, ``epochs``, ``steps_per_epoch``, ``lr`` (Adam, cosine decay), ``workers``,
+    ``threads`` and ``device`` those of :class:`~histoblur.training.runs.TrainConfig`.
 
     Attributes:
-        out: run folder.
-        model: architecture and noise schedule; init: checkpoint to start from.
+        model: architecture and noise schedule.
         lambda_cycle: weight of the translators' cycle loss.
-        epochs, steps_per_epoch, lr, warmup_steps: optimisation (Adam, cosine decay).
+        warmup_steps: linear warm-up of the learning rate.
         release, sample_steps, sample_start: release time ``t_r / T``, sampling steps and start
             ``t_s / T`` of the validation translation (1: from pure noise, as in the paper).
         amp: bfloat16 autocast on CUDA (ignored on CPU).
-        workers, threads, device: as for the other trainers.
     """
 
     out: Path = Path("runs/unit-ddpm")
     model: UnitDDPMConfig = UnitDDPMConfig()
-    init: Path | None = None
     lambda_cycle: float = Field(10.0, ge=0)
-    epochs: int = Field(10, ge=1)
-    steps_per_epoch: int = Field(200, ge=1)
-    lr: float = Field(2e-4, gt=0)
+    steps_per_epoch: runs.StepsPerEpoch = 200
+    lr: runs.LearningRate = 2e-4
     warmup_steps: int = Field(100, ge=0)
     release: float = Field(0.5, gt=0, le=1)
     sample_steps: int = Field(50, ge=2, le=1000)
     sample_start: float = Field(1.0, gt=0, le=1)
     amp: bool = False
-    workers: int = Field(0, ge=0, le=64)
-    threads: int = Field(0, ge=0, le=MAX_THREADS)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @model_validator(mode="after")
     def _steps_fit(self) -> UnitDDPMTrainConfig:
-        if self.sample_steps > self.model.timesteps:
-            raise ValueError(
-                f"sample_steps ({self.sample_steps}) must not exceed model.timesteps "
-                f"({self.model.timesteps})"
-            )
+        runs.check_steps_fit(
+            self.sample_steps, "sample_steps", self.model.timesteps, "model.timesteps"
+        )
         return self
 
 
@@ -142,20 +122,22 @@ def translate_image(
     return out[0].permute(1, 2, 0).float().cpu().numpy()
 
 
-def checkpoint_config(config: UnitDDPMTrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
+def checkpoint_config(
+    config: UnitDDPMTrainConfig, row: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
     """The ``config.json`` stored beside the model."""
     inference = {
         "release": config.release,
         "steps": config.sample_steps,
         "start": config.sample_start,
     }
-    return checkpoint_meta("unit-ddpm", config.model, config, inference, extra)
+    return runs.checkpoint_meta("unit-ddpm", config.model, config, inference, row, **extra)
 
 
 def train_unit_ddpm(
     config: UnitDDPMTrainConfig,
     overwrite: bool = False,
-    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    progress: runs.Progress | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
     """Train both denoisers and both translators; keep the best validation SSIM.
@@ -165,61 +147,47 @@ def train_unit_ddpm(
     carry on where they stopped.
     """
     sources = domain_sources(config)
-    with run_folder(config, resume, overwrite) as run:
-        return _train(config, run, sources, progress)
+    with runs.training_run(config, resume, overwrite, progress) as run:
+        return _train(config, run, sources)
 
 
-def _train(
-    config: UnitDDPMTrainConfig,
-    run: RunFolder,
-    sources: list[Path],
-    progress: Callable[[int, int, dict[str, float]], None] | None,
-) -> dict[str, Any]:
-    """The training loop of :func:`train_unit_ddpm` in its prepared run folder."""
-    device = start_torch(config.threads, config.device, config.seed)
-    model = new_network(config.model, config.init, device)
+def _train(config: UnitDDPMTrainConfig, run: runs.RunFolder, sources: list[Path]) -> dict[str, Any]:
+    model = runs.new_network(config.model, config.init, run.device)
     denoisers = [*model.eps_a.parameters(), *model.eps_b.parameters()]
     translators = [*model.a_to_b.parameters(), *model.b_to_a.parameters()]
     opt_eps, opt_tr = (
         torch.optim.Adam(denoisers, lr=config.lr),
         torch.optim.Adam(translators, lr=config.lr),
     )
-    total = config.epochs * config.steps_per_epoch
-    sched_eps, sched_tr = (warmup_cosine(o, total, config.warmup_steps) for o in (opt_eps, opt_tr))
+    total = config.total_steps
+    sched_eps, sched_tr = (
+        runs.warmup_cosine(o, total, config.warmup_steps) for o in (opt_eps, opt_tr)
+    )
     noise = torch.Generator().manual_seed(config.seed)
-    step = run.begin({
+    run.begin({
         "raw": model, "optimizer": opt_eps, "translator_optimizer": opt_tr,
-        "schedule": sched_eps, "translator_schedule": sched_tr, "noise": GeneratorPart(noise),
+        "schedule": sched_eps, "translator_schedule": sched_tr,
+        "noise": runs.GeneratorPart(noise),
     })  # fmt: skip
-    batches = endless(DomainBatches(config, sources, start=step), config.workers)
+    batches = runs.endless(DomainBatches(config, sources, start=run.step), config.workers)
     held = [
         (s[:VAL_SIDE, :VAL_SIDE], b[:VAL_SIDE, :VAL_SIDE])
         for s, b in validation_pairs(config.pairs)
     ]
-    autocast = mixed_precision(device, config.amp)
-    base = realism(lambda image: image, held) if held else {}
+    autocast = runs.mixed_precision(run.device, config.amp)
+
+    def update() -> dict[str, float]:
+        sharp, blurred, _, _ = (t.to(run.device) for t in next(batches))
+        with autocast:
+            return train_step(model, sharp, blurred, (opt_eps, opt_tr), config.lambda_cycle, noise)
+
+    base = realism(lambda image: image, held)
     for epoch in run.epochs(config.epochs, config.steps_per_epoch):
-        started = time.perf_counter()
         model.train()
-        sums: dict[str, float] = {}
-        for _ in range(config.steps_per_epoch):
-            sharp, blurred, _, _ = (t.to(device) for t in next(batches))
-            with autocast:
-                losses = train_step(
-                    model, sharp, blurred, (opt_eps, opt_tr), config.lambda_cycle, noise
-                )
-            sched_eps.step()
-            sched_tr.step()
-            step += 1
-            for key, value in losses.items():
-                sums[key] = sums.get(key, 0.0) + value
-            if progress is not None:
-                progress(step, total, {"loss": losses["denoise"]})
+        losses = runs.train_updates(run, update, (sched_eps, sched_tr), "denoise")
         model.eval()
-        scores = {}
-        if held:
-            scores = realism(lambda image: translate_image(model, image, config, device), held)
-        row = history_row(epoch, step, sums, config.steps_per_epoch, base, scores, started)
-        saved = checkpoint_config(config, {"epoch": epoch, "metrics": row, "seed": config.seed})
-        run.save_epoch(step, row, model.state_dict(), saved, scores.get("val_ssim", float(epoch)))
+        scores = realism(lambda image: translate_image(model, image, config, run.device), held)
+        row = history_row(run, losses, base, scores)
+        saved = checkpoint_config(config, row)
+        run.save_epoch(row, model.state_dict(), saved, scores.get("val_ssim", float(epoch)))
     return {"out": str(config.out), "history": run.history, "best_val_ssim": run.best}
