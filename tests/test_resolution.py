@@ -83,3 +83,19 @@ def test_every_detector_takes_the_image_resolution(name):
         assert make_detector(name, mpp=mpp)(image).shape == (80, 60)
     with pytest.raises(ParameterError):
         make_detector(name, mpp=-1)
+
+
+def test_cli_mpp_is_checked_first_and_recorded(tmp_path, capsys):
+    from histoblur.cli.main import main
+    from histoblur.io.images import write_image
+
+    tile = write_image(tmp_path / "t.png", np.zeros((40, 40, 3), np.uint8))
+    for command in (
+        ["segment", "--out", str(tmp_path / "s")],
+        ["classify", "--out", str(tmp_path / "c.csv")],
+    ):
+        assert main([*command, "--mpp", "-1", str(tile)]) == 1
+        assert "--mpp must be" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists() and not (tmp_path / "c.csv").exists()
+    assert main(["segment", "--mpp", "0.25", "--out", str(tmp_path / "s"), str(tile)]) == 0
+    assert (tmp_path / "s" / "t_mask.png").is_file()

@@ -7,8 +7,9 @@ import csv
 import io
 from pathlib import Path
 
-from histoblur.cli.common import add_run_options, expand_images, log, progress_counter
+from histoblur.cli.common import add_mpp, add_run_options, expand_images, log, progress_counter
 from histoblur.inference.classify import MIN_SIDE, TOO_SMALL, BlurClassifier
+from histoblur.inference.resolution import check_mpp
 from histoblur.io.atomic import write_text_atomic
 from histoblur.io.images import read_image
 from histoblur.io.paths import check_output_file
@@ -34,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument(
         "--model", default="default", help="shipped model (default) or checkpoint folder"
     )
+    add_mpp(cmd)
     add_run_options(cmd, "an existing FILE.csv")
     cmd.set_defaults(func=run)
 
@@ -41,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Classify every image, then write the CSV atomically."""
     images = expand_images(args.images)
+    check_mpp(args.mpp)
     check_output_file(args.out, images, args.overwrite, (".csv",))
     classifier = BlurClassifier.load(args.model, device=args.device)
     rows = []
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             if min(image.shape[:2]) < MIN_SIDE:
                 rows.append({"path": str(path), "label": TOO_SMALL, "windows": 0})
             else:
-                result = classifier.classify(image)
+                result = classifier.classify(image, args.mpp)
                 rows.append({"path": str(path), **result.row(), "windows": result.windows})
             advance()
     buffer = io.StringIO()

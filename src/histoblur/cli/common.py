@@ -200,6 +200,18 @@ def add_file_options(parser: argparse.ArgumentParser, what: str = "existing outp
     add_max_pixels(parser)
 
 
+def add_mpp(parser: argparse.ArgumentParser) -> None:
+    """Add ``--mpp``: the images' microns per pixel (blur is judged at the model's resolution)."""
+    parser.add_argument(
+        "--mpp",
+        type=float,
+        metavar="UM",
+        help="the images' microns per pixel (0.25 at 40x, 0.5 at 20x); they are resampled to "
+        "the model's working resolution (default: taken to be at it, 0.5 for the shipped "
+        "models)",
+    )
+
+
 def add_run_options(parser: argparse.ArgumentParser, what: str = "existing output files") -> None:
     """Add ``--device`` and :func:`add_file_options`: every command running a network on files."""
     add_device(parser)

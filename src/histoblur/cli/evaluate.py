@@ -13,6 +13,7 @@ from rich.table import Table
 
 from histoblur.cli.common import (
     add_command_group,
+    add_mpp,
     add_run_options,
     log,
     progress_bar,
@@ -87,6 +88,7 @@ def add_segmentation(verbs: argparse._SubParsersAction) -> None:
         help="write per-image (or per-benchmark) rows to this .csv and a summary .json beside "
         "it (default: print only)",
     )
+    add_mpp(seg)
     add_run_options(seg, "an existing --out CSV and its JSON")
     seg.add_argument(
         "--threshold",
@@ -156,7 +158,7 @@ def run_segmentation(args: argparse.Namespace) -> int:
 def run_detector(args: argparse.Namespace) -> int:
     """Run a model (or the baseline) on benchmarks and negative folders; print and save rows."""
     name = args.model if args.model in CLASSICAL else "segmenter"
-    detector = make_detector(name, args.model, args.threshold, args.device)
+    detector = make_detector(name, args.model, args.threshold, args.device, mpp=args.mpp)
     rows: list[dict[str, object]] = []
     negatives: list[dict[str, object]] = []
     with progress_bar() as bar:

@@ -7,10 +7,18 @@ from pathlib import Path
 
 import numpy as np
 
-from histoblur.cli.common import add_device, add_file_options, add_seed, log, progress_counter
+from histoblur.cli.common import (
+    add_device,
+    add_file_options,
+    add_mpp,
+    add_seed,
+    log,
+    progress_counter,
+)
 from histoblur.diffusion.regional import RestoreSettings, check_budget
 from histoblur.errors import InputError, OutputError, ParameterError
 from histoblur.inference.detectors import DETECTORS, make_detector
+from histoblur.inference.resolution import check_mpp
 from histoblur.inference.restore import Restorer, detect_and_restore
 from histoblur.io.atomic import ensure_writable_dir, write_text_atomic
 from histoblur.io.images import (
@@ -82,6 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=BATCH_SIZE,
         help=f"windows denoised together (default {BATCH_SIZE})",
     )
+    add_mpp(cmd)
     add_device(cmd)
     add_seed(cmd)
     add_file_options(cmd)
@@ -134,6 +143,7 @@ def check_outputs(jobs: list[tuple[Path, Path | None, Path]], args: argparse.Nam
 
 def run(args: argparse.Namespace) -> int:
     """Restore every image; each output appears complete or not at all."""
+    check_mpp(args.mpp)
     if args.steps < 0 or args.batch_size < 1:
         raise ParameterError("--steps must be >= 0 and --batch-size >= 1.")
     settings = RestoreSettings(
@@ -145,7 +155,9 @@ def run(args: argparse.Namespace) -> int:
     restorer = Restorer.load(args.model, args.device)
     passes = check_budget(settings, restorer.schedule)
     detect = (
-        make_detector(args.detect, args.detector_model, device=args.device) if args.detect else None
+        make_detector(args.detect, args.detector_model, device=args.device, mpp=args.mpp)
+        if args.detect
+        else None
     )
     if args.image.is_dir():
         ensure_writable_dir(args.out)

@@ -5,8 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from histoblur.cli.common import OutputFolder, add_run_options, expand_images, json_manifest, log
+from histoblur.cli.common import (
+    OutputFolder,
+    add_mpp,
+    add_run_options,
+    expand_images,
+    json_manifest,
+    log,
+)
 from histoblur.errors import ParameterError
+from histoblur.inference.resolution import check_mpp
 from histoblur.inference.segment import (
     DEFAULT_MODEL,
     TASK,
@@ -64,6 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=BATCH_SIZE,
         help=f"windows per batch (default {BATCH_SIZE})",
     )
+    add_mpp(seg)
     add_run_options(seg)
     seg.set_defaults(func=run)
 
@@ -71,6 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Segment every image; outputs appear complete or not at all."""
     images = expand_images(args.images)
+    mpp = check_mpp(args.mpp)
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         raise ParameterError(f"--threshold must be in (0, 1), got {args.threshold}.")
     folder = OutputFolder(
@@ -92,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     with folder.progress("segmenting", len(images)) as (bar, task):
         for path in images:
             image = read_image(path)
-            sub = bar.add_task(f"  {path.name}", total=segmenter.tiles_for(image))
+            sub = bar.add_task(f"  {path.name}", total=segmenter.tiles_for(image, mpp))
             folder.add(
                 segment_file(
                     segmenter,
@@ -101,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
                     args.threshold,
                     lambda k, s=sub: bar.advance(s, k),
                     image,  # decoded once, above
+                    mpp,
                 )
             )
             bar.remove_task(sub)

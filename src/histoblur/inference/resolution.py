@@ -64,8 +64,8 @@ def working_mpp(config: dict) -> float:
     return check_mpp(float(value), "the checkpoint's inference.mpp") or DEFAULT_WORKING_MPP
 
 
-def scale_factor(mpp: float | None, working: float) -> float:
-    """Working pixels per input pixel (1 without an ``mpp``); warns beyond 8x either way.
+def scale_factor(mpp: float | None, working: float, warn: bool = True) -> float:
+    """Working pixels per input pixel (1 without an ``mpp``); ``warn``s beyond 8x either way.
 
     >>> scale_factor(0.25, 0.5), scale_factor(None, 0.5)
     (0.5, 1.0)
@@ -74,7 +74,7 @@ def scale_factor(mpp: float | None, working: float) -> float:
     if mpp is None:
         return 1.0
     factor = mpp / working
-    if max(factor, 1 / factor) > UNRELIABLE_RATIO:
+    if warn and max(factor, 1 / factor) > UNRELIABLE_RATIO:
         log.warning(
             "The image is at %g um/px, more than %gx from the model's %g um/px: the result is "
             "unreliable.",

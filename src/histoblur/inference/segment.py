@@ -228,7 +228,7 @@ class Segmenter:
         >>> segmenter.tiles_for(np.zeros((100, 200, 3), np.uint8), mpp=1.0)  # 2x enlarged
         32
         """
-        factor = scale_factor(mpp, self.mpp)
+        factor = scale_factor(mpp, self.mpp, warn=False)
         h, w = (max(1, round(n * factor)) for n in image.shape[:2])
         return count_tiles(h, w, self.tile, self.overlap)
 
@@ -280,10 +280,12 @@ def segment_file(
     threshold: float | None = None,
     progress: Callable[[int], None] | None = None,
     image: np.ndarray | None = None,
+    mpp: float | None = None,
 ) -> dict[str, Any]:
     """Segment one image file and write its mask, probability and overlay PNGs atomically.
 
-    ``image``: the file's pixels when the caller has read them already (read here otherwise).
+    ``image``: the file's pixels when the caller has read them already (read here otherwise);
+    ``mpp``: their microns per pixel (see :meth:`Segmenter.segment`).
 
     Returns:
         A summary row: input, outputs, size, blurred fraction, threshold.
@@ -301,7 +303,7 @@ def segment_file(
         (32, 48, 0.5)
     """
     image = read_image(image_path) if image is None else image
-    result = segmenter.segment(image, threshold, progress)
+    result = segmenter.segment(image, threshold, progress, mpp)
     paths = output_paths(out_dir, image_path)
     pictures = {
         "mask": np.where(result.mask, 255, 0).astype(np.uint8),
