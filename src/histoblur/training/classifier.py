@@ -36,7 +36,7 @@ from histoblur.synthesis.dataset import (
     draw_sample,
     usable_sources,
 )
-from histoblur.training import runs
+from histoblur.training import loop, runs
 from histoblur.training.augment import AugmentConfig, augment_pair
 from histoblur.training.data import TrainBox, check_real, crop_in_box, holdout_split
 
@@ -66,12 +66,12 @@ class RealImage(Config):
     train_box: TrainBox = (0.0, 0.0, 1.0, 0.5)
 
 
-class ClassifierTrainConfig(runs.AdamWTrainConfig):
+class ClassifierTrainConfig(loop.AdamWTrainConfig):
     """Everything that defines a classifier training run; defaults live here only.
 
     ``out``, ``init``, ``epochs``, ``steps_per_epoch``, ``lr``, ``workers``, ``threads``,
     ``device``, ``seed``, ``warmup_steps`` and ``weight_decay`` (AdamW, warm-up, cosine decay)
-    are the fields of :class:`~histoblur.training.runs.AdamWTrainConfig`.
+    are the fields of :class:`~histoblur.training.loop.AdamWTrainConfig`.
 
     Attributes:
         sharp_dir: sharp images to synthesize from (searched recursively).
@@ -104,13 +104,13 @@ class ClassifierTrainConfig(runs.AdamWTrainConfig):
     augment: AugmentConfig = AugmentConfig()
     real: tuple[RealImage, ...] = ()
     real_share: float = Field(0.25, ge=0, le=1)
-    epochs: runs.Epochs = 8
-    steps_per_epoch: runs.StepsPerEpoch = 250
-    batch_size: int = Field(16, ge=4, le=runs.MAX_BATCH)
-    lr: runs.LearningRate = 1e-3
+    epochs: loop.Epochs = 8
+    steps_per_epoch: loop.StepsPerEpoch = 250
+    batch_size: int = Field(16, ge=4, le=loop.MAX_BATCH)
+    lr: loop.LearningRate = 1e-3
     ema: float = Field(0.0, ge=0, lt=1)
     heldout: int = Field(100, ge=2, le=1000)
-    workers: runs.Workers = 1
+    workers: loop.Workers = 1
 
 
 def class_synthesis(config: ClassifierTrainConfig) -> list[DatasetConfig]:
@@ -187,7 +187,7 @@ class BlurTypeSamples(IterableDataset):
         return x, torch.tensor([s[1] for s in samples])
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return runs.worker_batches(self.batch, self.start)
+        return loop.worker_batches(self.batch, self.start)
 
 
 @torch.no_grad()
@@ -236,7 +236,7 @@ def checkpoint_config(
 def train_classifier(
     config: ClassifierTrainConfig,
     overwrite: bool = False,
-    progress: runs.Progress | None = None,
+    progress: loop.Progress | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
     """Train, select on held-out half A, calibrate on it, report on half B; returns the report.
@@ -263,9 +263,9 @@ def _train(
     images = np.stack([s[0] for s in samples])
     labels = np.array([s[1] for s in samples])
     half_a, half_b = slice(0, n), slice(n, 2 * n)
-    model = runs.new_network(config.model, config.init, run.device).train()
+    model = loop.new_network(config.model, config.init, run.device).train()
     averaged = copy.deepcopy(model).eval() if config.ema else model
-    optimizer, schedule = runs.warmup_adamw(model, config)
+    optimizer, schedule = loop.warmup_adamw(model, config)
     parts: dict[str, Any] = {"raw": model, "optimizer": optimizer, "schedule": schedule}
     if config.ema:
         parts["ema"] = averaged
@@ -273,11 +273,11 @@ def _train(
     stream = BlurTypeSamples(
         config, sources, augment=True, batch_size=config.batch_size, start=run.step
     )
-    batches = runs.endless(stream, config.workers)
-    loss_of = runs.supervised(model, torch.nn.functional.cross_entropy, run.device)
+    batches = loop.endless(stream, config.workers)
+    loss_of = loop.supervised(model, torch.nn.functional.cross_entropy, run.device)
     for _ in run.epochs(config.epochs, config.steps_per_epoch):
         model.train()
-        losses = runs.train_steps(
+        losses = loop.train_steps(
             run, model, loss_of, batches, optimizer, schedule, averaged, config.ema
         )
         logits = predict_logits(averaged, images[half_a], run.device)

@@ -24,7 +24,7 @@ from histoblur.errors import InputError
 from histoblur.io.images import list_images, read_image, read_mask, to_float
 from histoblur.synthesis.dataset import DatasetConfig, draw_sample, load_rgb, usable_sources
 from histoblur.training.augment import AugmentConfig, augment_pair
-from histoblur.training.runs import worker_batches
+from histoblur.training.loop import worker_batches
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from histoblur.synthesis.blur import apply_blur
 from histoblur.synthesis.dataset import load_rgb, usable_sources
 from histoblur.synthesis.degrade import DegradeSpec, degrade
 from histoblur.synthesis.registry import get_kind
-from histoblur.training import runs
+from histoblur.training import loop, runs
 from histoblur.training.classifier import VAL_OFFSET, VISIBLE_RANGES
 from histoblur.training.data import TrainBox, check_real, holdout_split, window_in_box
 
@@ -57,12 +57,12 @@ class RealPair(Config):
     train_box: TrainBox = (0.0, 0.0, 1.0, 0.5)
 
 
-class DeblurTrainConfig(runs.TrainConfig):
+class DeblurTrainConfig(loop.TrainConfig):
     """Everything that defines a deblurring training run; defaults live here only.
 
     ``out``, ``init`` (e.g. fine-tuning on a scanner's own focal stacks), ``epochs``,
     ``steps_per_epoch``, ``lr``, ``workers``, ``threads``, ``device`` and ``seed`` are the
-    fields of :class:`~histoblur.training.runs.TrainConfig`.
+    fields of :class:`~histoblur.training.loop.TrainConfig`.
 
     Attributes:
         family: ``defocus`` (DL_defocus) or ``motion`` (DL_motion).
@@ -89,12 +89,12 @@ class DeblurTrainConfig(runs.TrainConfig):
     tile: int = Field(96, ge=16, le=1024)
     scale: tuple[float, float] = (0.8, 1.25)
     noise: float = Field(0.5, ge=0, le=1)
-    epochs: runs.Epochs = 8
-    steps_per_epoch: runs.StepsPerEpoch = 200
-    batch_size: int = Field(8, ge=1, le=runs.MAX_BATCH)
+    epochs: loop.Epochs = 8
+    steps_per_epoch: loop.StepsPerEpoch = 200
+    batch_size: int = Field(8, ge=1, le=loop.MAX_BATCH)
     warmup_steps: int = Field(50, ge=0)
     heldout: int = Field(48, ge=1, le=1024)
-    workers: runs.Workers = 1
+    workers: loop.Workers = 1
 
     @model_validator(mode="after")
     def _tile_fits(self) -> DeblurTrainConfig:
@@ -188,7 +188,7 @@ class DeblurPairs(IterableDataset):
         return blurred, torch.from_numpy(np.stack([p[1] for p in pairs]))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return runs.worker_batches(self.batch, self.start)
+        return loop.worker_batches(self.batch, self.start)
 
 
 def checkpoint_config(
@@ -204,7 +204,7 @@ def checkpoint_config(
 def train_deblur(
     config: DeblurTrainConfig,
     overwrite: bool = False,
-    progress: runs.Progress | None = None,
+    progress: loop.Progress | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
     """Train with MSE and Adam, keep the checkpoint with the best held-out PSNR.
@@ -228,17 +228,17 @@ def _train(
     val = [held_pairs.sample(VAL_OFFSET + i) for i in range(config.heldout)]
     val_blurred = torch.from_numpy(np.stack([v[0] for v in val]))
     val_sharp = np.stack([v[1] for v in val])
-    model = runs.new_network(config.model, config.init, run.device).train()
+    model = loop.new_network(config.model, config.init, run.device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    schedule = runs.warmup_cosine(optimizer, config.total_steps, config.warmup_steps)
+    schedule = loop.warmup_cosine(optimizer, config.total_steps, config.warmup_steps)
     run.begin({"raw": model, "optimizer": optimizer, "schedule": schedule})
     stream = DeblurPairs(config, sources, config.batch_size, start=run.step)
-    batches = runs.endless(stream, config.workers)
+    batches = loop.endless(stream, config.workers)
     base = float(np.mean([psnr(s, b) for s, b in zip(val_sharp, val_blurred.numpy(), strict=True)]))
-    loss_of = runs.supervised(model, torch.nn.functional.mse_loss, run.device)
+    loss_of = loop.supervised(model, torch.nn.functional.mse_loss, run.device)
     for _ in run.epochs(config.epochs, config.steps_per_epoch):
         model.train()
-        losses = runs.train_steps(run, model, loss_of, batches, optimizer, schedule)
+        losses = loop.train_steps(run, model, loss_of, batches, optimizer, schedule)
         model.eval()
         with torch.no_grad():
             restored = torch.cat(

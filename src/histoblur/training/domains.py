@@ -24,7 +24,8 @@ from histoblur.metrics.full_reference import focal_frequency_loss, psnr, ssim
 from histoblur.synthesis.dataset import load_rgb, usable_sources
 from histoblur.training.data import TrainBox, check_box, crop_in_box
 from histoblur.training.deblur import RealPair, real_pair_crop
-from histoblur.training.runs import MAX_BATCH, RunFolder, loss_means, worker_batches
+from histoblur.training.loop import MAX_BATCH, loss_means, worker_batches
+from histoblur.training.runs import RunFolder
 from histoblur.wsi.tissue import tissue_fraction
 
 Box = tuple[float, float, float, float]
@@ -195,7 +196,7 @@ def history_row(
 ) -> dict[str, Any]:
     """The epoch's ``history.csv`` row: mean losses, validation scores (sharp input, model).
 
-    ``losses`` holds each step's (:func:`~histoblur.training.runs.train_updates`).
+    ``losses`` holds each step's (:func:`~histoblur.training.loop.train_updates`).
     """
     columns = {
         **{k: round(v, 5) for k, v in loss_means(losses).items()},

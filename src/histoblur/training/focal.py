@@ -33,7 +33,7 @@ from histoblur.config import Config
 from histoblur.errors import InputError
 from histoblur.synthesis.dataset import load_rgb
 from histoblur.synthesis.register import register_planes
-from histoblur.training.runs import worker_batches
+from histoblur.training.loop import worker_batches
 
 MIN_TEST_STD = 4.0  # grey levels (of 255)
 

@@ -36,7 +36,7 @@ from histoblur.models.gan import (
     critic_condition,
 )
 from histoblur.models.registry import build_model
-from histoblur.training import runs
+from histoblur.training import loop, runs
 from histoblur.training.adversarial import critic_loss, identity_loss
 from histoblur.training.domains import (
     DomainBatches,
@@ -53,13 +53,13 @@ VAL_SEED = 1234  # noise seed of the validation blur
 AdamBeta = Annotated[float, Field(ge=0, lt=1)]
 
 
-class GanTrainConfig(DomainConfig, runs.TrainConfig):
+class GanTrainConfig(DomainConfig, loop.TrainConfig):
     """Everything that defines a blur-generator training run; defaults live here only.
 
     The data fields (``sharp_dir``, ``blurred``, ``pairs``, ``tile``, ``batch_size``,
     ``min_tissue``, ``seed``) are those of :class:`DomainConfig`; ``out``, ``init`` (the
     generator's), ``epochs``, ``steps_per_epoch`` (generator steps = their product), ``lr``,
-    ``workers``, ``threads`` and ``device`` those of :class:`~histoblur.training.runs.TrainConfig`.
+    ``workers``, ``threads`` and ``device`` those of :class:`~histoblur.training.loop.TrainConfig`.
 
     Attributes:
         generator, critic: architectures.
@@ -81,7 +81,7 @@ class GanTrainConfig(DomainConfig, runs.TrainConfig):
     paired_l1: float = Field(0.0, ge=0)
     pretrain_steps: int = Field(200, ge=0, le=100_000)
     drop: float = Field(0.1, ge=0, lt=1)
-    lr: runs.LearningRate = 2e-4
+    lr: loop.LearningRate = 2e-4
     betas: tuple[AdamBeta, AdamBeta] = (0.5, 0.999)
     amp: bool = False
 
@@ -158,7 +158,7 @@ def gan_step(
 ) -> dict[str, float]:
     """``critic_steps`` critic updates, then one generator update; returns the losses."""
     opt_g, opt_d = optimizers
-    autocast = runs.mixed_precision(device, config.amp)
+    autocast = loop.mixed_precision(device, config.amp)
     for _ in range(config.critic_steps):
         sharp, blurred, _, _ = (t.to(device) for t in next(batches))
         with autocast:
@@ -191,7 +191,7 @@ def gan_step(
 def train_gan(
     config: GanTrainConfig,
     overwrite: bool = False,
-    progress: runs.Progress | None = None,
+    progress: loop.Progress | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
     """Pre-train, then train the generator adversarially; keep the best validation SSIM.
@@ -206,7 +206,7 @@ def train_gan(
 
 
 def _train(config: GanTrainConfig, run: runs.RunFolder, sources: list[Path]) -> dict[str, Any]:
-    generator = runs.new_network(config.generator, config.init, run.device)
+    generator = loop.new_network(config.generator, config.init, run.device)
     critic = build_model(config.critic).to(run.device)
     opt_g, opt_d = (
         torch.optim.Adam(net.parameters(), lr=config.lr, betas=config.betas)
@@ -232,12 +232,12 @@ def _train(config: GanTrainConfig, run: runs.RunFolder, sources: list[Path]) -> 
     })  # fmt: skip
     per_step = config.critic_steps + 1  # batches drawn per generator step
     stream = DomainBatches(config, sources, config.paired_l1 > 0, start=run.step * per_step)
-    batches = runs.endless(stream, config.workers)
+    batches = loop.endless(stream, config.workers)
     held = validation_pairs(config.pairs)
     base = realism(lambda image: image, held)
     for epoch in run.epochs(config.epochs, config.steps_per_epoch):
         generator.train()
-        losses = runs.train_updates(
+        losses = loop.train_updates(
             run,
             lambda: gan_step(generator, critic, batches, (opt_g, opt_d), config, noise, run.device),
             (sched_g, sched_d),

@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 from histoblur.errors import InputError
 from histoblur.metrics.full_reference import focal_frequency_loss
 from histoblur.models.autoencoder import AutoencoderConfig, FocalAutoencoder, mix
-from histoblur.training import runs
+from histoblur.training import loop, runs
 from histoblur.training.focal import (
     FocalStack,
     FocalStackConfig,
@@ -42,12 +42,12 @@ from histoblur.training.focal import (
 Variant = Literal["baseline", "weak", "strong"]
 
 
-class LatentTrainConfig(runs.TrainConfig):
+class LatentTrainConfig(loop.TrainConfig):
     """Everything that defines a focal-autoencoder training run; defaults live here only.
 
     ``out``, ``init`` (the weak model, for ``strong``), ``epochs``, ``steps_per_epoch``,
     ``lr``, ``workers``, ``threads``, ``device`` and ``seed`` are the fields of
-    :class:`~histoblur.training.runs.TrainConfig`.
+    :class:`~histoblur.training.loop.TrainConfig`.
 
     Attributes:
         stacks: the focal stacks (see :class:`~histoblur.training.focal.FocalStackConfig`).
@@ -68,9 +68,9 @@ class LatentTrainConfig(runs.TrainConfig):
     variant: Variant = "weak"
     model: AutoencoderConfig = AutoencoderConfig(width=16)
     tile: int = Field(128, ge=32, le=1024)
-    batch_size: int = Field(16, ge=1, le=runs.MAX_BATCH)
-    epochs: runs.Epochs = 40
-    steps_per_epoch: runs.StepsPerEpoch = 50
+    batch_size: int = Field(16, ge=1, le=loop.MAX_BATCH)
+    epochs: loop.Epochs = 40
+    steps_per_epoch: loop.StepsPerEpoch = 50
     lr_step_epochs: int = Field(15, ge=1)
     lr_gamma: float = Field(0.5, gt=0, le=1)
     lambda_latent: float = Field(1.0, ge=0)
@@ -183,7 +183,7 @@ def checkpoint_config(
 def train_latent(
     config: LatentTrainConfig,
     overwrite: bool = False,
-    progress: runs.Progress | None = None,
+    progress: loop.Progress | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
     """Train one variant; keep the lowest held-out loss.
@@ -211,14 +211,14 @@ def _train(
     batches_source: TripletBatches,
     held: list[tuple[Any, ...]],
 ) -> dict[str, Any]:
-    model = runs.new_network(config.model, config.init, run.device)
+    model = loop.new_network(config.model, config.init, run.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.StepLR(
         optimizer, config.lr_step_epochs * config.steps_per_epoch, config.lr_gamma
     )
-    autocast = runs.mixed_precision(run.device, config.amp)
+    autocast = loop.mixed_precision(run.device, config.amp)
     run.begin({"raw": model, "optimizer": optimizer, "schedule": schedule})
-    batches = runs.endless(batches_source.starting_at(run.step), config.workers)
+    batches = loop.endless(batches_source.starting_at(run.step), config.workers)
 
     def update() -> dict[str, float]:
         batch = tuple(t.to(run.device) for t in next(batches))
@@ -233,9 +233,9 @@ def _train(
 
     for _ in run.epochs(config.epochs, config.steps_per_epoch):
         model.train()
-        losses = runs.train_updates(run, update, (schedule,))
+        losses = loop.train_updates(run, update, (schedule,))
         model.eval()
-        columns = {k: round(v, 5) for k, v in runs.loss_means(losses).items()}
+        columns = {k: round(v, 5) for k, v in loop.loss_means(losses).items()}
         val_losses = []
         for name, *tensors in held:
             batch = tuple(t.to(run.device) for t in tensors)

@@ -30,17 +30,17 @@ from histoblur.io.images import to_float
 from histoblur.models.conv_denoiser import ConvDenoiserConfig
 from histoblur.models.swin_denoiser import SwinDenoiserConfig
 from histoblur.synthesis.dataset import usable_sources
-from histoblur.training import runs
+from histoblur.training import loop, runs
 from histoblur.training.data import holdout_split
 from histoblur.training.domains import flip, sharp_crop, stack
 
 
-class RestorationTrainConfig(runs.TrainConfig):
+class RestorationTrainConfig(loop.TrainConfig):
     """Everything that defines a denoiser training run; defaults live here only.
 
     ``out``, ``init``, ``epochs``, ``steps_per_epoch``, ``lr`` (Adam, 1e-4 in the paper),
     ``workers``, ``threads``, ``device`` and ``seed`` are the fields of
-    :class:`~histoblur.training.runs.TrainConfig`.
+    :class:`~histoblur.training.loop.TrainConfig`.
 
     Attributes:
         sharp_dir: artifact-free tiles (searched recursively).
@@ -64,7 +64,7 @@ class RestorationTrainConfig(runs.TrainConfig):
     )
     schedule: ScheduleConfig = ScheduleConfig()
     tile: int = Field(64, ge=16, le=1024)
-    batch_size: int = Field(16, ge=1, le=runs.MAX_BATCH)
+    batch_size: int = Field(16, ge=1, le=loop.MAX_BATCH)
     min_tissue: float = Field(0.5, ge=0, le=1)
     cosine: bool = False
     ema: float = Field(0.0, ge=0, lt=1)
@@ -80,12 +80,12 @@ class RestorationTrainConfig(runs.TrainConfig):
         if isinstance(model, dict):
             for key, high in (("depths", 16), ("heads", 64)):
                 if key in model:
-                    runs.check_levels(model[key], key, 6, high)
+                    loop.check_levels(model[key], key, 6, high)
         return model
 
     @model_validator(mode="after")
     def _steps_fit(self) -> RestorationTrainConfig:
-        runs.check_steps_fit(
+        loop.check_steps_fit(
             self.val_steps, "val_steps", self.schedule.timesteps, "schedule.timesteps"
         )
         return self
@@ -110,7 +110,7 @@ class SharpBatches(IterableDataset):
         return stack(tiles)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        return runs.worker_batches(self.batch, self.start)
+        return loop.worker_batches(self.batch, self.start)
 
 
 def denoising_loss(
@@ -149,7 +149,7 @@ def checkpoint_config(
 def train_restoration(
     config: RestorationTrainConfig,
     overwrite: bool = False,
-    progress: runs.Progress | None = None,
+    progress: loop.Progress | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
     """Train the denoiser; keep the best held-out restoration PSNR.
@@ -175,11 +175,11 @@ def train_restoration(
 def _train(
     config: RestorationTrainConfig, run: runs.RunFolder, train: list[Path], held: list[Path]
 ) -> dict[str, Any]:
-    model = runs.new_network(config.model, config.init, run.device)
+    model = loop.new_network(config.model, config.init, run.device)
     averaged = copy.deepcopy(model).eval() if config.ema else model
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     total = config.total_steps
-    schedule = runs.warmup_cosine(optimizer, total, max(1, total // 50)) if config.cosine else None
+    schedule = loop.warmup_cosine(optimizer, total, max(1, total // 50)) if config.cosine else None
     alpha_bar = config.schedule.alpha_bar().float().to(run.device)
     noise = torch.Generator().manual_seed(config.seed)
     parts: dict[str, Any] = {
@@ -195,11 +195,11 @@ def _train(
     stream = SharpBatches(
         train, config.tile, config.batch_size, config.min_tissue, config.seed, start=run.step
     )
-    batches = runs.endless(stream, config.workers)
+    batches = loop.endless(stream, config.workers)
     val = SharpBatches(held, config.tile, config.val_crops, config.min_tissue, config.seed + 1)
     val_batch = val.batch(0).to(run.device)
     mask = centre_mask(val_batch)
-    autocast = runs.mixed_precision(run.device, config.amp)
+    autocast = loop.mixed_precision(run.device, config.amp)
 
     def loss_of(batch: torch.Tensor) -> torch.Tensor:
         with autocast:
@@ -207,7 +207,7 @@ def _train(
 
     for _ in run.epochs(config.epochs, config.steps_per_epoch):
         model.train()
-        losses = runs.train_steps(
+        losses = loop.train_steps(
             run, model, loss_of, batches, optimizer, schedule, averaged, config.ema
         )
         model.eval()

@@ -27,7 +27,7 @@ from histoblur.io.atomic import atomic_path
 from histoblur.models.registry import load_model
 from histoblur.models.unet import UNetConfig
 from histoblur.synthesis.dataset import DatasetConfig, DegradeSampler
-from histoblur.training import runs
+from histoblur.training import loop, runs
 from histoblur.training.augment import AugmentConfig
 from histoblur.training.data import BuiltDataset, SegmentationBatches
 from histoblur.training.losses import bce_dice_loss
@@ -56,12 +56,12 @@ def _default_synthesis() -> DatasetConfig:
     )
 
 
-class SegmenterTrainConfig(runs.AdamWTrainConfig):
+class SegmenterTrainConfig(loop.AdamWTrainConfig):
     """Everything that defines a segmentation training run; defaults live here only.
 
     ``out``, ``init``, ``epochs``, ``steps_per_epoch``, ``lr`` (the peak: AdamW, linear warm-up
     then cosine decay to 1 %), ``workers``, ``threads``, ``device``, ``seed``, ``warmup_steps``
-    and ``weight_decay`` are the fields of :class:`~histoblur.training.runs.AdamWTrainConfig`.
+    and ``weight_decay`` are the fields of :class:`~histoblur.training.loop.AdamWTrainConfig`.
 
     Attributes:
         sharp_dir: folder of sharp tiles for on-the-fly synthesis (searched recursively).
@@ -88,15 +88,15 @@ class SegmenterTrainConfig(runs.AdamWTrainConfig):
     model: UNetConfig = UNetConfig(width=16, depth=4, stem_stride=2)
     synthesis: DatasetConfig = Field(default_factory=_default_synthesis)
     augment: AugmentConfig = AugmentConfig()
-    epochs: runs.Epochs = 12
-    steps_per_epoch: runs.StepsPerEpoch = 250
-    batch_size: int = Field(16, ge=1, le=runs.MAX_BATCH)
-    lr: runs.LearningRate = 2e-3
+    epochs: loop.Epochs = 12
+    steps_per_epoch: loop.StepsPerEpoch = 250
+    batch_size: int = Field(16, ge=1, le=loop.MAX_BATCH)
+    lr: loop.LearningRate = 2e-3
     bce_weight: float = Field(1.0, ge=0)
     dice_weight: float = Field(1.0, ge=0)
     threshold: float = Field(0.5, gt=0, lt=1)
     ema: float = Field(0.995, ge=0, lt=1)
-    workers: runs.Workers = 1
+    workers: loop.Workers = 1
 
 
 def checkpoint_config(
@@ -146,7 +146,7 @@ def train_segmenter(
     config: SegmenterTrainConfig,
     resume: bool = False,
     overwrite: bool = False,
-    progress: runs.Progress | None = None,
+    progress: loop.Progress | None = None,
 ) -> dict[str, Any]:
     """Train, validate every epoch, write checkpoints; returns the final summary.
 
@@ -168,9 +168,9 @@ def train_segmenter(
 
 
 def _train(config: SegmenterTrainConfig, run: runs.RunFolder) -> dict[str, Any]:
-    model = runs.new_network(config.model, config.init, run.device).train()
+    model = loop.new_network(config.model, config.init, run.device).train()
     averaged = copy.deepcopy(model).eval() if config.ema else model
-    optimizer, schedule = runs.warmup_adamw(model, config)
+    optimizer, schedule = loop.warmup_adamw(model, config)
     out = run.path
     if run.resume:  # the saved weights are the average; the raw ones are in trainer.pt
         net, _ = load_model(out / "last")
@@ -187,14 +187,14 @@ def _train(config: SegmenterTrainConfig, run: runs.RunFolder) -> dict[str, Any]:
         built_share=config.dataset_share,
         start=run.step,
     )
-    batches = runs.endless(stream, config.workers)
+    batches = loop.endless(stream, config.workers)
 
     def loss_of(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         images, masks = (t.to(run.device) for t in batch)
         return bce_dice_loss(model(images), masks, config.bce_weight, config.dice_weight)
 
     for epoch in run.epochs(config.epochs, config.steps_per_epoch):
-        losses = runs.train_steps(
+        losses = loop.train_steps(
             run, model, loss_of, batches, optimizer, schedule, averaged, config.ema
         )
         averaged.eval()

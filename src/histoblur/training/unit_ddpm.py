@@ -26,7 +26,7 @@ from pydantic import Field, model_validator
 
 from histoblur.diffusion.translation import translate
 from histoblur.models.unit_ddpm import UnitDDPM, UnitDDPMConfig, denoising_loss
-from histoblur.training import runs
+from histoblur.training import loop, runs
 from histoblur.training.domains import (
     DomainBatches,
     DomainConfig,
@@ -39,12 +39,12 @@ from histoblur.training.domains import (
 VAL_SIDE = 256
 
 
-class UnitDDPMTrainConfig(DomainConfig, runs.TrainConfig):
+class UnitDDPMTrainConfig(DomainConfig, loop.TrainConfig):
     """Everything that defines a UNIT-DDPM training run; defaults live here only.
 
     The data fields are those of :class:`~histoblur.training.domains.DomainConfig`; ``out``,
     ``init``, ``epochs``, ``steps_per_epoch``, ``lr`` (Adam, cosine decay), ``workers``,
-    ``threads`` and ``device`` those of :class:`~histoblur.training.runs.TrainConfig`.
+    ``threads`` and ``device`` those of :class:`~histoblur.training.loop.TrainConfig`.
 
     Attributes:
         model: architecture and noise schedule.
@@ -58,8 +58,8 @@ class UnitDDPMTrainConfig(DomainConfig, runs.TrainConfig):
     out: Path = Path("runs/unit-ddpm")
     model: UnitDDPMConfig = UnitDDPMConfig()
     lambda_cycle: float = Field(10.0, ge=0)
-    steps_per_epoch: runs.StepsPerEpoch = 200
-    lr: runs.LearningRate = 2e-4
+    steps_per_epoch: loop.StepsPerEpoch = 200
+    lr: loop.LearningRate = 2e-4
     warmup_steps: int = Field(100, ge=0)
     release: float = Field(0.5, gt=0, le=1)
     sample_steps: int = Field(50, ge=2, le=1000)
@@ -68,7 +68,7 @@ class UnitDDPMTrainConfig(DomainConfig, runs.TrainConfig):
 
     @model_validator(mode="after")
     def _steps_fit(self) -> UnitDDPMTrainConfig:
-        runs.check_steps_fit(
+        loop.check_steps_fit(
             self.sample_steps, "sample_steps", self.model.timesteps, "model.timesteps"
         )
         return self
@@ -137,7 +137,7 @@ def checkpoint_config(
 def train_unit_ddpm(
     config: UnitDDPMTrainConfig,
     overwrite: bool = False,
-    progress: runs.Progress | None = None,
+    progress: loop.Progress | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
     """Train both denoisers and both translators; keep the best validation SSIM.
@@ -152,7 +152,7 @@ def train_unit_ddpm(
 
 
 def _train(config: UnitDDPMTrainConfig, run: runs.RunFolder, sources: list[Path]) -> dict[str, Any]:
-    model = runs.new_network(config.model, config.init, run.device)
+    model = loop.new_network(config.model, config.init, run.device)
     denoisers = [*model.eps_a.parameters(), *model.eps_b.parameters()]
     translators = [*model.a_to_b.parameters(), *model.b_to_a.parameters()]
     opt_eps, opt_tr = (
@@ -161,7 +161,7 @@ def _train(config: UnitDDPMTrainConfig, run: runs.RunFolder, sources: list[Path]
     )
     total = config.total_steps
     sched_eps, sched_tr = (
-        runs.warmup_cosine(o, total, config.warmup_steps) for o in (opt_eps, opt_tr)
+        loop.warmup_cosine(o, total, config.warmup_steps) for o in (opt_eps, opt_tr)
     )
     noise = torch.Generator().manual_seed(config.seed)
     run.begin({
@@ -169,12 +169,12 @@ def _train(config: UnitDDPMTrainConfig, run: runs.RunFolder, sources: list[Path]
         "schedule": sched_eps, "translator_schedule": sched_tr,
         "noise": runs.GeneratorPart(noise),
     })  # fmt: skip
-    batches = runs.endless(DomainBatches(config, sources, start=run.step), config.workers)
+    batches = loop.endless(DomainBatches(config, sources, start=run.step), config.workers)
     held = [
         (s[:VAL_SIDE, :VAL_SIDE], b[:VAL_SIDE, :VAL_SIDE])
         for s, b in validation_pairs(config.pairs)
     ]
-    autocast = runs.mixed_precision(run.device, config.amp)
+    autocast = loop.mixed_precision(run.device, config.amp)
 
     def update() -> dict[str, float]:
         sharp, blurred, _, _ = (t.to(run.device) for t in next(batches))
@@ -184,7 +184,7 @@ def _train(config: UnitDDPMTrainConfig, run: runs.RunFolder, sources: list[Path]
     base = realism(lambda image: image, held)
     for epoch in run.epochs(config.epochs, config.steps_per_epoch):
         model.train()
-        losses = runs.train_updates(run, update, (sched_eps, sched_tr), "denoise")
+        losses = loop.train_updates(run, update, (sched_eps, sched_tr), "denoise")
         model.eval()
         scores = realism(lambda image: translate_image(model, image, config, run.device), held)
         row = history_row(run, losses, base, scores)
