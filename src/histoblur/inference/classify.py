@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from histoblur.errors import InputError
-from histoblur.inference.resolution import to_working, working_mpp
+from histoblur.inference.resolution import coarsest_mpp, to_working, working_mpp
 from histoblur.inference.segment import to_network_input
 from histoblur.io.checkpoints import config_number
 from histoblur.io.images import check_image, to_gray_float
@@ -144,6 +144,7 @@ class BlurClassifier:
         self.classes = tuple(self.config.get("classes", BLUR_TYPES))
         self.tile = config_number(self.config.get("inference", {}), "tile", 128, int)
         self.mpp = working_mpp(self.config)  # microns per pixel the network judges blur at
+        self.max_mpp = coarsest_mpp(self.config)  # the coarsest sharp tissue it was trained on
         calibration = self.config.get("calibration", {})
         self.temperature = config_number(calibration, "temperature", 1.0, float)
         if self.tile < MIN_SIDE or self.temperature <= 0:
@@ -184,7 +185,9 @@ class BlurClassifier:
         >>> logits.shape, logits.dtype, windows
         ((4,), dtype('float32'), 2)
         """
-        windows = select_windows(to_network_input(to_working(image, mpp, self.mpp)), self.tile)
+        windows = select_windows(
+            to_network_input(to_working(image, mpp, self.mpp, self.max_mpp)), self.tile
+        )
         out = [
             self.model(torch.from_numpy(windows[i : i + self.batch_size]).to(self.device))
             .float()

@@ -32,7 +32,13 @@ import torch
 from torch import nn
 
 from histoblur.errors import InputError, ParameterError
-from histoblur.inference.resolution import scale_factor, to_input_size, to_working, working_mpp
+from histoblur.inference.resolution import (
+    coarsest_mpp,
+    scale_factor,
+    to_input_size,
+    to_working,
+    working_mpp,
+)
 from histoblur.io.checkpoints import config_number
 from histoblur.io.images import check_image, dtype_max, read_image, to_rgb, write_image
 from histoblur.io.report import outline
@@ -120,6 +126,7 @@ class Segmenter:
         self.tile = config_number(inference, "tile", 256, int) if tile is None else tile
         self.threshold = config_number(inference, "threshold", 0.5, float)
         self.mpp = working_mpp(self.config)  # microns per pixel the network judges blur at
+        self.max_mpp = coarsest_mpp(self.config)  # the coarsest sharp tissue it was trained on
         self.overlap = min(32, self.tile // 4) if overlap is None else overlap
         self.batch_size = batch_size
         if not MIN_TILE <= self.tile <= MAX_TILE:
@@ -179,7 +186,7 @@ class Segmenter:
             >>> prob.shape, prob.dtype, bool(0 <= prob.min() and prob.max() <= 1)
             ((40, 70), dtype('float32'), True)
         """
-        x = to_network_input(to_working(image, mpp, self.mpp))
+        x = to_network_input(to_working(image, mpp, self.mpp, self.max_mpp))
         h, w = x.shape[:2]
         out = np.empty((h, w), np.float32)
         for row, block in predict_tiled(
@@ -219,18 +226,47 @@ class Segmenter:
             mask &= tissue_mask(image)
         return SegmentationResult(prob, mask, t)
 
+    def focus_score(self, image: np.ndarray, mpp: float | None = None) -> float:
+        """How out of focus the image is, 0-1: the blur map pooled over its tissue.
+
+        The mean blur probability over tissue pixels (all pixels when under 1 % is tissue):
+        the expected out-of-focus share of the tissue, so a tile scores high only where its map
+        is blurred (see :func:`pooled_focus`; docs/segmentation.md compares it with the
+        classifier's probability and a FocusLiteNN-style network).
+
+        Examples:
+            >>> segmenter = Segmenter.load("default", tile=64)
+            >>> tile = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+            >>> 0.0 <= segmenter.focus_score(tile) <= 1.0
+            True
+        """
+        return pooled_focus(self.predict_proba(image, mpp=mpp), tissue_mask(image))
+
     def tiles_for(self, image: np.ndarray, mpp: float | None = None) -> int:
         """Windows needed for ``image`` at ``mpp`` (for progress bars).
 
         >>> segmenter = Segmenter.load("default", tile=64)
         >>> segmenter.tiles_for(np.zeros((100, 200, 3), np.uint8))
         8
-        >>> segmenter.tiles_for(np.zeros((100, 200, 3), np.uint8), mpp=1.0)  # 2x enlarged
-        32
+        >>> segmenter.tiles_for(np.zeros((100, 200, 3), np.uint8), mpp=0.25)  # halved
+        2
         """
         factor = scale_factor(mpp, self.mpp, warn=False)
         h, w = (max(1, round(n * factor)) for n in image.shape[:2])
         return count_tiles(h, w, self.tile, self.overlap)
+
+
+def pooled_focus(prob: np.ndarray, tissue: np.ndarray, min_share: float = 0.01) -> float:
+    """Mean of ``prob`` over ``tissue`` (over every pixel when tissue is under ``min_share``).
+
+    >>> prob = np.array([[0.9, 0.9, 0.0, 0.0]], np.float32)
+    >>> pooled_focus(prob, np.array([[True, True, False, False]]))
+    0.9
+    >>> pooled_focus(prob, np.zeros((1, 4), bool))  # no tissue: all pixels
+    0.45
+    """
+    values = prob[tissue] if tissue.mean() >= min_share else prob.ravel()
+    return round(float(values.mean()), 6) if values.size else 0.0
 
 
 def probability_png(prob: np.ndarray) -> np.ndarray:

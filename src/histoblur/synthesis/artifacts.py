@@ -9,6 +9,9 @@ artifact changed, so a restorer can be scored where the truth (the input) is kno
   saturated), as folds look in bright-field.
 - :func:`bubble`: an air bubble under the coverslip: inside an ellipse the tissue is washed
   out towards white with a dark refractive rim.
+- :func:`pen`: marker ink drawn over the slide: thick smooth strokes of a dye that multiplies
+  the transmitted light (blue, green, black or red), dense enough in places to hide the tissue.
+  Flat, sharp-edged and texture-poor, it is a hard negative for blur detectors.
 - :func:`blur_region`: out-of-focus polygons drawn by the project's statistical blur synthesis
   (:class:`histoblur.synthesis.augment.RandomBlurRegion`, Gaussian, lens or motion, hard edge).
 """
@@ -18,7 +21,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-ARTIFACTS = ("fold", "bubble", "blur")
+ARTIFACTS = ("fold", "bubble", "pen", "blur")
+# transmittance of marker dyes in R, G, B (per unit density)
+PEN_COLOURS = np.array(
+    [[0.25, 0.40, 0.80], [0.30, 0.65, 0.40], [0.22, 0.22, 0.25], [0.80, 0.25, 0.30]], np.float32
+)
 
 
 def fold(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -54,6 +61,35 @@ def bubble(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.
     return out, mask
 
 
+def pen(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One to three marker strokes (5-25 % of the side thick) of one dye; mask: where inked.
+
+    Examples:
+        >>> tile = np.full((64, 64, 3), 0.8, np.float32)
+        >>> inked, mask = pen(tile, np.random.default_rng(0))
+        >>> bool(mask.any()), bool((inked[mask] < tile[mask]).all())
+        (True, True)
+    """
+    h, w = image.shape[:2]
+    canvas = np.zeros((h, w), np.float32)
+    side = min(h, w)
+    for _ in range(int(rng.integers(1, 4))):
+        start = rng.uniform(0, 1, 2) * (w, h)
+        points = [start]
+        heading = rng.uniform(0, 2 * np.pi)
+        for _ in range(int(rng.integers(2, 6))):
+            heading += rng.normal(0, 0.6)
+            step = rng.uniform(0.2, 0.6) * side
+            points.append(points[-1] + step * np.array([np.cos(heading), np.sin(heading)]))
+        line = np.round(np.array(points)).astype(np.int32).reshape(-1, 1, 2)
+        thickness = max(2, int(rng.uniform(0.05, 0.25) * side))
+        cv2.polylines(canvas, [line], False, 1.0, thickness, lineType=cv2.LINE_AA)
+    alpha = cv2.GaussianBlur(canvas, (0, 0), rng.uniform(0.5, 2.5)) * rng.uniform(0.6, 2.0)
+    dye = PEN_COLOURS[int(rng.integers(len(PEN_COLOURS)))]
+    out = image.astype(np.float32) * np.power(dye, alpha[..., None])
+    return out.astype(image.dtype), alpha > 0.05
+
+
 def blur_region(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One to two polygons (radius 15-35 % of the side) blurred by a random blur kind."""
     from histoblur.synthesis.augment import RandomBlurRegion
@@ -69,11 +105,11 @@ def blur_region(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray
 def add_artifact(
     image: np.ndarray, kind: str, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One artifact of ``kind`` (``fold``, ``bubble`` or ``blur``).
+    """One artifact of ``kind`` (``fold``, ``bubble``, ``pen`` or ``blur``).
 
     Raises:
         ValueError: an unknown kind.
     """
     if kind not in ARTIFACTS:
         raise ValueError(f"unknown artifact {kind!r}; known: {', '.join(ARTIFACTS)}")
-    return {"fold": fold, "bubble": bubble, "blur": blur_region}[kind](image, rng)
+    return {"fold": fold, "bubble": bubble, "pen": pen, "blur": blur_region}[kind](image, rng)

@@ -43,7 +43,15 @@ from pydantic import Field, field_validator, model_validator
 from histoblur.config import Config
 from histoblur.errors import InputError
 from histoblur.io.atomic import atomic_dir
-from histoblur.io.images import list_images, read_image, to_gray_float, to_rgb, write_image
+from histoblur.io.images import (
+    from_float,
+    list_images,
+    read_image,
+    to_float,
+    to_gray_float,
+    to_rgb,
+    write_image,
+)
 from histoblur.io.manifest import iter_jsonl
 from histoblur.io.paths import check_output_folder
 from histoblur.synthesis.blur import apply_blur
@@ -137,6 +145,9 @@ class DatasetConfig(Config):
             visibly changed the tile (local mean absolute luma difference, Gaussian sigma 3 px,
             above this value in [0, 1] units): blur over featureless glass or flat stain is not
             labelled blur. None labels every pixel of the polygons.
+        ink_p: probability of marker ink (:func:`histoblur.synthesis.artifacts.pen`) drawn over
+            the tile after blurring: a hard negative, flat and sharp-edged; where the ink is
+            dense (it hides the tissue) the mask is cleared.
         ranges: per-kind sampler overrides, e.g. ``{"gaussian": {"sigma": (2, 4)}}``.
 
     Examples:
@@ -160,6 +171,7 @@ class DatasetConfig(Config):
     blurred_fraction: float = Field(0.0, ge=0, le=1)
     scale: tuple[float, float] = (1.0, 1.0)
     visible_threshold: float | None = Field(None, gt=0, lt=1)
+    ink_p: float = Field(0.0, ge=0, le=1)
     ranges: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("methods")
@@ -257,9 +269,20 @@ def render(record: dict[str, Any], image: np.ndarray) -> tuple[np.ndarray, np.nd
             mask &= visible_change(sharp_tile, blur_tile, record["visible_threshold"])
     else:
         tile = sharp_tile.copy()
+    if record.get("ink") is not None:
+        tile, mask = _ink(tile, mask, record["ink"])
     if record["degrade"] is not None:
         tile = degrade(tile, DegradeSpec.model_validate(record["degrade"]))
     return tile, mask
+
+
+def _ink(tile: np.ndarray, mask: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Marker ink over a tile (seeded); the mask is cleared where the ink hides the tissue."""
+    from histoblur.synthesis.artifacts import pen
+
+    inked, _ = pen(to_float(tile), np.random.default_rng(seed))
+    dense = inked.max(axis=2) < 0.25
+    return from_float(inked, tile.dtype), mask & ~dense
 
 
 def _draw_polygons(index: int, config: DatasetConfig, rng: np.random.Generator) -> list[Polygon]:
@@ -322,6 +345,10 @@ def draw_sample(
         "visible_threshold": config.visible_threshold,
         "degrade": post.model_dump() if post is not None else None,
     }
+    if config.ink_p > 0:  # its own stream: datasets without ink are unchanged
+        ink = np.random.default_rng([config.seed, index, 5])
+        if ink.random() < config.ink_p:
+            record["ink"] = int(ink.integers(2**31))
     tile, mask = render(record, image)
     record["blurred_fraction"] = round(float(mask.mean()), 6)
     return record, tile, mask

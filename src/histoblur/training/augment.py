@@ -32,6 +32,8 @@ class AugmentConfig(Config):
         contrast: values scaled about their mean by ``1 + U(-c, c)`` (probability ``colour_p``).
         saturation: colour saturation scaled by ``1 + U(-s, s)`` (probability ``colour_p``).
         colour_p: probability of the brightness/contrast/saturation step.
+        gamma: values raised to ``exp(U(-g, g))`` (probability ``colour_p``): above 1 darkens
+            mid-tones as thick or heavily stained sections do.
         grey_p: probability of converting the tile to grey (for brightfield and grey stacks).
     """
 
@@ -43,6 +45,7 @@ class AugmentConfig(Config):
     contrast: float = Field(0.2, ge=0, le=1)
     saturation: float = Field(0.3, ge=0, le=1)
     colour_p: float = Field(0.5, ge=0, le=1)
+    gamma: float = Field(0.0, ge=0, le=1.5)
     grey_p: float = Field(0.1, ge=0, le=1)
 
 
@@ -74,6 +77,8 @@ def augment_pair(
         mean = float(x.mean())
         x = mean + (x - mean) * (1 + rng.uniform(-config.contrast, config.contrast))
         x = x + rng.uniform(-config.brightness, config.brightness)
+        if config.gamma > 0:  # drawn only when set: earlier runs keep their augmentations
+            x = np.clip(x, 0.0, 1.0) ** np.exp(rng.uniform(-config.gamma, config.gamma))
     if rng.random() < config.grey_p:
         luma = 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
         x = np.repeat(luma[..., None], 3, axis=2)

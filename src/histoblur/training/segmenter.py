@@ -31,6 +31,7 @@ from histoblur.training import loop, runs
 from histoblur.training.augment import AugmentConfig
 from histoblur.training.data import BuiltDataset, SegmentationBatches
 from histoblur.training.losses import bce_dice_loss
+from histoblur.training.sources import Source, coarsest_mpp, prepare_sources
 
 STATISTICAL_KINDS = (
     "gaussian",
@@ -64,7 +65,12 @@ class SegmenterTrainConfig(loop.AdamWTrainConfig):
     and ``weight_decay`` are the fields of :class:`~histoblur.training.loop.AdamWTrainConfig`.
 
     Attributes:
-        sharp_dir: folder of sharp tiles for on-the-fly synthesis (searched recursively).
+        sharp_dir: folder of sharp tiles for on-the-fly synthesis (searched recursively), taken
+            to be at ``working_mpp``.
+        sources: sharp sources with their resolutions (folders, images, slide levels), brought
+            to ``working_mpp`` in ``out/sources`` before training (instead of ``sharp_dir``).
+        working_mpp: the resolution (um/px) the model works at, recorded in its checkpoint;
+            detectors resample finer images to it.
         datasets: folders built by ``histoblur synth dataset`` to train on as well (or instead).
         dataset_share: probability that a sample comes from ``datasets`` when both are given.
         val: real-blur benchmark folders (``histoblur bench real-pairs``) scored every epoch;
@@ -82,6 +88,8 @@ class SegmenterTrainConfig(loop.AdamWTrainConfig):
 
     out: Path = Path("runs/segmenter")
     sharp_dir: Path | None = None
+    sources: tuple[Source, ...] = ()
+    working_mpp: float = Field(0.5, gt=0, le=50)
     datasets: tuple[Path, ...] = ()
     dataset_share: float = Field(0.5, ge=0, le=1)
     val: tuple[Path, ...] = ()
@@ -100,10 +108,21 @@ class SegmenterTrainConfig(loop.AdamWTrainConfig):
 
 
 def checkpoint_config(
-    config: SegmenterTrainConfig, row: dict[str, Any], **extra: Any
+    config: SegmenterTrainConfig, row: dict[str, Any], max_mpp: float | None = None, **extra: Any
 ) -> dict[str, Any]:
-    """The ``config.json`` stored beside a segmenter's weights."""
-    inference = {"threshold": config.threshold, "tile": 256, "input": "RGB float in [0, 1]"}
+    """The ``config.json`` stored beside a segmenter's weights.
+
+    ``inference.mpp`` is the working resolution; ``inference.max_mpp`` the coarsest resolution
+    of sharp tissue seen in training (coarser images are judged at their own resolution).
+    """
+    inference = {
+        "threshold": config.threshold,
+        "tile": 256,
+        "input": "RGB float in [0, 1]",
+        "mpp": config.working_mpp,
+    }
+    if max_mpp is not None:
+        inference["max_mpp"] = round(max_mpp, 3)
     return runs.checkpoint_meta("blur-segmentation", config.model, config, inference, row, **extra)
 
 
@@ -156,10 +175,12 @@ def train_segmenter(
         overwrite: replace an existing run folder.
         progress: called after each step with ``(step, total_steps, {"loss": ...})``.
     """
-    if config.sharp_dir is None and not config.datasets:
+    if config.sharp_dir is None and not config.sources and not config.datasets:
         raise InputError(
-            "Set sharp_dir (sharp tiles to synthesize from) or datasets in the config."
+            "Set sources or sharp_dir (sharp tiles to synthesize from) or datasets in the config."
         )
+    if config.sharp_dir is not None and config.sources:
+        raise InputError("Set either sharp_dir or sources in the config, not both.")
     for bench in config.val:
         if not (Path(bench) / "manifest.jsonl").is_file():
             raise InputError(f"Validation benchmark {bench} has no manifest.jsonl.")
@@ -177,12 +198,16 @@ def _train(config: SegmenterTrainConfig, run: runs.RunFolder) -> dict[str, Any]:
         averaged.load_state_dict(net.state_dict())
     run.begin({"raw": model, "optimizer": optimizer, "schedule": schedule})
     built = BuiltDataset.open(config.datasets) if config.datasets else None
+    sharp_dir, max_mpp = config.sharp_dir, None
+    if config.sources:
+        sharp_dir = prepare_sources(config.sources, config.working_mpp, out / "sources")
+        max_mpp = coarsest_mpp(sharp_dir) / min(1.0, config.synthesis.scale[0])
     stream = SegmentationBatches(
         config.synthesis,
         config.augment,
         config.batch_size,
         config.seed,
-        sharp_dir=config.sharp_dir,
+        sharp_dir=sharp_dir,
         built=built,
         built_share=config.dataset_share,
         start=run.step,
@@ -209,7 +234,7 @@ def _train(config: SegmenterTrainConfig, run: runs.RunFolder) -> dict[str, Any]:
         }
         dices = [v for k, v in scores.items() if k.startswith("dice/")]
         score = float(np.mean(dices)) if dices else -row["loss"]
-        saved = checkpoint_config(config, row, step=run.step)
+        saved = checkpoint_config(config, row, max_mpp, step=run.step)
         run.save_epoch(row, averaged.state_dict(), saved, score)
         _plot_curves(run.history, out / "curves.png")
         model.train()
