@@ -168,3 +168,45 @@ def test_default_model_tells_sharp_from_motion():
     assert classifier.classify(tile).label == "in_focus"
     moved = apply_blur(tile, make_spec("motion", length=25, angle=0))
     assert classifier.classify(moved).label == "motion"
+
+
+def test_segmenter_and_classifier_give_one_answer(tmp_path):
+    """The combined label is in focus exactly when the pooled map says so."""
+    from histoblur.inference.focus import FocusModel, combine
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        q = rng.dirichlet(np.ones(len(BLUR_TYPES)))
+        focus = float(rng.random())
+        p = combine(focus, dict(zip(BLUR_TYPES, q, strict=True)))
+        assert sum(p.values()) == pytest.approx(1.0, abs=1e-5)
+        assert p["in_focus"] == pytest.approx(1 - focus, abs=1e-6)
+        blur = [k for k in BLUR_TYPES if k != "in_focus"]
+        order = sorted(blur, key=lambda k: q[BLUR_TYPES.index(k)])
+        assert sorted(blur, key=p.__getitem__) == order  # the classifier still ranks the types
+    model = FocusModel.load()  # as the command loads it
+    image = (rng.random((96, 96, 3)) * 255).astype(np.uint8)
+    judgement = model.judge(image)
+    label, probs = judgement.blur_type.label, judgement.blur_type.probabilities
+    assert (label == "in_focus") == (judgement.focus_score < 0.5)
+    assert probs["in_focus"] == pytest.approx(1 - judgement.focus_score, abs=1e-6)
+    out = tmp_path / "c.csv"
+    write_image(tmp_path / "a.png", image)
+    assert main(["classify", "--out", str(out), str(tmp_path / "a.png")]) == 0
+    row = next(csv.DictReader(out.open()))
+    assert float(row["focus_score"]) == pytest.approx(judgement.focus_score, abs=1e-6)
+    assert row["label"] == label
+    assert (
+        main(
+            [
+                "classify",
+                "--classifier-only",
+                "--out",
+                str(out),
+                "--overwrite",
+                str(tmp_path / "a.png"),
+            ]
+        )
+        == 0
+    )
+    assert next(csv.DictReader(out.open()))["focus_score"] == ""

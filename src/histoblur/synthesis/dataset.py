@@ -68,6 +68,8 @@ from histoblur.synthesis.registry import parse_method, spec_from_dict
 from histoblur.synthesis.spec import SEED_RANGE, Range, check_range
 from histoblur.wsi.tissue import tissue_fraction
 
+VISIBLE_SIGMA = 3.0  # px: the local mean of visible_change
+
 
 class DegradeSampler(Config):
     """How often and how strongly tiles are degraded after compositing.
@@ -145,6 +147,10 @@ class DatasetConfig(Config):
             visibly changed the tile (local mean absolute luma difference, Gaussian sigma 3 px,
             above this value in [0, 1] units): blur over featureless glass or flat stain is not
             labelled blur. None labels every pixel of the polygons.
+        visible_sigma: the Gaussian sigma (px) of that local mean: larger values keep flat
+            patches inside blurred tissue labelled blurred when textured neighbours within
+            about this distance show the blur (a detector must judge them from context), and
+            clear only wide featureless areas.
         ink_p: probability of marker ink (:func:`histoblur.synthesis.artifacts.pen`) drawn over
             the tile after blurring: a hard negative, flat and sharp-edged; where the ink is
             dense (it hides the tissue) the mask is cleared.
@@ -171,6 +177,7 @@ class DatasetConfig(Config):
     blurred_fraction: float = Field(0.0, ge=0, le=1)
     scale: tuple[float, float] = (1.0, 1.0)
     visible_threshold: float | None = Field(None, gt=0, lt=1)
+    visible_sigma: float = Field(VISIBLE_SIGMA, gt=0, le=64)
     ink_p: float = Field(0.0, ge=0, le=1)
     ranges: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -190,9 +197,6 @@ class DatasetConfig(Config):
         if not 0.25 <= self.scale[0] <= self.scale[1] <= 4:
             raise ValueError("scale must be a range (low, high) within [0.25, 4]")
         return self
-
-
-VISIBLE_SIGMA = 3.0
 
 
 @lru_cache(maxsize=128)
@@ -266,7 +270,8 @@ def render(record: dict[str, Any], image: np.ndarray) -> tuple[np.ndarray, np.nd
         blur_tile = blurred[oy : oy + t, ox : ox + t]
         tile = composite(sharp_tile, blur_tile, soft_alpha(mask, record["feather"]))
         if record.get("visible_threshold") is not None:
-            mask &= visible_change(sharp_tile, blur_tile, record["visible_threshold"])
+            sigma = record.get("visible_sigma", VISIBLE_SIGMA)
+            mask &= visible_change(sharp_tile, blur_tile, record["visible_threshold"], sigma)
     else:
         tile = sharp_tile.copy()
     if record.get("ink") is not None:
@@ -345,6 +350,8 @@ def draw_sample(
         "visible_threshold": config.visible_threshold,
         "degrade": post.model_dump() if post is not None else None,
     }
+    if config.visible_sigma != VISIBLE_SIGMA:  # older manifests keep their records
+        record["visible_sigma"] = config.visible_sigma
     if config.ink_p > 0:  # its own stream: datasets without ink are unchanged
         ink = np.random.default_rng([config.seed, index, 5])
         if ink.random() < config.ink_p:
