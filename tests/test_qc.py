@@ -27,6 +27,7 @@ class HalfBlurred:
 
     def __init__(self, tile=64):
         self.tile, self.overlap, self.threshold, self.batch_size = tile, 8, 0.5, 4
+        self.mpp = 0.5  # working resolution, as a checkpoint records it
 
     def _predict(self, batch):
         return (batch[:, :1] < 0.5).astype(np.float32)
@@ -62,7 +63,7 @@ def test_working_resolution_and_missing_mpp():
     with pytest.raises(InputError, match="--slide-mpp"):
         SlideQC(ArrayReader(two_tone_slide()), HalfBlurred(), QCConfig())
     forced = SlideQC(ArrayReader(two_tone_slide()), HalfBlurred(), QCConfig(slide_mpp=1.0))
-    assert forced.mpp_source == "option" and forced.size == (600, 800)
+    assert forced.mpp_source == "option" and forced.size == (300, 400)  # never enlarged
 
 
 def test_geojson_region_lands_on_the_level0_rectangle(tmp_path):

@@ -58,7 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--mpp",
         type=float,
         default=QC.mpp,
-        help=f"working resolution in microns per pixel (default {QC.mpp})",
+        metavar="UM",
+        help="resolution in microns per pixel to judge blur at (default: the model's working "
+        "resolution, 0.5 for the shipped model, or the slide's own when coarser)",
     )
     qc.add_argument(
         "--slide-mpp",

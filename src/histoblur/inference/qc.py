@@ -76,7 +76,9 @@ class QCConfig(BaseModel):
 
     Attributes:
         model: ``default`` or a checkpoint folder.
-        mpp: working resolution (microns per pixel) at which blur is judged.
+        mpp: resolution (microns per pixel) at which blur is judged; None: the model's working
+            resolution (its checkpoint's ``inference.mpp``, 0.5 for the shipped model), or the
+            slide's own when coarser (a slide is never enlarged by default).
         slide_mpp: level-0 resolution to assume for slides that state none (or to override).
         threshold: blur probability above which a pixel is blurred (default: the model's).
         batch_size: windows per forward pass.
@@ -102,7 +104,7 @@ class QCConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     model: str = "default"
-    mpp: float = Field(0.5, gt=0.05, le=50)
+    mpp: float | None = Field(None, gt=0.05, le=50)
     slide_mpp: float | None = Field(None, gt=0.01, le=50)
     threshold: float | None = Field(None, gt=0, lt=1)
     batch_size: int = Field(BATCH_SIZE, ge=1, le=256)
@@ -176,11 +178,12 @@ class SlideQC:
     def __init__(self, reader: SlideReader, segmenter: Segmenter, config: QCConfig) -> None:
         self.reader, self.segmenter, self.config = reader, segmenter, config
         self.mpp0, self.mpp_source = slide_mpp(reader, config)
-        self.scale = config.mpp / self.mpp0  # level-0 pixels per working pixel
+        self.mpp = config.mpp or max(segmenter.mpp, self.mpp0)  # working resolution
+        self.scale = self.mpp / self.mpp0  # level-0 pixels per working pixel
         if self.scale < 1 / MAX_UPSAMPLE:
             raise InputError(
                 f"{Path(reader.path).name} is scanned at {self.mpp0:g} um/px ({self.mpp_source}), "
-                f"and --mpp {config.mpp:g} would enlarge it more than {MAX_UPSAMPLE:g} times; "
+                f"and --mpp {self.mpp:g} would enlarge it more than {MAX_UPSAMPLE:g} times; "
                 f"pass an --mpp of at least {self.mpp0 / MAX_UPSAMPLE:g}."
             )
         w0, h0 = reader.level_dimensions[0]
@@ -296,7 +299,7 @@ class SlideQC:
         tile = self.segmenter.tile
         picture = max(1, round(self.view_down / self.scale))
         geo = max(
-            round(self.config.geojson_mpp / self.config.mpp), -(-max(H, W) // GEO_MAX_SIDE), 1
+            round(self.config.geojson_mpp / self.mpp), -(-max(H, W) // GEO_MAX_SIDE), 1
         )
         prob_view, mask_view = RowReducer(H, W, picture), RowReducer(H, W, picture)
         mask_geo = RowReducer(H, W, geo)
@@ -337,7 +340,7 @@ class SlideQC:
                 mask_geo.add(mask)
                 blurred_px += int(blurred.sum())
                 tissue_px += int(on_tissue.sum())
-        area = (self.config.mpp / 1000) ** 2  # mm2 per working pixel
+        area = (self.mpp / 1000) ** 2  # mm2 per working pixel
         tissue_mm2 = tissue_px * area
         blurred_mm2 = blurred_px * area
         summary = {
@@ -347,7 +350,7 @@ class SlideQC:
             "level0_size": list(self.level0),
             "slide_mpp": round(self.mpp0, 5),
             "mpp_source": self.mpp_source,
-            "working_mpp": self.config.mpp,
+            "working_mpp": self.mpp,
             "working_size": [W, H],
             "level": self.level,
             "tissue_area_mm2": round(tissue_mm2, 4),

@@ -18,6 +18,7 @@ from histoblur.io.checkpoints import load_state, read_config
 from histoblur.models.autoencoder import AutoencoderConfig, FocalAutoencoder
 from histoblur.models.classifier import BlurTypeConfig, BlurTypeNet
 from histoblur.models.conv_denoiser import ConvDenoiser, ConvDenoiserConfig
+from histoblur.models.focuslite import FocusLiteConfig, FocusLiteNN
 from histoblur.models.gan import BlurGenerator, BlurGeneratorConfig, PatchCritic, PatchCriticConfig
 from histoblur.models.rednet import RedNet, RedNetConfig
 from histoblur.models.swin_denoiser import SwinDenoiser, SwinDenoiserConfig
@@ -43,6 +44,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "focal-ae": Architecture(AutoencoderConfig, FocalAutoencoder),
     "swin-denoiser": Architecture(SwinDenoiserConfig, SwinDenoiser),
     "conv-denoiser": Architecture(ConvDenoiserConfig, ConvDenoiser),
+    "focuslite": Architecture(FocusLiteConfig, FocusLiteNN),
 }
 
 
