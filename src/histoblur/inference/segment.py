@@ -188,9 +188,13 @@ class Segmenter:
         """
         x = to_network_input(to_working(image, mpp, self.mpp, self.max_mpp))
         h, w = x.shape[:2]
+        # an image smaller than a window is one window of its own size: padding a 128 px
+        # tile to 256 px with copies of its edge rows would show the network fake flat tissue
+        tile = max(MIN_TILE, min(self.tile, max(h, w)))
+        overlap = min(self.overlap, tile // 4)
         out = np.empty((h, w), np.float32)
         for row, block in predict_tiled(
-            x, self._predict, self.tile, self.overlap, self.batch_size, 1, progress
+            x, self._predict, tile, overlap, self.batch_size, 1, progress
         ):
             out[row : row + block.shape[0]] = block[..., 0]
         return to_input_size(out, image.shape[:2])
