@@ -1,6 +1,7 @@
 """The blur-type classifier on real images with known blur, one row per image.
 
     .venv/bin/python benchmarks/classify_real.py [--model default] [--csv runs/classify_real.csv]
+    .venv/bin/python benchmarks/classify_real.py --segmenter default   # as histoblur classify
 
 Expected labels: the FQPath pair (sharp side in focus, blurred side defocus); BBBC006 nuclei at
 defocus class -11 (defocus); the out-of-focus Leishmania picture (defocus); scikit-image's real
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from histoblur.inference.classify import BlurClassifier
+from histoblur.inference.focus import FocusModel
 from histoblur.io.images import read_image
 from histoblur.models.classifier import BLUR_TYPES
 
@@ -54,12 +56,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
     parser.add_argument("--csv", type=Path, default=None, help="also write the rows here")
+    parser.add_argument(
+        "--segmenter",
+        default=None,
+        help="judge with the segmenter's pooled map and the classifier together (FocusModel, "
+        "as histoblur classify does); default: the classifier alone",
+    )
     args = parser.parse_args()
-    classifier = BlurClassifier.load(args.model)
+    if args.segmenter:
+        model = FocusModel.load(args.segmenter, args.model)
+        judge = lambda image: model.judge(image).blur_type  # noqa: E731
+    else:
+        judge = BlurClassifier.load(args.model).classify
     table = []
     for group, path, expected in expected_labels():
         image = read_image(path)
-        result = classifier.classify(image[image.shape[0] // 2 :])  # the unseen bottom half
+        result = judge(image[image.shape[0] // 2 :])  # the unseen bottom half
         table.append({"group": group, "image": path.name, "expected": expected or "",
                       **result.row()})  # fmt: skip
     print("| group | image | expected | label | " + " | ".join(f"p_{c}" for c in BLUR_TYPES) + " |")

@@ -24,6 +24,7 @@ from torch.utils.data import IterableDataset
 
 from histoblur.config import Config
 from histoblur.errors import InputError
+from histoblur.inference.resolution import DEFAULT_WORKING_MPP
 from histoblur.io.atomic import write_text_atomic
 from histoblur.io.checkpoints import save_checkpoint
 from histoblur.io.images import to_float
@@ -79,6 +80,8 @@ class ClassifierTrainConfig(loop.AdamWTrainConfig):
         kinds: blur kinds (registry names) drawn for each blurred class.
         ranges: per-kind sampler overrides.
         tile: training tile side.
+        working_mpp: the resolution (um/px) the sources are taken to be at, recorded in the
+            checkpoint; the classifier resamples finer images to it.
         scale: range of source magnification (see :class:`DatasetConfig`).
         degrade: sensor noise / JPEG policy applied to every class alike.
         real: real images of known blur type (training regions only).
@@ -99,6 +102,7 @@ class ClassifierTrainConfig(loop.AdamWTrainConfig):
     }
     ranges: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(VISIBLE_RANGES))
     tile: int = Field(128, ge=32, le=1024)
+    working_mpp: float = Field(DEFAULT_WORKING_MPP, gt=0, le=50)
     scale: tuple[float, float] = (0.8, 1.25)
     degrade: DegradeSampler = DegradeSampler(noise_p=0.6, jpeg_p=0.5)
     augment: AugmentConfig = AugmentConfig()
@@ -226,7 +230,7 @@ def checkpoint_config(
     config: ClassifierTrainConfig, row: dict[str, Any], **extra: Any
 ) -> dict[str, Any]:
     """The ``config.json`` stored beside a classifier's weights."""
-    inference = {"tile": config.tile, "input": "RGB float in [0, 1]"}
+    inference = {"tile": config.tile, "input": "RGB float in [0, 1]", "mpp": config.working_mpp}
     meta = runs.checkpoint_meta(
         "blur-type-classification", config.model, config, inference, row, **extra
     )

@@ -22,6 +22,7 @@ from pydantic import Field
 
 from histoblur.errors import InputError
 from histoblur.inference.benchmark import evaluate_benchmark
+from histoblur.inference.resolution import DEFAULT_WORKING_MPP
 from histoblur.inference.segment import Segmenter
 from histoblur.io.atomic import atomic_path
 from histoblur.models.registry import load_model
@@ -89,7 +90,7 @@ class SegmenterTrainConfig(loop.AdamWTrainConfig):
     out: Path = Path("runs/segmenter")
     sharp_dir: Path | None = None
     sources: tuple[Source, ...] = ()
-    working_mpp: float = Field(0.5, gt=0, le=50)
+    working_mpp: float = Field(DEFAULT_WORKING_MPP, gt=0, le=50)
     datasets: tuple[Path, ...] = ()
     dataset_share: float = Field(0.5, ge=0, le=1)
     val: tuple[Path, ...] = ()
