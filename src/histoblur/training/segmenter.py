@@ -75,7 +75,9 @@ class SegmenterTrainConfig(loop.AdamWTrainConfig):
         datasets: folders built by ``histoblur synth dataset`` to train on as well (or instead).
         dataset_share: probability that a sample comes from ``datasets`` when both are given.
         val: real-blur benchmark folders (``histoblur bench real-pairs``) scored every epoch;
-            the best checkpoint maximises their mean Dice (the last epoch's loss without them).
+            the best checkpoint maximises their mean Dice minus their mean flagged fraction of
+            all-sharp tiles (a false alarm costs as much as a miss; the last epoch's loss
+            without them).
         model: network architecture.
         synthesis: blur kinds, ranges, masks, degradation and tile size of the training samples.
         augment: flips, stain/colour jitter, grey conversion.
@@ -234,7 +236,8 @@ def _train(config: SegmenterTrainConfig, run: runs.RunFolder) -> dict[str, Any]:
             **{k: round(v, 4) for k, v in scores.items()},
         }
         dices = [v for k, v in scores.items() if k.startswith("dice/")]
-        score = float(np.mean(dices)) if dices else -row["loss"]
+        flagged = [v for k, v in scores.items() if k.startswith("sharp_flagged/")]
+        score = float(np.mean(dices) - np.mean(flagged)) if dices else -row["loss"]
         saved = checkpoint_config(config, row, max_mpp, step=run.step)
         run.save_epoch(row, averaged.state_dict(), saved, score)
         _plot_curves(run.history, out / "curves.png")
