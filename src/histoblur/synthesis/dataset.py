@@ -429,14 +429,19 @@ def usable_sources(sharp_dir: Path, tile: int) -> list[Path]:
     """
     if not sharp_dir.is_dir():
         raise InputError(f"Sharp-image folder {sharp_dir} does not exist.")
-    folders = [sharp_dir, *sorted(p for p in sharp_dir.rglob("*") if p.is_dir())]
-    files = [f for d in folders for f in _images_or_empty(d)]
+    files = images_under(sharp_dir)
     if not files:
         raise InputError(f"Folder {sharp_dir} holds no image.")
     usable = [f for f in files if min(load_rgb(str(f)).shape[:2]) >= tile]
     if not usable:
         raise InputError(f"No image in {sharp_dir} is at least {tile} x {tile} px; lower --tile.")
     return usable
+
+
+def images_under(folder: Path) -> list[Path]:
+    """Images in ``folder`` and every sub-folder (folder by folder, sorted); may be empty."""
+    folders = [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())]
+    return [f for d in folders for f in _images_or_empty(d)]
 
 
 def _images_or_empty(folder: Path) -> list[Path]:

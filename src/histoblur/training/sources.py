@@ -34,7 +34,8 @@ from pydantic import Field, model_validator
 from histoblur.config import Config
 from histoblur.errors import InputError
 from histoblur.io.atomic import atomic_dir
-from histoblur.io.images import list_images, read_image, write_image
+from histoblur.io.images import read_image, write_image
+from histoblur.synthesis.dataset import images_under
 from histoblur.wsi.readers import open_slide
 from histoblur.wsi.tissue import tissue_fraction
 
@@ -82,18 +83,10 @@ def source_files(source: Source) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise InputError(f"Training source {path} does not exist.")
-    folders = [path, *sorted(p for p in path.rglob("*") if p.is_dir())]
-    files = [f for d in folders for f in _images_or_empty(d)]
+    files = images_under(path)
     if not files:
         raise InputError(f"Training source {path} holds no image.")
     return files
-
-
-def _images_or_empty(folder: Path) -> list[Path]:
-    try:
-        return list_images(folder)
-    except InputError:
-        return []
 
 
 def _crop(image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
