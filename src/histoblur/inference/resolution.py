@@ -81,7 +81,7 @@ def coarsest_mpp(config: dict) -> float:
     value = config.get("inference", {}).get("max_mpp")
     if value is None:
         return 4 * working_mpp(config)
-    return check_mpp(float(value), "the checkpoint's inference.max_mpp") or 4 * working_mpp(config)
+    return float(check_mpp(float(value), "the checkpoint's inference.max_mpp"))
 
 
 def scale_factor(

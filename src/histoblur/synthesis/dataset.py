@@ -54,6 +54,7 @@ from histoblur.io.images import (
 )
 from histoblur.io.manifest import iter_jsonl
 from histoblur.io.paths import check_output_folder
+from histoblur.synthesis.artifacts import pen
 from histoblur.synthesis.blur import apply_blur
 from histoblur.synthesis.composite import composite
 from histoblur.synthesis.degrade import MAX_PHOTONS, DegradeSpec, degrade
@@ -283,8 +284,6 @@ def render(record: dict[str, Any], image: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def _ink(tile: np.ndarray, mask: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Marker ink over a tile (seeded); the mask is cleared where the ink hides the tissue."""
-    from histoblur.synthesis.artifacts import pen
-
     inked, _ = pen(to_float(tile), np.random.default_rng(seed))
     dense = inked.max(axis=2) < 0.25
     return from_float(inked, tile.dtype), mask & ~dense
