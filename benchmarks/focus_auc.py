@@ -28,7 +28,9 @@ every plane of that field. Sets (label 0 in focus, 1 defocused):
 - ``sephace``: unstained cells, dz 0 and -0.65 um (0) vs |dz| >= 9.75 um (1);
 - ``urjc``: adipose-tissue stack at 1.3 um/px, plane +00 (0) vs planes 4 to 10 steps away (1);
 - ``bbbc006``: 16-bit fluorescence nuclei, z10 near focus (0) vs defocus class -11 (1),
-  unpaired (each image its own field), scored raw (uint16);
+  unpaired (each image its own field); every scorer sees each image as its stretched negative
+  (:func:`histoblur.inference.modality.as_bright_field`, what the detectors do to any dark-field
+  image themselves), so the baselines get the same view as the shipped models;
 - ``cmu1``: in-focus patches only (0) of cmu-1-small-region.svs (tissue fraction >= 0.5); it
   counts in the pooled AUC ``all`` and is reported as its mean score.
 
@@ -59,6 +61,7 @@ from safetensors.torch import load_file, save_file
 
 from histoblur.inference.baseline import HISTOQC_THRESHOLD, histoqc_blur_mask
 from histoblur.inference.classify import BlurClassifier
+from histoblur.inference.modality import as_bright_field
 from histoblur.inference.resolution import to_working
 from histoblur.inference.segment import Segmenter, to_network_input
 from histoblur.io.images import read_image, to_gray_float
@@ -192,7 +195,7 @@ def bbbc006() -> list[Patch]:
         labels = {r["file"]: int("defocus" in r["focus_label"]) for r in csv.DictReader(f)}
     out: list[Patch] = []
     for name, label in sorted(labels.items()):
-        image = bottom(read_image(folder / name))
+        image = as_bright_field(bottom(read_image(folder / name)))
         out += field("bbbc006", [(name, image, label)], image)
     return out
 

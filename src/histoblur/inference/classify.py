@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from histoblur.errors import InputError
+from histoblur.inference.modality import as_bright_field
 from histoblur.inference.resolution import coarsest_mpp, to_working, working_mpp
 from histoblur.inference.segment import to_network_input
 from histoblur.io.checkpoints import config_number
@@ -186,7 +187,8 @@ class BlurClassifier:
         ((4,), dtype('float32'), 2)
         """
         windows = select_windows(
-            to_network_input(to_working(image, mpp, self.mpp, self.max_mpp)), self.tile
+            to_network_input(to_working(as_bright_field(image), mpp, self.mpp, self.max_mpp)),
+            self.tile,
         )
         out = [
             self.model(torch.from_numpy(windows[i : i + self.batch_size]).to(self.device))

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from histoblur.inference.classify import BlurClassifier, BlurType
+from histoblur.inference.modality import as_bright_field
 from histoblur.inference.segment import Segmenter, pooled_focus
 from histoblur.wsi.tissue import tissue_mask
 
@@ -101,6 +102,7 @@ class FocusModel:
         Raises:
             InputError: an image too small for the classifier (see :data:`MIN_SIDE`).
         """
+        image = as_bright_field(image)
         own = self.classifier.classify(image, mpp)
         result = self.segmenter.segment(image, mpp=mpp)
         tissue = tissue_mask(image)

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from histoblur.errors import InputError, ParameterError
+from histoblur.inference.modality import as_bright_field
 from histoblur.inference.resolution import (
     coarsest_mpp,
     scale_factor,
@@ -186,7 +187,7 @@ class Segmenter:
             >>> prob.shape, prob.dtype, bool(0 <= prob.min() and prob.max() <= 1)
             ((40, 70), dtype('float32'), True)
         """
-        x = to_network_input(to_working(image, mpp, self.mpp, self.max_mpp))
+        x = to_network_input(to_working(as_bright_field(image), mpp, self.mpp, self.max_mpp))
         h, w = x.shape[:2]
         # an image smaller than a window is one window of its own size: padding a 128 px
         # tile to 256 px with copies of its edge rows would show the network fake flat tissue
@@ -224,6 +225,7 @@ class Segmenter:
         t = self.threshold if threshold is None else threshold
         if not 0.0 < t < 1.0:
             raise ParameterError(f"Threshold must be in (0, 1), got {t}.")
+        image = as_bright_field(image)
         prob = self.predict_proba(image, progress, mpp)
         mask = prob > t
         if self.tissue_only:
@@ -244,6 +246,7 @@ class Segmenter:
             >>> 0.0 <= segmenter.focus_score(tile) <= 1.0
             True
         """
+        image = as_bright_field(image)
         return pooled_focus(self.predict_proba(image, mpp=mpp), tissue_mask(image))
 
     def tiles_for(self, image: np.ndarray, mpp: float | None = None) -> int:
