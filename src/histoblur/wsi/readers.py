@@ -15,9 +15,10 @@ Examples:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -32,6 +33,7 @@ PLAUSIBLE_MPP = (0.05, 20.0)
 MAX_PLAIN_PIXELS = 2**28
 PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
+TILED_TIFF_SUFFIXES = (*TIFF_SUFFIXES, ".svs")  # tried with TiffTileReader first
 
 
 @runtime_checkable
@@ -234,6 +236,112 @@ class OpenSlideReader:
         self.slide.close()
 
 
+class TiffTileReader(OpenSlideReader):
+    """OpenSlide's geometry and metadata; pixels decoded straight from the TIFF's tiles.
+
+    For TIFF-based slides (Aperio SVS, generic pyramidal TIFF) the tiles of each pyramid level
+    are read with ``os.pread`` (thread-safe, no shared file position) and decoded by tifffile
+    and imagecodecs (libjpeg-turbo, OpenJPEG, zlib...), several times faster per pixel than
+    OpenSlide's ``read_region``, with the same pixels at level 0 (tests compare both on real
+    slides). At a level whose down-sample is not a whole number (4443 / 2221 px) a level-0
+    position falls between level pixels: OpenSlide resamples the level by that fraction of a
+    pixel, this reader starts at the nearest stored pixel.
+    Levels without a matching tiled 8-bit page, and any tile whose codec is missing, are read
+    through OpenSlide. Reads outside the image are white, as OpenSlide's transparent pixels.
+
+    Raises:
+        InputError: a file OpenSlide does not read, or one with no tiled level to decode.
+
+    Examples:
+        >>> import tempfile
+        >>> from histoblur.wsi.pyramid import write_pyramidal_tiff
+        >>> image = np.random.default_rng(0).integers(0, 255, (300, 200, 3), dtype=np.uint8)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = write_pyramidal_tiff(Path(tmp) / "s.tif", image)
+        ...     fast, reference = TiffTileReader(path), OpenSlideReader(path)
+        ...     same = np.array_equal(
+        ...         fast.read_region(40, 30, 0, (150, 260)),
+        ...         reference.read_region(40, 30, 0, (150, 260)),
+        ...     )
+        ...     for reader in (fast, reference):
+        ...         reader.close()
+        >>> fast.kind, same
+        ('tifffile', True)
+    """
+
+    kind = "tifffile"
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        import tifffile
+
+        try:
+            self._tiff = tifffile.TiffFile(self.path)
+        except (tifffile.TiffFileError, ValueError, OSError) as exc:
+            self.slide.close()
+            raise InputError(f"{path} is not a TIFF tifffile reads: {exc}.") from exc
+        tiled = {
+            (page.imagewidth, page.imagelength): page
+            for page in self._tiff.pages
+            if page.is_tiled
+            and page.planarconfig == 1  # contiguous samples
+            and page.samplesperpixel in (3, 4)
+            and page.bitspersample == 8
+            and page.imagedepth == 1
+        }
+        self._pages = [tiled.get(tuple(dims)) for dims in self.level_dimensions]
+        if not any(self._pages):
+            self.close()
+            raise InputError(f"{path} has no tiled 8-bit RGB level to decode directly.")
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def read_region(self, x: int, y: int, level: int, size: tuple[int, int]) -> np.ndarray:
+        """Read a box of level pixels whose top-left is level-0 ``(x, y)``."""
+        w, h = check_read(self, level, size)
+        page = self._pages[level]
+        if page is None:
+            return super().read_region(x, y, level, size)
+        d = self.level_downsamples[level]
+        lx, ly = int(round(x / d)), int(round(y / d))  # as ArrayReader (see the class notes)
+        out = np.full((h, w, 3), 255, np.uint8)
+        tw, th, width, height = page.tilewidth, page.tilelength, page.imagewidth, page.imagelength
+        across = -(-width // tw)
+        x0, y0, x1, y1 = max(lx, 0), max(ly, 0), min(lx + w, width), min(ly + h, height)
+        for ty in range(y0 // th, (y1 - 1) // th + 1 if y1 > y0 else 0):
+            for tx in range(x0 // tw, (x1 - 1) // tw + 1 if x1 > x0 else 0):
+                tile = self._tile(page, ty * across + tx, th, tw)
+                if tile is None:  # this read goes through OpenSlide
+                    return super().read_region(x, y, level, size)
+                # the part of this tile inside the box, in level coordinates
+                a0, b0 = max(x0, tx * tw), max(y0, ty * th)
+                a1, b1 = min(x1, (tx + 1) * tw), min(y1, (ty + 1) * th)
+                out[b0 - ly : b1 - ly, a0 - lx : a1 - lx] = tile[
+                    b0 - ty * th : b1 - ty * th, a0 - tx * tw : a1 - tx * tw
+                ]
+        return out
+
+    def _tile(self, page: Any, index: int, th: int, tw: int) -> np.ndarray | None:
+        """RGB uint8 (th, tw, 3) of one tile (white when the file stores none)."""
+        offset, count = page.dataoffsets[index], page.databytecounts[index]
+        if count == 0:
+            return np.full((th, tw, 3), 255, np.uint8)
+        data = os.pread(self._fd, count, offset)
+        try:
+            segment, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
+        except Exception:  # a codec imagecodecs lacks, or a damaged tile: OpenSlide decides
+            return None
+        return np.asarray(segment).reshape(th, tw, -1)[..., :3]
+
+    def close(self) -> None:
+        """Close the slide and the TIFF."""
+        super().close()
+        if getattr(self, "_tiff", None) is not None:
+            self._tiff.close()
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 def _float(value: object) -> float | None:
     try:
         return float(value)  # type: ignore[arg-type]
@@ -244,7 +352,8 @@ def _float(value: object) -> float | None:
 def open_slide(path: str | Path) -> SlideReader:
     """Open a slide or image with the right backend.
 
-    Plain PNG/JPEG/BMP go to :class:`ImageReader`; everything else to OpenSlide, and TIFFs that
+    Plain PNG/JPEG/BMP go to :class:`ImageReader`; tiled TIFF and SVS to :class:`TiffTileReader`
+    (tiles decoded by tifffile + imagecodecs); everything else to OpenSlide, and TIFFs that
     OpenSlide does not take (untiled, no pyramid) fall back to :class:`ImageReader`.
 
     Raises:
@@ -260,7 +369,7 @@ def open_slide(path: str | Path) -> SlideReader:
         ...     plain = open_slide(write_image(Path(tmp) / "s.png", image))
         ...     slide.close()
         >>> slide.kind, slide.mpp, len(slide.level_dimensions)
-        ('openslide', 0.5, 2)
+        ('tifffile', 0.5, 2)
         >>> plain.kind, plain.mpp  # a PNG states no resolution
         ('image', None)
         >>> open_slide("missing.svs")
@@ -272,6 +381,11 @@ def open_slide(path: str | Path) -> SlideReader:
     suffix = path.suffix.lower()
     if suffix in PLAIN_SUFFIXES:
         return ImageReader(path)
+    if suffix in TILED_TIFF_SUFFIXES:
+        try:
+            return TiffTileReader(path)
+        except InputError:
+            pass  # not a tiled TIFF tifffile decodes: OpenSlide alone
     try:
         return OpenSlideReader(path)
     except InputError as exc:
