@@ -243,3 +243,18 @@ def test_glass_is_never_flagged_unless_asked():
     assert not gated.mask[:, :32].any() and gated.mask[:, 40:].mean() > 0.9
     everything = Segmenter(model, tile=64, overlap=8, tissue_only=False).segment(image)
     assert everything.mask.all()
+
+
+def test_bf16_autocast_agrees_with_fp32_on_real_tissue(ihc):
+    """bfloat16 autocast (what --precision auto picks on CPUs with native BF16) keeps the mask."""
+    from histoblur.synthesis import apply_blur, make_spec
+
+    image = ihc[:256, :256].copy()
+    image[:, 128:] = apply_blur(image, make_spec("lens", radius=5))[:, 128:]
+    fp32 = Segmenter.load("default", tile=128, precision="fp32")
+    bf16 = Segmenter.load("default", tile=128, precision="bf16")
+    assert fp32.autocast is None and bf16.autocast is torch.bfloat16
+    a, b = fp32.segment(image), bf16.segment(image)
+    assert (a.mask == b.mask).mean() > 0.995
+    assert np.abs(a.probability - b.probability).max() < 0.1
+    assert a.mask[:, 160:].mean() > 0.5 and b.mask[:, 160:].mean() > 0.5

@@ -23,7 +23,7 @@ from histoblur.errors import HistoblurError, InputError, ParameterError, describ
 from histoblur.io.atomic import ensure_writable_dir, write_text_atomic
 from histoblur.io.images import DEFAULT_MAX_PIXELS, check_sizes, check_unique_stems, list_images
 from histoblur.io.paths import check_output_files
-from histoblur.models.hub import DEVICES
+from histoblur.models.hub import DEVICES, PRECISIONS
 
 # every command's messages: records of the ``histoblur`` logger, printed by :func:`set_verbosity`
 log = logging.getLogger("histoblur")
@@ -180,6 +180,17 @@ def add_device(
         choices=DEVICES,
         default=default,
         help=f"where {what}: auto (CUDA when available), cpu or cuda (default {default})",
+    )
+
+
+def add_precision(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    """Add ``--precision``: the arithmetic the network runs in."""
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=default,
+        help="auto (bfloat16 where the CPU or GPU runs it natively, else float32), fp32 (the "
+        f"reference) or bf16 (default {default}; masks agree with fp32 on >99.9 %% of pixels)",
     )
 
 

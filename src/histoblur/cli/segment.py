@@ -8,6 +8,7 @@ from pathlib import Path
 from histoblur.cli.common import (
     OutputFolder,
     add_mpp,
+    add_precision,
     add_run_options,
     expand_images,
     json_manifest,
@@ -73,6 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"windows per batch (default {BATCH_SIZE})",
     )
     add_mpp(seg)
+    add_precision(seg)
     add_run_options(seg)
     seg.set_defaults(func=run)
 
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         images,
         [p for image in images for p in output_paths(args.out, image).values()],
         args.out / "segment.json",
-        json_manifest({"model": str(args.model)}),
+        json_manifest({"model": str(args.model), "precision": args.precision}),
         args.overwrite,
         "Segment them into different --out folders.",
     )
@@ -98,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         batch_size=args.batch_size,
         tissue_only=not args.all_pixels,
+        precision=args.precision,
     )
     with folder.progress("segmenting", len(images)) as (bar, task):
         for path in images:

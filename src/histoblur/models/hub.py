@@ -140,6 +140,54 @@ def select_device(name: str | torch.device) -> torch.device:
     return torch.device(name)
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU runs bfloat16 natively (AVX-512 BF16 or AMX; Linux flags).
+
+    >>> isinstance(cpu_has_bf16(), bool)
+    True
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def select_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``name`` on ``device``: None for float32.
+
+    ``auto`` takes bfloat16 where the hardware runs it natively (a CPU with AVX-512 BF16 or
+    AMX, a CUDA device that supports it) and float32 elsewhere; ``bf16`` asks for it anyway
+    (slow on CPUs without native support); ``fp32`` is the reference.
+
+    Raises:
+        InputError: an unknown name.
+
+    Examples:
+        >>> select_precision("fp32", torch.device("cpu")) is None
+        True
+        >>> select_precision("bf16", torch.device("cpu"))
+        torch.bfloat16
+        >>> select_precision("half", torch.device("cpu"))
+        Traceback (most recent call last):
+        ...
+        histoblur.errors.InputError: Unknown precision 'half'; choose auto, fp32 or bf16.
+    """
+    if name not in PRECISIONS:
+        raise InputError(
+            f"Unknown precision {name!r}; choose {', '.join(PRECISIONS[:-1])} or bf16."
+        )
+    if name == "fp32":
+        return None
+    if name == "bf16":
+        return torch.bfloat16
+    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
+    return torch.bfloat16 if native else None
+
+
 def load_pretrained(
     model: str | Path, task: str, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, Any], Path]:
