@@ -64,3 +64,36 @@ def test_cohort_index_escapes_names_and_errors():
     page = cohort_index_html(rows, {})
     assert "<x>" not in page.split("<tbody>")[1]
     assert "bad &lt;file&gt; &amp; more" in page
+
+
+def test_cohort_index_has_a_status_column_a_filter_and_shows_zeros():
+    rows = [
+        {"stem": "fine", "status": "ok", "blurred_fraction": 0.01, "tiles": 3},
+        {"stem": "glass", "status": "no_tissue", "blurred_fraction": 0.0, "tiles": 0,
+         "tissue_area_mm2": 0.0, "blurred_area_mm2": 0.0, "blurred_regions": 0},
+        {"stem": "soft", "status": "flagged", "blurred_fraction": 0.3, "tiles": 5},
+        {"stem": "worse", "status": "flagged", "blurred_fraction": 0.6, "tiles": 5},
+        {"stem": "broken", "status": "error", "error": "not a slide"},
+    ]  # fmt: skip
+    page = cohort_index_html(rows, {}, flag_above=0.05)
+    assert _order_of(page) == ["broken", "worse", "soft", "glass", "fine"]  # act on these first
+    body = page.split("<tbody>")[1]
+    statuses = re.findall(r"<tr class='(\w+)' data-status='(\w+)'>", body)
+    assert [a for a, b in statuses if a == b] == ["error", "flagged", "flagged", "no_tissue", "ok"]
+    glass = body.split("data-value='glass'", 1)[1].split("</tr>")[0]
+    assert "<td data-value='no_tissue'>no tissue</td>" in glass
+    assert "<td data-value='0'>0</td>" in glass and "<td data-value='0.0'>0.0</td>" in glass
+    assert "<td data-value='0.0'>0.0%</td>" in glass  # a zero reads 0, not a blank cell
+    assert (
+        "5 slides, 4 processed, 1 failed: 2 flagged (more than 5.0% of the tissue blurred)" in page
+    )
+    assert "1 without tissue, 1 ok" in page
+    assert "<select id='status'>" in page and "<option value='flagged'>flagged (2)</option>" in page
+    assert "r.dataset.status !== want" in page  # the filter hides the other rows
+
+
+def test_slide_report_lists_warnings():
+    pic = np.zeros((8, 8, 3), np.uint8)
+    page = slide_report_html(_summary(warnings=["a.svs states 0.25 um/px"]), pic, pic, pic)
+    assert "<th>Warnings</th><td>a.svs states 0.25 um/px</td>" in page
+    assert "<th>Warnings</th><td>none</td>" in slide_report_html(_summary(), pic, pic, pic)

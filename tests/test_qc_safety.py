@@ -145,6 +145,9 @@ def test_cohort_files_histoblur_did_not_write_are_never_replaced(tmp_path, sourc
         ("--threshold", "1", "--threshold"),
         ("--threshold", "-0.1", "--threshold"),
         ("--threshold", "nan", "--threshold"),
+        ("--flag-above", "1", "--flag-above"),
+        ("--flag-above", "-0.1", "--flag-above"),
+        ("--flag-above", "nan", "--flag-above"),
     ],
 )
 def test_out_of_range_options_are_one_sentence(tmp_path, source, capsys, option, value, words):

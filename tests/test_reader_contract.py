@@ -24,7 +24,14 @@ from histoblur.errors import HistoblurError, InputError
 from histoblur.io.images import read_image, write_image
 from histoblur.wsi import readers
 from histoblur.wsi.pyramid import write_pyramidal_tiff
-from histoblur.wsi.readers import ArrayReader, ImageReader, SlideReader, open_slide
+from histoblur.wsi.readers import (
+    ArrayReader,
+    ImageReader,
+    OpenSlideReader,
+    SlideReader,
+    TiffTileReader,
+    open_slide,
+)
 
 W, H = 192, 144  # every level of the pyramid has an integral down-sample (1, 2, 4)
 MPP = 0.5
@@ -49,7 +56,11 @@ Opener = Callable[[Path, np.ndarray], SlideReader]
 
 
 def _openslide(tmp: Path, image: np.ndarray) -> SlideReader:
-    return open_slide(write_pyramidal_tiff(tmp / "slide.tif", image, mpp=MPP, tile=TILE))
+    return OpenSlideReader(write_pyramidal_tiff(tmp / "slide.tif", image, mpp=MPP, tile=TILE))
+
+
+def _tifffile(tmp: Path, image: np.ndarray) -> SlideReader:
+    return TiffTileReader(write_pyramidal_tiff(tmp / "slide.tif", image, mpp=MPP, tile=TILE))
 
 
 def _image(tmp: Path, image: np.ndarray) -> SlideReader:
@@ -62,6 +73,7 @@ def _array(tmp: Path, image: np.ndarray) -> SlideReader:
 
 OPENERS: dict[str, tuple[Opener, int]] = {
     "openslide": (_openslide, 3),
+    "tifffile": (_tifffile, 3),
     "image": (_image, 1),
     "array": (_array, 3),
 }
@@ -186,7 +198,7 @@ def test_an_empty_read_is_empty_or_refused(opened):
 
 @pytest.mark.parametrize(
     ("suffix", "kind"),
-    [(".png", "image"), (".jpg", "image"), (".tif", "image"), (".pyramid.tif", "openslide")],
+    [(".png", "image"), (".jpg", "image"), (".tif", "image"), (".pyramid.tif", "tifffile")],
 )
 def test_open_slide_picks_the_backend(tmp_path, suffix, kind):
     image = slide_image()

@@ -1,12 +1,18 @@
 """Cohort QC: many slides, resumable, failures isolated, in-process or on a Dask cluster.
 
-A slide is done when ``OUT/<stem>/summary.json`` exists (it is written last, inside a folder that
-is renamed into place), so a crashed run resumes where it stopped. Every failure becomes a row
-with a one-sentence ``error``; the other slides go on. ``OUT/cohort.csv`` and ``OUT/index.html``
-are rewritten at the end from every summary in ``OUT``, old and new, plus the earlier error rows
-of slides not yet done: a run with other slides into the same ``OUT`` adds rows, it never drops
-any. ``OUT`` may not be, hold or lie inside an input folder, nor hold an input slide, and
-folder searches never take histoblur's own QC outputs (or hidden files) for slides.
+A slide is done when ``OUT/<stem>/`` holds every output file (it is built under a temporary
+name and renamed into place, ``summary.json`` written last) and its summary's ``parameters``
+equal the ones this run would use (:func:`histoblur.inference.qc.result_parameters`: model
+and weights digest, threshold, resolutions, tissue and GeoJSON settings, histoblur version);
+any other slide is QC'd again, so a killed or re-parametrised run resumes where it stopped and
+never keeps a result made with other settings. Every failure becomes a row with a one-sentence
+``error``; the other slides go on. ``OUT/cohort.csv`` and ``OUT/index.html`` are rebuilt at the
+end from every complete summary in ``OUT``, old and new, plus the earlier error rows of slides
+not yet done: a run with other slides into the same ``OUT`` adds rows, it never drops any.
+Each row has a ``status``: ``ok``, ``flagged`` (blurred fraction above ``flag_above``),
+``no_tissue`` or ``error``. ``OUT`` may not be, hold or lie inside an input folder, nor hold an
+input slide, folder searches never take histoblur's own QC outputs (or hidden files) for
+slides, and only files with a slide suffix are inputs.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import csv
 import functools
 import io
 import json
+import logging
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -22,11 +30,23 @@ from pathlib import Path
 from typing import Any
 
 from histoblur.errors import HistoblurError, InputError, OutputError, ParameterError
-from histoblur.inference.qc import SUMMARY, QCConfig, qc_slide
+from histoblur.inference.qc import (
+    MAX_SLIDE_MPP,
+    MIN_SLIDE_MPP,
+    OUTPUT_FILES,
+    SUMMARY,
+    QCConfig,
+    choose_mpp,
+    mpp_keys,
+    qc_slide,
+    result_parameters,
+)
 from histoblur.inference.segment import Segmenter
 from histoblur.io.atomic import write_text_atomic
 from histoblur.io.images import check_unique_stems
 from histoblur.io.qc_report import COHORT_TITLE, cohort_index_html
+
+log = logging.getLogger(__name__)
 
 SCHEDULER_TIMEOUT_S = 10  # how long to wait for a Dask scheduler to answer
 
@@ -40,13 +60,15 @@ SLIDE_SUFFIXES = (
     ".dcm", ".png", ".jpg", ".jpeg",
 )  # fmt: skip
 COLUMNS = (
-    "stem", "slide", "error", "blurred_fraction", "blurred_area_mm2", "tissue_area_mm2",
+    "stem", "slide", "error", "status", "blurred_fraction", "blurred_area_mm2", "tissue_area_mm2",
     "blurred_regions", "tiles", "seconds", "read_seconds", "compute_seconds", "slide_mpp",
     "mpp_source", "working_mpp", "level", "reader", "model", "threshold",
 )  # fmt: skip
 
 
 COHORT_CSV, COHORT_INDEX = "cohort.csv", "index.html"
+# a slide's status in the cohort table, in the order a QC engineer reads them
+OK, FLAGGED, NO_TISSUE, ERROR = "ok", "flagged", "no_tissue", "error"
 
 
 def max_workers() -> int:
@@ -78,8 +100,13 @@ def check_workers(workers: int) -> int:
 
 
 def is_qc_output(folder: Path) -> bool:
-    """Whether ``folder`` is one slide's QC output (``summary.json`` beside ``blur_mask.png``)."""
-    return (folder / SUMMARY).is_file() and (folder / "blur_mask.png").is_file()
+    """Whether ``folder`` is (part of) one slide's QC output.
+
+    It is when it holds two or more of the files a slide's QC writes
+    (:data:`~histoblur.inference.qc.OUTPUT_FILES`), so even a partial copy of an output folder
+    is never searched for slides.
+    """
+    return sum((folder / name).is_file() for name in OUTPUT_FILES) >= 2
 
 
 def _search(folder: Path) -> list[Path]:
@@ -99,12 +126,14 @@ def find_slides(inputs: Sequence[str | Path]) -> list[Path]:
     """Slide files from files and folders (folders searched recursively by suffix), sorted.
 
     A folder search skips hidden files and folders (temporaries) and every folder holding a
-    slide's QC outputs (``summary.json`` and ``blur_mask.png``): histoblur's own pictures are
-    never taken for slides. Files named explicitly are always taken.
+    slide's QC outputs (see :func:`is_qc_output`): histoblur's own pictures are
+    never taken for slides. Files named explicitly are taken when their suffix is a slide's
+    (:data:`SLIDE_SUFFIXES`, any case).
 
     Raises:
-        InputError: empty input, a missing path, a folder without slides, or two slides sharing
-            a file stem (their output folders would collide).
+        InputError: empty input, a missing path, a file without a slide suffix, a folder
+            without slides, or two slides sharing a file stem (their output folders would
+            collide).
     """
     if not inputs:
         raise InputError("No slides given.")
@@ -118,12 +147,93 @@ def find_slides(inputs: Sequence[str | Path]) -> list[Path]:
                     "histoblur's own QC outputs are not slides)."
                 )
             found += inside
+        elif item.exists() and item.suffix.lower() not in SLIDE_SUFFIXES:
+            raise InputError(
+                f"{item} is not a slide file (slides end in {', '.join(SLIDE_SUFFIXES)})."
+            )
         elif item.exists():
             found.append(item)
         else:
             raise InputError(f"Slide {item} does not exist.")
     check_unique_stems(found, "QC them into different --out folders.")
     return found
+
+
+def read_slide_mpps(path: str | Path) -> dict[str, float]:
+    r"""Level-0 microns per pixel per slide from a CSV with the columns ``slide`` and ``mpp``.
+
+    ``slide`` is a file name (``a.svs``) or a path (relative ones are taken from the CSV's
+    folder); other columns are ignored. Returns file name or resolved path -> mpp, as
+    :attr:`QCConfig.slide_mpps <histoblur.inference.qc.QCConfig>` takes it.
+
+    Raises:
+        InputError: a missing or unreadable file, no ``slide`` / ``mpp`` column, no rows, an
+            empty slide, an mpp that is not a number in (0.01, 50], or a slide named twice.
+
+    Examples:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     csv_path = Path(tmp) / "mpp.csv"
+        ...     _ = csv_path.write_text("slide,mpp,scanner\na.svs,0.25,AT2\nb.tif,0.5,\n")
+        ...     read_slide_mpps(csv_path)
+        {'a.svs': 0.25, 'b.tif': 0.5}
+    """
+    path = Path(path)
+    what = f"--slide-mpp-csv {path}"
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            table = [(reader.line_num, r) for r in reader if any(c.strip() for c in r)]
+    except FileNotFoundError:
+        raise InputError(f"{what} does not exist.") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{what} cannot be read as CSV text (it is not UTF-8).") from exc
+    except (OSError, csv.Error) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise InputError(f"{what} cannot be read as CSV text: {reason}.") from exc
+    header = [c.strip().lower() for c in table[0][1]] if table else []
+    if "slide" not in header or "mpp" not in header:
+        raise InputError(
+            f"{what} needs a header row with the columns slide and mpp "
+            f"(got {', '.join(header) or 'nothing'})."
+        )
+    if len(table) < 2:
+        raise InputError(f"{what} lists no slides below its header.")
+    name_at, mpp_at = header.index("slide"), header.index("mpp")
+    mpps: dict[str, float] = {}
+    lines: dict[str, int] = {}
+    for line, row in table[1:]:
+        slide = row[name_at].strip() if name_at < len(row) else ""
+        raw = row[mpp_at].strip() if mpp_at < len(row) else ""
+        if not slide:
+            raise InputError(f"{what} line {line} names no slide.")
+        try:
+            mpp = float(raw)
+        except ValueError:
+            mpp = math.nan
+        if not (math.isfinite(mpp) and MIN_SLIDE_MPP < mpp <= MAX_SLIDE_MPP):
+            raise InputError(
+                f"{what} line {line}: mpp {raw!r} of {slide} is not a number "
+                f"above {MIN_SLIDE_MPP:g} and at most {MAX_SLIDE_MPP:g} microns per pixel."
+            )
+        key = slide if Path(slide).name == slide else str((path.parent / slide).resolve())
+        if key in mpps:
+            raise InputError(
+                f"{what} line {line} names {slide} again (first on line "
+                f"{lines[key]}); list each slide once."
+            )
+        mpps[key], lines[key] = mpp, line
+    return mpps
+
+
+def unmatched_mpps(mpps: dict[str, float], slides: Sequence[Path]) -> list[str]:
+    """The entries of :func:`read_slide_mpps` that name none of ``slides`` (likely typos).
+
+    >>> unmatched_mpps({"a.svs": 0.25, "c.svs": 0.5}, [Path("x/a.svs"), Path("b.svs")])
+    ['c.svs']
+    """
+    names = {key for p in slides for key in mpp_keys(p)}
+    return [key for key in mpps if key not in names]
 
 
 def _inside(folder: Path, path: Path) -> bool:
@@ -206,14 +316,97 @@ def check_writable(out: Path) -> Path:
     return out
 
 
-def completed(out: Path, slide: Path) -> dict[str, Any] | None:
-    """The saved summary of a slide already processed into ``out``, else None."""
-    path = out / slide.stem / SUMMARY
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError):
+def complete_summary(folder: Path) -> dict[str, Any] | None:
+    """The summary of a complete slide output folder (every output file there), else None.
+
+    A folder of a killed run, with a damaged or missing ``summary.json`` or a missing picture,
+    is not complete: its slide is QC'd again.
+    """
+    folder = Path(folder)
+    if not all((folder / f).is_file() for f in OUTPUT_FILES):
         return None
-    return summary if isinstance(summary, dict) else None
+    try:
+        summary = json.loads((folder / SUMMARY).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("stem") != folder.name:
+        return None
+    return summary
+
+
+def completed(out: Path, slide: Path) -> dict[str, Any] | None:
+    """The saved summary of a slide already processed into ``out`` (complete), else None."""
+    return complete_summary(Path(out) / slide.stem)
+
+
+def _shown(key: str, value: Any) -> str:
+    """A parameter as a log line shows it: floats short, digests by their first 12 digits."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if key == "model_sha256" and isinstance(value, str):
+        return value[:12]
+    return str(value)
+
+
+def rerun_reason(
+    summary: dict[str, Any], slide: Path, config: QCConfig, segmenter: Segmenter
+) -> str:
+    """Why a finished slide must be QC'd again with ``config``; '' when it is done.
+
+    Its summary's ``parameters`` are compared with those this run would use (the slide's
+    resolution found from the ``metadata_mpp`` it recorded, so the slide is not opened).
+
+    Examples:
+        >>> segmenter = Segmenter.load(tile=64)
+        >>> params = result_parameters(QCConfig(), segmenter, 0.5)
+        >>> summary = {"metadata_mpp": 0.5, "parameters": params}
+        >>> rerun_reason(summary, Path("a.svs"), QCConfig(), segmenter)
+        ''
+        >>> rerun_reason(summary, Path("a.svs"), QCConfig(threshold=0.8), segmenter)
+        'threshold changed (0.5 -> 0.8)'
+        >>> rerun_reason({}, Path("a.svs"), QCConfig(), segmenter)
+        'its summary records no QC parameters (an older histoblur wrote it)'
+    """
+    stored = summary.get("parameters")
+    if not isinstance(stored, dict) or "metadata_mpp" not in summary:
+        return "its summary records no QC parameters (an older histoblur wrote it)"
+    try:
+        mpp0 = choose_mpp(slide, summary["metadata_mpp"], config)[0]
+    except InputError:
+        return "its resolution is no longer given (--slide-mpp or --slide-mpp-csv)"
+    now = result_parameters(config, segmenter, mpp0)
+    changes = [
+        f"{key} changed ({_shown(key, stored.get(key, 'unset'))} -> {_shown(key, value)})"
+        for key, value in now.items()
+        if stored.get(key, "unset") != value
+    ]
+    return ", ".join(changes)
+
+
+def status(row: dict[str, Any], flag_above: float) -> str:
+    """A cohort row's status: ``error``, ``no_tissue``, ``flagged`` or ``ok``.
+
+    ``flagged``: more than ``flag_above`` of the tissue blurred; ``no_tissue``: no tissue
+    found (no window judged), whose blurred fraction is 0 but means nothing.
+
+    >>> status({"error": "bad"}, 0.05), status({"tissue_area_mm2": 0.0, "tiles": 0}, 0.05)
+    ('error', 'no_tissue')
+    >>> row = {"tissue_area_mm2": "1.5", "tiles": "9", "blurred_fraction": "0.08"}  # from CSV
+    >>> status(row, 0.05), status(row, 0.1)
+    ('flagged', 'ok')
+    """
+    if row.get("error"):
+        return ERROR
+
+    def number(key: str) -> float:
+        try:
+            return float(row.get(key) or 0.0)
+        except (TypeError, ValueError):
+            return 0.0
+
+    if number("tissue_area_mm2") <= 0 or number("tiles") <= 0:
+        return NO_TISSUE
+    return FLAGGED if number("blurred_fraction") > flag_above else OK
 
 
 def same_slide(stored: str | None, slide: Path) -> bool:
@@ -306,11 +499,15 @@ def run_cohort(
     scheduler: str | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
     slide_progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
 ) -> list[dict[str, Any]]:
     """QC every slide not yet done, then write ``cohort.csv`` and ``index.html``; returns rows.
 
+    A slide is done when its output folder is complete and was made with this run's
+    parameters (see :func:`rerun_reason`; each re-run is logged with its reason).
     ``cohort.csv`` and ``index.html`` cover every slide QC'd into ``out`` (see
-    :func:`cohort_rows`); the returned rows are this run's slides, in their order.
+    :func:`cohort_rows`); the returned rows are this run's slides, in their order, each with
+    its ``status``.
 
     Args:
         slides: slide paths (unique stems).
@@ -320,6 +517,8 @@ def run_cohort(
         scheduler: address of a running Dask scheduler (``tcp://host:port``); overrides workers.
         progress: called with each finished row (also for slides skipped as already done).
         slide_progress: tile progress ``(done, total)`` of the current slide (in-process only).
+        overwrite: QC every slide again, done or not (a folder holding another slide's QC is
+            still never replaced).
 
     Raises:
         OutputError: ``out`` holds an input or cannot be written (before any slide is read).
@@ -331,39 +530,54 @@ def run_cohort(
     check_unique_stems(slides, "QC them into different --out folders.")
     check_out(out, slides)
     check_writable(out)
+    distributed = bool(scheduler or workers > 1)
+    # the network here: in-process it runs the slides; on a cluster it only tells what a
+    # slide's parameters would be (its weights digest), so it stays on the CPU
+    local = functools.partial(
+        _segmenter, config.model, config.batch_size, 0, "cpu" if distributed else config.device
+    )
     rows: dict[str, dict[str, Any]] = {}
     todo: list[Path] = []
     for slide in slides:
         done = completed(out, slide)
         if done is not None and not same_slide(done.get("slide"), slide):
             rows[slide.stem] = clash_row(out, slide, str(done.get("slide")))
-            if progress is not None:
-                progress(rows[slide.stem])
-        elif done is not None:
-            rows[slide.stem] = {**done, "error": "", "skipped": True}
-            if progress is not None:
-                progress(rows[slide.stem])
+        elif done is not None and not overwrite:
+            reason = rerun_reason(done, slide, config, local())
+            if not reason:
+                rows[slide.stem] = {**done, "error": "", "skipped": True}
+            else:
+                log.info(f"{slide.stem}: QC again: {reason}")
+                todo.append(slide)
+                continue
         else:
             todo.append(slide)
+            continue
+        if progress is not None:
+            progress(with_status(rows[slide.stem], config.flag_above))
     cfg = config.model_dump_json()
-    if todo and (scheduler or workers > 1):
+    if todo and distributed:
         for row in _run_dask(todo, out, cfg, workers, scheduler):
             rows[row["stem"]] = row
             if progress is not None:
-                progress(row)
+                progress(with_status(row, config.flag_above))
     else:
         for slide in todo:
             try:
-                segmenter = _segmenter(config.model, config.batch_size, 0, config.device)
-                row = {**qc_slide(slide, out, config, segmenter, slide_progress), "error": ""}
+                row = {**qc_slide(slide, out, config, local(), slide_progress), "error": ""}
             except Exception as exc:  # isolation: one broken slide must not stop a cohort
                 row = error_row(slide, exc)
             rows[slide.stem] = row
             if progress is not None:
-                progress(row)
-    ordered = [rows[s.stem] for s in slides]
-    write_cohort(out, cohort_rows(out, ordered))
+                progress(with_status(row, config.flag_above))
+    ordered = [with_status(rows[s.stem], config.flag_above) for s in slides]
+    write_cohort(out, cohort_rows(out, ordered, config.flag_above), config.flag_above)
     return ordered
+
+
+def with_status(row: dict[str, Any], flag_above: float) -> dict[str, Any]:
+    """``row`` with its :func:`status`."""
+    return {**row, "status": status(row, flag_above)}
 
 
 def read_cohort(out: Path) -> list[dict[str, str]]:
@@ -375,23 +589,21 @@ def read_cohort(out: Path) -> list[dict[str, str]]:
         return []
 
 
-def cohort_rows(out: Path, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def cohort_rows(
+    out: Path, rows: Sequence[dict[str, Any]], flag_above: float
+) -> list[dict[str, Any]]:
     """Every slide of ``out``: this run's ``rows`` merged into what ``out`` already records.
 
-    One row per finished output folder (its ``summary.json``; this run's rows win), plus the
+    One row per complete output folder (its ``summary.json``; this run's rows win), plus the
     error rows of the earlier ``cohort.csv`` and of this run, one per slide (the later wins),
     less those whose slide is now done. So a run with other slides into the same ``out`` adds
-    rows and never drops any; sorted by stem, the finished row of a stem first.
+    rows and never drops any; sorted by stem, the finished row of a stem first; each row
+    with its :func:`status` under ``flag_above``.
     """
     done: dict[str, dict[str, Any]] = {}
     for path in sorted(out.glob(f"*/{SUMMARY}")):
-        if path.parent.name.startswith("."):
-            continue
-        try:
-            summary = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(summary, dict) and summary.get("stem") == path.parent.name:
+        summary = complete_summary(path.parent)
+        if summary is not None:
             done[path.parent.name] = {**summary, "error": ""}
     errors = [dict(r) for r in read_cohort(out) if r.get("error")]
     for row in rows:
@@ -408,6 +620,7 @@ def cohort_rows(out: Path, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any
         same = failed.setdefault(stem, [])
         same[:] = [r for r in same if not same_slide(r.get("slide"), slide)] + [row]
     merged = [*done.values(), *(r for rs in failed.values() for r in rs)]
+    merged = [with_status(r, flag_above) for r in merged]
     return sorted(merged, key=lambda r: (str(r["stem"]), bool(r.get("error")), str(r["slide"])))
 
 
@@ -446,8 +659,11 @@ def _run_dask(
             cluster.close()
 
 
-def write_cohort(out: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """``cohort.csv`` (one row per slide, ``error`` column) and ``index.html``, atomically."""
+def write_cohort(out: Path, rows: Sequence[dict[str, Any]], flag_above: float) -> None:
+    """``cohort.csv`` (one row per slide, ``error`` and ``status`` columns) and ``index.html``.
+
+    Both are written atomically (a temporary file renamed into place), from the same rows.
+    """
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
     writer.writeheader()
@@ -459,4 +675,4 @@ def write_cohort(out: Path, rows: Sequence[dict[str, Any]]) -> None:
         for r in rows
         if not r.get("error") and (out / r["stem"] / "overlay.png").is_file()
     }
-    write_text_atomic(out / COHORT_INDEX, cohort_index_html(list(rows), thumbs))
+    write_text_atomic(out / COHORT_INDEX, cohort_index_html(list(rows), thumbs, flag_above))

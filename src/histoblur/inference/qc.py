@@ -34,17 +34,22 @@ Examples:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import logging
+import os
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from histoblur import __version__
 from histoblur.errors import InputError
@@ -60,7 +65,18 @@ from histoblur.models.tiling import BATCH_SIZE, axis_starts, blend_bands
 from histoblur.wsi.readers import SlideReader, best_level, open_slide, read_scaled, thumbnail
 from histoblur.wsi.tissue import detect_tissue, tissue_mask
 
+log = logging.getLogger(__name__)
+
 SUMMARY = "summary.json"
+# every file of a slide's output folder; the folder counts as complete when all are there
+OUTPUT_FILES = (
+    "blur_mask.png", "probability.png", "thumbnail.png", "overlay.png", "heatmap.png",
+    "blur.geojson", "report.html", SUMMARY,
+)  # fmt: skip
+# level-0 resolutions a user may give (--slide-mpp, --slide-mpp-csv), in microns per pixel
+MIN_SLIDE_MPP, MAX_SLIDE_MPP = 0.01, 50.0
+# a given resolution this far (relative) from the slide's metadata is worth a warning
+MPP_TOLERANCE = 0.10
 # Longest side of the mask traced into GeoJSON: slides wider than GEO_MAX_SIDE x geojson_mpp
 # are traced more coarsely, so the traced mask stays bounded (at most 4096 x 4096).
 GEO_MAX_SIDE = 4096
@@ -79,8 +95,15 @@ class QCConfig(BaseModel):
         mpp: resolution (microns per pixel) at which blur is judged; None: the model's working
             resolution (its checkpoint's ``inference.mpp``, 0.5 for the shipped model), or the
             slide's own when coarser (a slide is never enlarged by default).
-        slide_mpp: level-0 resolution to assume for slides that state none (or to override).
+        slide_mpp: level-0 resolution of slides whose metadata states none (the fallback).
+        slide_mpps: level-0 resolution per slide, by file name or absolute path (read from
+            ``--slide-mpp-csv``); it beats ``slide_mpp``.
+        force_slide_mpp: use ``slide_mpps`` / ``slide_mpp`` even where the metadata states a
+            resolution (the rare override); needs one of them.
         threshold: blur probability above which a pixel is blurred (default: the model's).
+        flag_above: blurred fraction of the tissue above which a slide's status is
+            ``flagged`` (to re-scan); decided when the cohort table is written, so changing
+            it re-labels slides without re-running them.
         batch_size: windows per forward pass.
         device: where the network runs (``auto``: CUDA when available).
         readers: threads decoding windows ahead of the network.
@@ -93,20 +116,31 @@ class QCConfig(BaseModel):
 
     Examples:
         >>> config = QCConfig(mpp=1.0, device="cpu")
-        >>> config.model, config.mpp, config.slide_mpp, config.threshold
-        ('default', 1.0, None, None)
+        >>> config.model, config.mpp, config.slide_mpp, config.threshold, config.flag_above
+        ('default', 1.0, None, None, 0.05)
         >>> QCConfig(mpp=0)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         pydantic_core._pydantic_core.ValidationError: 1 validation error for QCConfig
+        ...
+        >>> QCConfig(force_slide_mpp=True)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        pydantic_core._pydantic_core.ValidationError: 1 validation error for QCConfig
+          Value error, --force-slide-mpp needs --slide-mpp or --slide-mpp-csv ...
         ...
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     model: str = "default"
     mpp: float | None = Field(None, gt=0.05, le=50)
-    slide_mpp: float | None = Field(None, gt=0.01, le=50)
+    slide_mpp: float | None = Field(None, gt=MIN_SLIDE_MPP, le=MAX_SLIDE_MPP)
+    slide_mpps: dict[str, Annotated[float, Field(gt=MIN_SLIDE_MPP, le=MAX_SLIDE_MPP)]] = Field(
+        default_factory=dict
+    )
+    force_slide_mpp: bool = False
     threshold: float | None = Field(None, gt=0, lt=1)
+    flag_above: float = Field(0.05, ge=0, lt=1)
     batch_size: int = Field(BATCH_SIZE, ge=1, le=256)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     readers: int = Field(2, ge=1, le=32)
@@ -116,9 +150,94 @@ class QCConfig(BaseModel):
     min_region_um2: float = Field(2000.0, ge=0)
     thumbnail_side: int = Field(1600, ge=64)
 
+    @model_validator(mode="after")
+    def _force_needs_a_value(self) -> QCConfig:
+        if self.force_slide_mpp and self.slide_mpp is None and not self.slide_mpps:
+            raise ValueError(
+                "--force-slide-mpp needs --slide-mpp or --slide-mpp-csv (the value to use "
+                "instead of the metadata)"
+            )
+        return self
+
+
+def mpp_keys(path: str | Path) -> tuple[str, str, str]:
+    """The ``slide_mpps`` keys that name a slide, most specific first.
+
+    Its path as written (made absolute), its resolved path, and its file name.
+    """
+    path = Path(path)
+    return os.path.abspath(path), str(path.resolve()), path.name
+
+
+def given_mpp(path: str | Path, config: QCConfig) -> tuple[float, str] | None:
+    """The level-0 resolution the user gives for a slide and where: ``csv`` or ``option``.
+
+    A ``slide_mpps`` entry by absolute path beats one by file name, which beats ``slide_mpp``.
+
+    >>> config = QCConfig(slide_mpp=0.5, slide_mpps={"a.svs": 0.25, "/data/b.svs": 1.0})
+    >>> given_mpp("/x/a.svs", config), given_mpp("/data/b.svs", config), given_mpp("c.svs", config)
+    ((0.25, 'csv'), (1.0, 'csv'), (0.5, 'option'))
+    >>> given_mpp("c.svs", QCConfig()) is None
+    True
+    """
+    for key in mpp_keys(path):
+        if key in config.slide_mpps:
+            return config.slide_mpps[key], "csv"
+    return None if config.slide_mpp is None else (config.slide_mpp, "option")
+
+
+def choose_mpp(
+    path: str | Path, metadata: float | None, config: QCConfig
+) -> tuple[float, str, str]:
+    """Level-0 microns per pixel of a slide, its source and a warning ('' when none).
+
+    The slide's ``metadata`` wins; a given value (see :func:`given_mpp`) fills in a slide
+    without one, or wins with ``force_slide_mpp``. A given value more than 10 % from the
+    metadata is warned about either way. Refuses to guess.
+
+    Raises:
+        InputError: the slide states no plausible resolution and none is given.
+
+    Examples:
+        >>> choose_mpp("a.svs", 0.25, QCConfig(slide_mpp=0.26))  # within 10 %: no warning
+        (0.25, 'metadata', '')
+        >>> mpp, source, warning = choose_mpp("a.svs", 0.25, QCConfig(slide_mpp=0.5))
+        >>> mpp, source, warning.split(";")[0]
+        (0.25, 'metadata', 'a.svs states 0.25 um/px but --slide-mpp gives 0.5')
+        >>> forced = QCConfig(slide_mpp=0.5, force_slide_mpp=True)
+        >>> choose_mpp("a.svs", 0.25, forced)[:2], choose_mpp("b.png", None, forced)
+        ((0.5, 'option'), (0.5, 'option', ''))
+    """
+    name = Path(path).name
+    given = given_mpp(path, config)
+    if given is None:
+        if metadata is None:
+            raise InputError(
+                f"{name} states no (plausible) microns per pixel; pass --slide-mpp (0.25 for a "
+                "40x scan, 0.5 for 20x) or list it in --slide-mpp-csv."
+            )
+        return metadata, "metadata", ""
+    value, source = given
+    if metadata is None:
+        return value, source, ""
+    flag = "--slide-mpp-csv" if source == "csv" else "--slide-mpp"
+    warning = ""
+    if abs(value - metadata) > MPP_TOLERANCE * metadata:
+        if config.force_slide_mpp:
+            warning = (
+                f"{name} states {metadata:g} um/px but {flag} gives {value:g}; using "
+                f"{value:g} as --force-slide-mpp asks."
+            )
+        else:
+            warning = (
+                f"{name} states {metadata:g} um/px but {flag} gives {value:g}; using the "
+                f"metadata (pass --force-slide-mpp to use {value:g})."
+            )
+    return (value, source, warning) if config.force_slide_mpp else (metadata, "metadata", warning)
+
 
 def slide_mpp(reader: SlideReader, config: QCConfig) -> tuple[float, str]:
-    """Level-0 microns per pixel and where it came from; refuses to guess.
+    """Level-0 microns per pixel of an opened slide and its source (see :func:`choose_mpp`).
 
     Raises:
         InputError: the slide states no plausible resolution and the config gives none.
@@ -135,14 +254,72 @@ def slide_mpp(reader: SlideReader, config: QCConfig) -> tuple[float, str]:
         ...
         histoblur.errors.InputError: <array> states no (plausible) microns per pixel; ...
     """
-    if config.slide_mpp is not None:
-        return config.slide_mpp, "option"
-    if reader.mpp is not None:
-        return reader.mpp, "metadata"
-    raise InputError(
-        f"{Path(reader.path).name} states no (plausible) microns per pixel; pass --slide-mpp "
-        "(0.25 for a 40x scan, 0.5 for 20x)."
-    )
+    return choose_mpp(reader.path, reader.mpp, config)[:2]
+
+
+def working_mpp(config: QCConfig, segmenter: Segmenter, mpp0: float) -> float:
+    """The resolution blur is judged at: ``config.mpp``, else the model's or the slide's."""
+    return config.mpp or max(segmenter.mpp, mpp0)
+
+
+_DIGESTS: weakref.WeakKeyDictionary[torch.nn.Module, str] = weakref.WeakKeyDictionary()
+
+
+def weights_digest(segmenter: Segmenter) -> str | None:
+    """SHA-256 of the segmenter's network weights (names, dtypes, shapes, values).
+
+    None for a stand-in without a network. Computed once per network.
+
+    >>> a, b = Segmenter.load("default", tile=64), Segmenter.load("default", tile=128)
+    >>> digest = weights_digest(a)
+    >>> len(digest), digest == weights_digest(b)
+    (64, True)
+    """
+    model = getattr(segmenter, "model", None)
+    if not isinstance(model, torch.nn.Module):
+        return None
+    if model not in _DIGESTS:
+        digest = hashlib.sha256()
+        for name, tensor in sorted(model.state_dict().items()):
+            t = tensor.detach().to("cpu").contiguous().reshape(-1)
+            digest.update(f"{name}:{t.dtype}:{tuple(tensor.shape)};".encode())
+            digest.update(t.view(torch.uint8).numpy().tobytes())
+        _DIGESTS[model] = digest.hexdigest()
+    return _DIGESTS[model]
+
+
+def result_parameters(config: QCConfig, segmenter: Segmenter, mpp0: float) -> dict[str, Any]:
+    """Everything that shapes a slide's QC results, as stored in its ``summary.json``.
+
+    A finished slide is taken as done only when its stored ``parameters`` equal these (the
+    run options ``batch_size``, ``device``, ``readers`` and ``flag_above`` leave the results
+    as they are, so they are not here).
+
+    Args:
+        config: the run's settings.
+        segmenter: the network (its weights, window, overlap, threshold and resolution).
+        mpp0: the slide's level-0 resolution as used (see :func:`choose_mpp`).
+
+    >>> params = result_parameters(QCConfig(threshold=0.8), Segmenter.load(tile=64), 0.25)
+    >>> params["threshold"], params["slide_mpp"], params["working_mpp"], params["tile"]
+    (0.8, 0.25, 0.5, 64)
+    """
+    threshold = segmenter.threshold if config.threshold is None else config.threshold
+    return {
+        "model": config.model,
+        "model_sha256": weights_digest(segmenter),
+        "tile": segmenter.tile,
+        "overlap": segmenter.overlap,
+        "threshold": threshold,
+        "slide_mpp": mpp0,
+        "working_mpp": working_mpp(config, segmenter, mpp0),
+        "tissue_mpp": config.tissue_mpp,
+        "min_tissue": config.min_tissue,
+        "geojson_mpp": config.geojson_mpp,
+        "min_region_um2": config.min_region_um2,
+        "thumbnail_side": config.thumbnail_side,
+        "histoblur_version": __version__,
+    }
 
 
 def _coverage(tissue: np.ndarray, box: tuple[float, float, float, float]) -> float:
@@ -159,7 +336,7 @@ class SlideQC:
     """QC of one opened slide with one segmenter; :meth:`run` returns the maps and numbers.
 
     Raises:
-        InputError: the slide's resolution is unknown (see :func:`slide_mpp`).
+        InputError: the slide's resolution is unknown (see :func:`choose_mpp`).
 
     Examples:
         >>> import skimage.data
@@ -177,8 +354,8 @@ class SlideQC:
 
     def __init__(self, reader: SlideReader, segmenter: Segmenter, config: QCConfig) -> None:
         self.reader, self.segmenter, self.config = reader, segmenter, config
-        self.mpp0, self.mpp_source = slide_mpp(reader, config)
-        self.mpp = config.mpp or max(segmenter.mpp, self.mpp0)  # working resolution
+        self.mpp0, self.mpp_source, self.warning = choose_mpp(reader.path, reader.mpp, config)
+        self.mpp = working_mpp(config, segmenter, self.mpp0)
         self.scale = self.mpp / self.mpp0  # level-0 pixels per working pixel
         if self.scale < 1 / MAX_UPSAMPLE:
             raise InputError(
@@ -298,9 +475,7 @@ class SlideQC:
         H, W = self.size
         tile = self.segmenter.tile
         picture = max(1, round(self.view_down / self.scale))
-        geo = max(
-            round(self.config.geojson_mpp / self.mpp), -(-max(H, W) // GEO_MAX_SIDE), 1
-        )
+        geo = max(round(self.config.geojson_mpp / self.mpp), -(-max(H, W) // GEO_MAX_SIDE), 1)
         prob_view, mask_view = RowReducer(H, W, picture), RowReducer(H, W, picture)
         mask_geo = RowReducer(H, W, geo)
         writers = (
@@ -312,9 +487,8 @@ class SlideQC:
             else []
         )
         tissue_px = blurred_px = 0
-        threshold = (
-            self.segmenter.threshold if self.config.threshold is None else self.config.threshold
-        )
+        parameters = result_parameters(self.config, self.segmenter, self.mpp0)
+        threshold = parameters["threshold"]
         k = self.scale / self.thumb_down
         cols = np.minimum((np.arange(W) * k).astype(int), tissue.shape[1] - 1)
         grid = (max(H, tile), max(W, tile))
@@ -350,6 +524,7 @@ class SlideQC:
             "level0_size": list(self.level0),
             "slide_mpp": round(self.mpp0, 5),
             "mpp_source": self.mpp_source,
+            "metadata_mpp": self.reader.mpp,
             "working_mpp": self.mpp,
             "working_size": [W, H],
             "level": self.level,
@@ -363,6 +538,8 @@ class SlideQC:
             "model": self.config.model,
             "threshold": threshold,
             "histoblur_version": __version__,
+            "warnings": [self.warning] if self.warning else [],
+            "parameters": parameters,
         }
         return {
             "summary": summary,

@@ -19,9 +19,12 @@ COHORT_TITLE = "Blur QC cohort"  # also how ``qc`` recognises an index.html it w
 
 INDEX_STYLE = """
 th{cursor:pointer;user-select:none}th:after{content:' \\2195';color:#aaa}
-tr.error td{background:#fdecea}
+tr.error td{background:#fdecea}tr.flagged td{background:#fff4d6}tr.no_tissue td{color:#777}
 td img{max-width:160px;max-height:120px;border:0}
 """
+
+# statuses as a QC engineer reads them: what to act on first
+STATUS_ORDER = ("error", "flagged", "no_tissue", "ok")
 
 SORT_SCRIPT = """
 document.querySelectorAll('th').forEach(function (th, col) {
@@ -45,6 +48,12 @@ document.querySelectorAll('th').forEach(function (th, col) {
     rows.forEach(function (r) { body.appendChild(r); });
   });
 });
+document.getElementById('status').addEventListener('change', function (e) {
+  var want = e.target.value;
+  document.querySelectorAll('tbody tr').forEach(function (r) {
+    r.hidden = want !== '' && r.dataset.status !== want;
+  });
+});
 """
 
 SLIDE_FACTS = (
@@ -53,6 +62,7 @@ SLIDE_FACTS = (
     ("Tissue area (mm²)", "tissue_area_mm2", "{:.3f}"),
     ("Blurred regions", "blurred_regions", "{}"),
     ("Tiles", "tiles", "{}"),
+    ("Warnings", None, None),
     ("Seconds (read / compute)", None, None),
     ("Slide mpp (source)", None, None),
     ("Working mpp / level", None, None),
@@ -81,6 +91,7 @@ def _fact(summary: Mapping[str, Any], label: str, key: str | None, fmt: str | No
         "Slide mpp (source)": lambda: f"{s.get('slide_mpp', '?')} ({s.get('mpp_source', '?')})",
         "Working mpp / level": lambda: f"{s.get('working_mpp', '?')} / {s.get('level', '?')}",
         "Model / threshold": lambda: f"{s.get('model', '?')} / {s.get('threshold', '?')}",
+        "Warnings": lambda: " ".join(s.get("warnings") or []) or "none",
     }
     if key is None:
         return derived[label]()
@@ -124,42 +135,57 @@ def slide_report_html(
     return _page(f"Blur QC: {stem}", body)
 
 
+def _status(row: Mapping[str, Any]) -> str:
+    """The row's ``status``; rows without one: ``error`` when they hold an error, else ``ok``."""
+    given = str(row.get("status") or "")
+    if given in STATUS_ORDER:
+        return given
+    return "error" if row.get("error") else "ok"
+
+
 def _order(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Failed slides first, then the most blurred."""
+    """Failed slides first, then flagged, without tissue and ok; the most blurred first."""
 
     def key(row: Mapping[str, Any]) -> tuple[int, float, str]:
-        failed = bool(row.get("error"))
         try:
             fraction = float(row.get("blurred_fraction") or 0.0)
         except (TypeError, ValueError):
             fraction = 0.0
-        return (0 if failed else 1, -fraction, str(row.get("stem", "")))
+        return (STATUS_ORDER.index(_status(row)), -fraction, str(row.get("stem", "")))
 
     return sorted(rows, key=key)
 
 
 def _cell(value: Any, shown: str | None = None) -> str:
+    """A sortable table cell; a missing value is empty, a zero reads 0."""
     raw = "" if value is None else str(value)
-    text = raw if shown is None else shown
+    text = html.escape(raw) if shown is None else shown
     return f"<td data-value='{html.escape(raw)}'>{text}</td>"
 
 
-def cohort_index_html(rows: Sequence[Mapping[str, Any]], thumbnails: Mapping[str, str]) -> str:
-    """Sortable cohort table, failed slides first then the most blurred; links each slide's report.
+def cohort_index_html(
+    rows: Sequence[Mapping[str, Any]],
+    thumbnails: Mapping[str, str],
+    flag_above: float | None = None,
+) -> str:
+    """Sortable cohort table with a status filter; failed slides first, then flagged ones.
 
     Args:
-        rows: one mapping per slide (the ``cohort.csv`` columns).
+        rows: one mapping per slide (the ``cohort.csv`` columns, ``status`` among them).
         thumbnails: slide stem -> picture path relative to the index.
+        flag_above: the blurred fraction above which a slide is flagged (for the legend).
     """
-    failed = sum(1 for r in rows if r.get("error"))
+    counts = {s: sum(1 for r in rows if _status(r) == s) for s in STATUS_ORDER}
     head = (
-        "<tr><th>Slide</th><th>Picture</th><th>Blurred tissue</th><th>Blurred mm²</th>"
-        "<th>Tissue mm²</th><th>Regions</th><th>Tiles</th><th>Seconds</th><th>Error</th></tr>"
+        "<tr><th>Slide</th><th>Status</th><th>Picture</th><th>Blurred tissue</th>"
+        "<th>Blurred mm²</th><th>Tissue mm²</th><th>Regions</th><th>Tiles</th><th>Seconds</th>"
+        "<th>Error</th></tr>"
     )
     body = []
     for row in _order(rows):
         stem = str(row.get("stem", ""))
         error = str(row.get("error") or "")
+        state = _status(row)
         name = html.escape(stem)
         if not error:
             name = f"<a href='{html.escape(stem)}/report.html'>{name}</a>"
@@ -177,10 +203,11 @@ def cohort_index_html(rows: Sequence[Mapping[str, Any]], thumbnails: Mapping[str
             shown = html.escape(str(fraction))
         cells = [
             f"<td data-value='{html.escape(stem)}'>{name}</td>",
+            _cell(state, html.escape(state.replace("_", " "))),
             f"<td data-value='{html.escape(stem)}'>{picture}</td>",
             _cell(fraction, shown),
             *(
-                _cell(row.get(k), html.escape(str(row.get(k) or "")))
+                _cell(row.get(k))
                 for k in (
                     "blurred_area_mm2",
                     "tissue_area_mm2",
@@ -189,16 +216,26 @@ def cohort_index_html(rows: Sequence[Mapping[str, Any]], thumbnails: Mapping[str
                     "seconds",
                 )
             ),
-            _cell(error, html.escape(error)),
+            _cell(error),
         ]
-        css = " class='error'" if error else ""
-        body.append(f"<tr{css}>" + "".join(cells) + "</tr>")
+        body.append(f"<tr class='{state}' data-status='{state}'>" + "".join(cells) + "</tr>")
+    rule = f" (more than {flag_above:.1%} of the tissue blurred)" if flag_above is not None else ""
+    failed = counts["error"]
     intro = (
-        f"<p>{len(rows)} slides, {len(rows) - failed} processed, {failed} failed. "
-        "Failed slides first, then the most blurred; click a column to sort.</p>"
+        f"<p>{len(rows)} slides, {len(rows) - failed} processed, {failed} failed: "
+        f"{counts['flagged']} flagged{rule}, {counts['no_tissue']} without tissue, "
+        f"{counts['ok']} ok. Failed slides first, then flagged ones and the most blurred; "
+        "click a column to sort.</p>"
+    )
+    choices = "".join(
+        f"<option value='{s}'>{s.replace('_', ' ')} ({counts[s]})</option>" for s in STATUS_ORDER
+    )
+    select = (
+        "<p><label>Show <select id='status'>"
+        f"<option value=''>all ({len(rows)})</option>{choices}</select></label></p>"
     )
     table = (
         f"<div class='scroll'><table><thead>{head}</thead>"
         f"<tbody>{''.join(body)}</tbody></table></div>"
     )
-    return _page(COHORT_TITLE, intro + table, INDEX_STYLE, SORT_SCRIPT)
+    return _page(COHORT_TITLE, intro + select + table, INDEX_STYLE, SORT_SCRIPT)

@@ -15,7 +15,7 @@ Examples:
     ...     region = reader.read_region(200, 200, 0, (4, 4))
     ...     reader.close()
     >>> reader.kind, reader.level_dimensions, reader.mpp
-    ('openslide', ((800, 600), (400, 300), (200, 150)), 0.5)
+    ('tifffile', ((800, 600), (400, 300), (200, 150)), 0.5)
     >>> region.shape, bool((region == (180, 90, 160)).all())
     ((4, 4, 3), True)
 """
