@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/segmentation.py [--tiles 64] [--threads 2]
 
 Times, on 256 x 256 RGB uint8 tiles cut from a real H&E image (random tiles when the data folder
-is absent): the shipped default model at several batch sizes, the light variant (same width,
+is absent): the shipped default model at several batch sizes (float32, channels-last) and with
+bfloat16 autocast (``--precision bf16``), the light variant (same width,
 depthwise-separable convolutions) and a full-resolution U-Net (no strided stem) for reference,
 and the Laplacian-energy baseline; then one 2048 x 2048 image through tiled inference (overlap
 32, blended). Each row reports the median of 3 timed runs after one warm-up, tiles per second and
@@ -54,8 +55,8 @@ def build(name: str):
 
     if name == "baseline":
         return laplacian_blur_mask, 0
-    if name.startswith("default"):
-        seg = Segmenter.load("default")
+    if name.startswith("default"):  # default-bf16@8: bfloat16 autocast (fp32 otherwise)
+        seg = Segmenter.load("default", precision="bf16" if "-bf16" in name else "fp32")
     else:
         cfg = {
             "light": UNetConfig(width=16, depth=4, stem_stride=2, separable=True),
@@ -143,7 +144,15 @@ def main() -> None:
     print(f"{args.tiles} tiles of 256 x 256 per timed run, median of 3\n")
     rows = [
         in_child(run_one, name, args.tiles, args.threads)
-        for name in ("default@1", "default@8", "default@16", "light@8", "fullres@8", "baseline")
+        for name in (
+            "default@1",
+            "default@8",
+            "default@16",
+            "default-bf16@8",
+            "light@8",
+            "fullres@8",
+            "baseline",
+        )
     ]
     print(f"{'configuration':<28}{'params':>10}{'tiles/s':>10}{'vs goal':>9}{'peak MB':>9}")
     for r in rows:
