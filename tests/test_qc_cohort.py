@@ -96,7 +96,7 @@ def test_a_slide_is_done_only_when_its_parameters_match(tmp_path, source, capsys
     assert (
         params["model"] == "default" and params["histoblur_version"] == stored["histoblur_version"]
     )
-    assert (params["threshold"], params["slide_mpp"], params["working_mpp"]) == (0.5, 0.5, 0.5)
+    assert (params["threshold"], params["slide_mpp"], params["working_mpp"]) == (0.55, 0.5, 0.5)
     assert stored["metadata_mpp"] == 0.5
     written = (out / "a" / "summary.json").stat().st_mtime_ns
     capsys.readouterr()
@@ -107,7 +107,7 @@ def test_a_slide_is_done_only_when_its_parameters_match(tmp_path, source, capsys
 
     assert qc(slide, "--out", out, "--threshold", "0.8") == 0  # another threshold: QC'd again
     err = capsys.readouterr().err
-    assert "a: QC again: threshold changed (0.5 -> 0.8)" in err and "already done" not in err
+    assert "a: QC again: threshold changed (0.55 -> 0.8)" in err and "already done" not in err
     assert summary(out, "a")["threshold"] == summary(out, "a")["parameters"]["threshold"] == 0.8
     assert table(out)[0]["threshold"] == "0.8"
 
@@ -183,7 +183,7 @@ def test_a_subset_rerun_keeps_every_slide_in_the_table_and_the_index(tmp_path, s
     assert qc(b, "--out", out, "--threshold", "0.8") == 0  # b alone, QC'd again
     rows = {r["stem"]: r for r in table(out)}
     assert set(rows) == {"a", "b"}
-    assert (rows["a"]["threshold"], rows["b"]["threshold"]) == ("0.5", "0.8")
+    assert (rows["a"]["threshold"], rows["b"]["threshold"]) == ("0.55", "0.8")
     assert index_rows(out).keys() == {"a", "b"}
     page = (out / "index.html").read_text()
     assert "href='a/report.html'" in page and "href='b/report.html'" in page

@@ -363,7 +363,7 @@ def rerun_reason(
         >>> rerun_reason(summary, Path("a.svs"), QCConfig(), segmenter)
         ''
         >>> rerun_reason(summary, Path("a.svs"), QCConfig(threshold=0.8), segmenter)
-        'threshold changed (0.5 -> 0.8)'
+        'threshold changed (0.55 -> 0.8)'
         >>> rerun_reason({}, Path("a.svs"), QCConfig(), segmenter)
         'its summary records no QC parameters (an older histoblur wrote it)'
     """

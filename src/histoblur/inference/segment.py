@@ -112,7 +112,7 @@ class Segmenter:
         >>> network, config, _ = load_pretrained("default", TASK)
         >>> segmenter = Segmenter(network, config, tile=64, batch_size=4)
         >>> segmenter.tile, segmenter.overlap, segmenter.threshold, segmenter.device.type
-        (64, 16, 0.5, 'cpu')
+        (64, 16, 0.55, 'cpu')
     """
 
     def __init__(
@@ -351,7 +351,7 @@ def segment_file(
         >>> written
         ['tile.png', 'tile_mask.png', 'tile_overlay.png', 'tile_prob.png']
         >>> row["height"], row["width"], row["threshold"]
-        (32, 48, 0.5)
+        (32, 48, 0.55)
     """
     image = read_image(image_path) if image is None else image
     result = segmenter.segment(image, threshold, progress, mpp)
