@@ -27,6 +27,7 @@ class HalfBlurred:
 
     def __init__(self, tile=64):
         self.tile, self.overlap, self.threshold, self.batch_size = tile, 8, 0.5, 4
+        self.autocast = None  # float32
         self.mpp = 0.5  # working resolution, as a checkpoint records it
 
     def _predict(self, batch):

@@ -8,8 +8,6 @@ from typing import Any, Protocol
 
 import cv2
 import numpy as np
-import scipy.fft
-from scipy.optimize import minimize, minimize_scalar
 
 from histoblur.calibration.config import CalibrationConfig
 from histoblur.errors import ParameterError
@@ -192,6 +190,8 @@ class Scorer:
         self.border, self.pad = border, pad
         padded = cv2.copyMakeBorder(sharp, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
         padded = padded.reshape(self.h + 2 * pad, self.w + 2 * pad, self.c).transpose(2, 0, 1)
+        import scipy.fft  # here: scipy.fft and scipy.optimize take ~0.3 s to import
+
         self.shape = tuple(scipy.fft.next_fast_len(n, real=True) for n in padded.shape[1:])
         self.spectrum = scipy.fft.rfft2(
             np.ascontiguousarray(padded, np.float32), s=self.shape, workers=-1
@@ -213,6 +213,8 @@ class Scorer:
         k = np.zeros(self.shape, dtype=np.float32)
         k[:kh, :kw] = kernel
         k = np.roll(k, (-(kh // 2), -(kw // 2)), axis=(0, 1))
+        import scipy.fft
+
         ks = scipy.fft.rfft2(k, workers=-1)
         out = scipy.fft.irfft2(self.spectrum * ks, s=self.shape, workers=-1)
         p = self.pad
@@ -317,6 +319,8 @@ def fit_continuous(space: SearchSpace, scorer: Loss) -> tuple[np.ndarray, float]
         p, g = space.params[0], grids[0]
         i = int(np.argmin(np.abs(g - start[0])))
         lo, hi = g[max(0, i - 1)], g[min(len(g) - 1, i + 1)]
+        from scipy.optimize import minimize_scalar
+
         res = minimize_scalar(
             lambda v: objective(np.array([v])),
             bounds=(lo, hi),
@@ -336,6 +340,8 @@ def fit_continuous(space: SearchSpace, scorer: Loss) -> tuple[np.ndarray, float]
         v[j] = v[j] + step if p.period is not None or v[j] + step <= p.high else v[j] - step
         simplex.append(v)
     bounds = [(None, None) if p.period else (p.low, p.high) for p in space.params]
+    from scipy.optimize import minimize
+
     res = minimize(
         objective,
         start,

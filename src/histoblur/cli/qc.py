@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from histoblur.cli.common import add_device, log, option_error, progress_bar
+from histoblur.cli.common import add_device, add_precision, log, option_error, progress_bar
 from histoblur.errors import HistoblurError
 from histoblur.inference.cohort import (
     ERROR,
@@ -117,6 +117,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"windows per batch, 1 to 256 (default {QC.batch_size})",
     )
     add_device(qc, QC.device)
+    add_precision(qc, QC.precision)
     qc.add_argument(
         "--readers",
         type=int,
@@ -149,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
             flag_above=args.flag_above,
             batch_size=args.batch_size,
             device=args.device,
+            precision=args.precision,
             readers=args.readers,
         )
         check_workers(args.workers)

@@ -71,17 +71,38 @@ COHORT_CSV, COHORT_INDEX = "cohort.csv", "index.html"
 OK, FLAGGED, NO_TISSUE, ERROR = "ok", "flagged", "no_tissue", "error"
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one).
+
+    >>> usable_cores() >= 1
+    True
+    """
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def max_workers() -> int:
     """The most local worker processes ``--workers`` may ask for: 4 per usable core, 1 to 32.
 
     >>> 4 <= max_workers() <= 32
     True
     """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(4, min(32, 4 * cores))
+    return max(4, min(32, 4 * usable_cores()))
+
+
+def compute_threads(readers: int, cores: int | None = None) -> int:
+    """Torch threads for an in-process QC run beside ``readers`` decoding threads.
+
+    The cores left after the readers, at least one. Measured on 2 cores (TCGA slide, JPEG 2000,
+    2 readers): 1 torch thread 3.4 s, 2 threads 4.2 s; an oversubscribed torch pool stalls
+    (see docs/wsi-qc.md).
+
+    >>> compute_threads(2, cores=2), compute_threads(2, cores=8), compute_threads(1, cores=1)
+    (1, 6, 1)
+    """
+    return max(1, (usable_cores() if cores is None else cores) - readers)
 
 
 def check_workers(workers: int) -> int:
@@ -472,12 +493,14 @@ def clash_row(out: Path, slide: Path, stored: str) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=2)
-def _segmenter(model: str, batch_size: int, threads: int, device: str = "cpu") -> Segmenter:
+def _segmenter(
+    model: str, batch_size: int, threads: int, device: str = "cpu", precision: str = "auto"
+) -> Segmenter:
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    return Segmenter.load(model, device, batch_size=batch_size)
+    return Segmenter.load(model, device, batch_size=batch_size, precision=precision)
 
 
 def qc_task(slide: str, out: str, config_json: str, threads: int = 0) -> dict[str, Any]:
@@ -485,7 +508,9 @@ def qc_task(slide: str, out: str, config_json: str, threads: int = 0) -> dict[st
     config = QCConfig.model_validate_json(config_json)
     path = Path(slide)
     try:
-        segmenter = _segmenter(config.model, config.batch_size, threads, config.device)
+        segmenter = _segmenter(
+            config.model, config.batch_size, threads, config.device, config.precision
+        )
         return {**qc_slide(path, Path(out), config, segmenter), "error": ""}
     except Exception as exc:  # isolation: one broken slide must not stop a cohort
         return error_row(path, exc)
@@ -534,7 +559,12 @@ def run_cohort(
     # the network here: in-process it runs the slides; on a cluster it only tells what a
     # slide's parameters would be (its weights digest), so it stays on the CPU
     local = functools.partial(
-        _segmenter, config.model, config.batch_size, 0, "cpu" if distributed else config.device
+        _segmenter,
+        config.model,
+        config.batch_size,
+        0 if distributed else compute_threads(config.readers),
+        "cpu" if distributed else config.device,
+        config.precision,
     )
     rows: dict[str, dict[str, Any]] = {}
     todo: list[Path] = []

@@ -106,6 +106,8 @@ class QCConfig(BaseModel):
             it re-labels slides without re-running them.
         batch_size: windows per forward pass.
         device: where the network runs (``auto``: CUDA when available).
+        precision: the network's arithmetic: ``auto`` (bfloat16 where the hardware runs it
+            natively, see :func:`histoblur.models.hub.select_precision`), ``fp32`` or ``bf16``.
         readers: threads decoding windows ahead of the network.
         tissue_mpp: resolution of the tissue-detection thumbnail.
         min_tissue: smallest tissue fraction of a window for it to be evaluated.
@@ -143,6 +145,7 @@ class QCConfig(BaseModel):
     flag_above: float = Field(0.05, ge=0, lt=1)
     batch_size: int = Field(BATCH_SIZE, ge=1, le=256)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     readers: int = Field(2, ge=1, le=32)
     tissue_mpp: float = Field(8.0, gt=0)
     min_tissue: float = Field(0.05, ge=0, le=1)
@@ -311,6 +314,7 @@ def result_parameters(config: QCConfig, segmenter: Segmenter, mpp0: float) -> di
         "tile": segmenter.tile,
         "overlap": segmenter.overlap,
         "threshold": threshold,
+        "precision": "bf16" if segmenter.autocast is not None else "fp32",
         "slide_mpp": mpp0,
         "working_mpp": working_mpp(config, segmenter, mpp0),
         "tissue_mpp": config.tissue_mpp,
