@@ -25,6 +25,7 @@ from histoblur.io.images import write_image
 from histoblur.models.hub import load_pretrained
 from histoblur.synthesis.slide import make_synthetic_slide
 from histoblur.wsi.pyramid import write_pyramidal_tiff
+from test_qc_safety import one_error  # the one-sentence refusal check, shared
 
 
 @pytest.fixture(scope="module")
@@ -60,16 +61,6 @@ def table(out: Path) -> list[dict[str, str]]:
 
 def summary(out: Path, stem: str) -> dict:
     return json.loads((out / stem / "summary.json").read_text())
-
-
-def one_error(capsys, *needles: str) -> str:
-    """The single stderr line of a refusal (no traceback), holding every needle."""
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert err.startswith("histoblur: error: "), err
-    for needle in needles:
-        assert needle in err, (needle, err)
-    return err
 
 
 def index_rows(out: Path) -> dict[str, str]:
