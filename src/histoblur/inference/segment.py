@@ -195,7 +195,16 @@ class Segmenter:
             >>> prob.shape, prob.dtype, bool(0 <= prob.min() and prob.max() <= 1)
             ((40, 70), dtype('float32'), True)
         """
-        x = to_network_input(to_working(as_bright_field(image), mpp, self.mpp, self.max_mpp))
+        return self._proba(as_bright_field(image), progress, mpp)
+
+    def _proba(
+        self,
+        shown: np.ndarray,
+        progress: Callable[[int], None] | None = None,
+        mpp: float | None = None,
+    ) -> np.ndarray:
+        """:meth:`predict_proba` of an image already through :func:`as_bright_field`."""
+        x = to_network_input(to_working(shown, mpp, self.mpp, self.max_mpp))
         h, w = x.shape[:2]
         # an image smaller than a window is one window of its own size: padding a 128 px
         # tile to 256 px with copies of its edge rows would show the network fake flat tissue
@@ -206,7 +215,7 @@ class Segmenter:
             x, self._predict, tile, overlap, self.batch_size, 1, progress
         ):
             out[row : row + block.shape[0]] = block[..., 0]
-        return to_input_size(out, image.shape[:2])
+        return to_input_size(out, shown.shape[:2])
 
     def segment(
         self,
@@ -233,11 +242,11 @@ class Segmenter:
         t = self.threshold if threshold is None else threshold
         if not 0.0 < t < 1.0:
             raise ParameterError(f"Threshold must be in (0, 1), got {t}.")
-        image = as_bright_field(image)
-        prob = self.predict_proba(image, progress, mpp)
+        shown = as_bright_field(image)  # once: the network and the tissue mask see the same
+        prob = self._proba(shown, progress, mpp)
         mask = prob > t
         if self.tissue_only:
-            mask &= tissue_mask(image)
+            mask &= tissue_mask(shown)
         return SegmentationResult(prob, mask, t)
 
     def focus_score(self, image: np.ndarray, mpp: float | None = None) -> float:
@@ -254,8 +263,8 @@ class Segmenter:
             >>> 0.0 <= segmenter.focus_score(tile) <= 1.0
             True
         """
-        image = as_bright_field(image)
-        return pooled_focus(self.predict_proba(image, mpp=mpp), tissue_mask(image))
+        shown = as_bright_field(image)
+        return pooled_focus(self._proba(shown, mpp=mpp), tissue_mask(shown))
 
     def tiles_for(self, image: np.ndarray, mpp: float | None = None) -> int:
         """Windows needed for ``image`` at ``mpp`` (for progress bars).

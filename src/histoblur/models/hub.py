@@ -178,7 +178,7 @@ def select_precision(name: str, device: torch.device) -> torch.dtype | None:
     """
     if name not in PRECISIONS:
         raise InputError(
-            f"Unknown precision {name!r}; choose {', '.join(PRECISIONS[:-1])} or bf16."
+            f"Unknown precision {name!r}; choose {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}."
         )
     if name == "fp32":
         return None
