@@ -14,11 +14,14 @@ from shapely.geometry import Polygon, box, shape
 
 from histoblur.errors import ParameterError
 from histoblur.io.geojson import (
+    AREA_UM2,
+    MEAN_PROBABILITY,
     mask_to_geojson,
     mask_to_polygons,
     polygons_to_feature_collection,
     write_geojson,
 )
+from histoblur.io.palette import BLUR_COLOR
 
 
 def pixel_union(mask: np.ndarray, sx: float = 1.0, sy: float = 1.0) -> shapely.Geometry:
@@ -163,7 +166,7 @@ def test_features_have_qupath_structure() -> None:
         uuid.UUID(feature["id"])
         props = feature["properties"]
         assert props["objectType"] == "annotation"
-        assert props["classification"] == {"name": "Blur", "color": [230, 0, 230]}
+        assert props["classification"] == {"name": "Blur", "color": list(BLUR_COLOR)}
         assert props["slide"] == "s1" and props["score"] == 0.8
         geometry = feature["geometry"]
         assert geometry["type"] == "Polygon"
@@ -196,6 +199,66 @@ def test_write_geojson_round_trips(tmp_path: Path) -> None:
         assert json.load(f) == fc
     assert "\n" not in out.read_text() and ", " not in out.read_text()  # compact
     assert [p.name for p in out.parent.iterdir()] == ["slide.geojson"]  # no temporary left
+
+
+def _pixels_inside(geometry: shapely.Geometry, shape: tuple[int, int], sx: float, sy: float):
+    """Reference: which mask pixels have their centre inside a level-0 geometry."""
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    return shapely.contains_xy(geometry, (cols + 0.5) * sx, (rows + 0.5) * sy)
+
+
+def test_measurements_give_area_in_um2_and_mean_probability_per_region() -> None:
+    mask = blob_mask((40, 50), sigma=1.0, seed=0)  # regions with holes, some touching corners
+    probability = np.random.default_rng(1).random(mask.shape)
+    sx, sy, mpp = 2.0, 3.0, 0.25
+    fc = mask_to_geojson(mask, scale=(sx, sy), probability=probability, um_per_px=mpp)
+    assert len(fc["features"]) > 10
+    assert any(len(f["geometry"]["coordinates"]) > 1 for f in fc["features"])  # holes
+    for feature in fc["features"]:
+        measured = feature["properties"]["measurements"]
+        assert set(measured) == {AREA_UM2, MEAN_PROBABILITY}
+        assert all(type(v) is float for v in measured.values())  # QuPath: name -> number
+        geometry = shape(feature["geometry"])
+        assert measured[AREA_UM2] == pytest.approx(geometry.area * mpp**2, abs=0.051)  # 0.1 um2
+        inside = _pixels_inside(geometry, mask.shape, sx, sy)
+        assert mask[inside].all() and inside.sum() * sx * sy == pytest.approx(geometry.area)
+        assert measured[MEAN_PROBABILITY] == pytest.approx(probability[inside].mean(), abs=5e-4)
+
+
+def test_measurements_only_when_asked_and_checked() -> None:
+    mask = ring_mask()
+    assert "measurements" not in mask_to_geojson(mask)["features"][0]["properties"]
+    only_area = mask_to_geojson(mask, um_per_px=0.5)["features"][0]["properties"]
+    assert only_area["measurements"] == {AREA_UM2: (100 - 16) * 0.25}
+    with pytest.raises(ParameterError, match="shape"):
+        mask_to_geojson(mask, probability=np.zeros((3, 3)))
+    with pytest.raises(ParameterError, match="0 to 1"):
+        mask_to_geojson(mask, probability=np.full(mask.shape, 2.0))
+    with pytest.raises(ParameterError, match="um_per_px"):
+        mask_to_geojson(mask, um_per_px=0.0)
+    with pytest.raises(ParameterError, match="2 polygons"):
+        polygons_to_feature_collection([box(0, 0, 1, 1), box(2, 2, 3, 3)], measurements=[{}])
+    with pytest.raises(ParameterError, match="finite number"):
+        polygons_to_feature_collection([box(0, 0, 1, 1)], measurements=[{"Area": float("nan")}])
+
+
+def test_extent_clamps_partial_cells_before_measuring_and_filtering() -> None:
+    """The last cells of a reduced mask reach past the slide: clamp, then measure."""
+    mask = np.zeros((4, 4), bool)
+    mask[2:, 2:] = True  # the bottom-right 2 x 2 cells, 10 level-0 px each
+    (full,) = mask_to_polygons(mask, scale=(10.0, 10.0))
+    (clamped,) = mask_to_polygons(mask, scale=(10.0, 10.0), extent=(35.0, 32.0))
+    assert full.bounds == (20.0, 20.0, 40.0, 40.0) and clamped.bounds == (20.0, 20.0, 35.0, 32.0)
+    fc = mask_to_geojson(mask, scale=(10.0, 10.0), extent=(35.0, 32.0), um_per_px=1.0)
+    assert fc["features"][0]["properties"]["measurements"][AREA_UM2] == 15.0 * 12.0
+    assert mask_to_polygons(mask, (10.0, 10.0), min_area=200, extent=(35.0, 32.0)) == []
+    with pytest.raises(ParameterError, match="extent"):
+        mask_to_polygons(mask, extent=(0.0, 5.0))
+
+
+def test_class_colour_is_the_one_blur_colour() -> None:
+    fc = mask_to_geojson(ring_mask())
+    assert fc["features"][0]["properties"]["classification"]["color"] == list(BLUR_COLOR)
 
 
 # ---------------------------------------------------------------------------------------------

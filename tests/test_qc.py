@@ -12,9 +12,11 @@ import shapely.geometry
 from histoblur.cli.main import main
 from histoblur.errors import InputError
 from histoblur.inference.cohort import find_slides, run_cohort
-from histoblur.inference.qc import QCConfig, SlideQC, qc_slide, write_outputs
+from histoblur.inference.qc import QCConfig, SlideQC, pictures, qc_slide, write_outputs
 from histoblur.inference.segment import Segmenter
 from histoblur.io.images import read_image, write_image
+from histoblur.io.palette import BLUR_ALPHA, BLUR_COLOR
+from histoblur.io.qc_report import SLIDE_LINKS
 from histoblur.synthesis.slide import make_synthetic_slide
 from histoblur.wsi.pyramid import write_pyramidal_tiff
 from histoblur.wsi.readers import ArrayReader
@@ -82,6 +84,33 @@ def test_geojson_region_lands_on_the_level0_rectangle(tmp_path):
     shape = shapely.geometry.shape(geo["features"][0]["geometry"])
     assert shape.is_valid
     assert shape.bounds == pytest.approx((100, 100, 400, 500), abs=16)  # level-0 x0, y0, x1, y1
+    properties = geo["features"][0]["properties"]
+    assert properties["classification"] == {"name": "Blur", "color": list(BLUR_COLOR)}
+    measured = properties["measurements"]  # what QuPath lists with the annotation
+    assert measured["Area um2"] == pytest.approx(shape.area * 0.25**2, abs=0.051)
+    assert 0.8 < measured["Mean blur probability"] <= 1.0  # the stand-in says 1 inside
+    report = (folder / "report.html").read_text()
+    assert "Status: <b>flagged</b>" in report  # about half the tissue blurred
+    assert "regions smaller than 0 um²" in report
+    # a region under min_region_um2 (about 7500 um2 here) is left out, and the report says so
+    big = QCConfig(mpp=0.5, tissue_mpp=2.0, min_region_um2=20000)
+    other = tmp_path / "other"
+    other.mkdir()
+    assert write_outputs(result, other, big)["blurred_regions"] == 0
+    assert json.loads((other / "blur.geojson").read_text())["features"] == []
+    assert "regions smaller than 20000 um² are left out" in (other / "report.html").read_text()
+
+
+def test_overlay_tints_and_outlines_blur_in_the_one_colour():
+    grey = np.full((80, 120, 3), 100, np.uint8)
+    mask = np.zeros((80, 120), np.uint8)
+    mask[20:60, 30:90] = 255
+    result = {"thumbnail": grey, "tissue": np.ones((80, 120), bool), "prob": mask, "mask": mask}
+    over = pictures(result, side=120)["overlay"]
+    tinted = (100 * (1 - BLUR_ALPHA) + np.array(BLUR_COLOR) * BLUR_ALPHA).astype(np.uint8)
+    assert np.array_equal(over[40, 60], tinted)  # inside: the tint
+    assert np.array_equal(over[20, 60], BLUR_COLOR) and np.array_equal(over[40, 30], BLUR_COLOR)
+    assert np.array_equal(over[5, 5], grey[5, 5])  # outside: the slide as it is
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +152,8 @@ def test_cohort_resume_and_failure_isolation(slides, tmp_path):
     table = list(csv.DictReader((tmp_path / "cohort.csv").open()))
     assert [r["stem"] for r in table] == ["broken", "s0", "s1"] and table[0]["error"]
     assert "s0/report.html" in (tmp_path / "index.html").read_text()
+    for _, href in SLIDE_LINKS:  # the report's links, the cohort index among them, resolve
+        assert (tmp_path / "s0" / href).resolve().is_file(), href
     # resume: finished slides are skipped, the broken one is tried again
     before = (tmp_path / "s0" / "summary.json").stat().st_mtime_ns
     seen.clear()

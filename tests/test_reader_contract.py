@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from histoblur.errors import HistoblurError, InputError
 from histoblur.io.images import read_image, write_image
-from histoblur.wsi import readers
+from histoblur.wsi import dicom, readers
 from histoblur.wsi.pyramid import write_pyramidal_tiff
 from histoblur.wsi.readers import (
     ArrayReader,
@@ -71,25 +71,48 @@ def _array(tmp: Path, image: np.ndarray) -> SlideReader:
     return ArrayReader(image, mpp=MPP, downsamples=(1, 2, 4))
 
 
+def _dicom_series(tmp: Path, image: np.ndarray, legacy: bool) -> Path:
+    """A folder of one DICOM whole-slide instance per level (uncompressed, one series)."""
+    from test_wsi_dicom import slide_uids, write_wsi_dicom
+
+    folder, uids = tmp / "dicom_slide", slide_uids()
+    folder.mkdir()
+    for i, d in enumerate((1, 2, 4)):
+        level = level_image(image, d)
+        write_wsi_dicom(folder / f"{i}.dcm", level, TILE, MPP * d, legacy=legacy, uids=uids)
+    return folder
+
+
+def _wsidicom(tmp: Path, image: np.ndarray) -> SlideReader:
+    return dicom.DicomReader(_dicom_series(tmp, image, legacy=False))
+
+
+def _dicom_frames(tmp: Path, image: np.ndarray) -> SlideReader:
+    return dicom.DicomFramesReader(_dicom_series(tmp, image, legacy=True))
+
+
 OPENERS: dict[str, tuple[Opener, int]] = {
     "openslide": (_openslide, 3),
     "tifffile": (_tifffile, 3),
     "image": (_image, 1),
     "array": (_array, 3),
+    "wsidicom": (_wsidicom, 3),
+    "dicom-frames": (_dicom_frames, 3),
 }
 
 
 def backends() -> dict[str, type]:
-    """The reader classes of ``histoblur.wsi.readers``, by their ``kind``."""
+    """The reader classes of ``histoblur.wsi.readers`` and ``.dicom``, by their ``kind``."""
     found = {}
-    for _, cls in inspect.getmembers(readers, inspect.isclass):
-        kind = getattr(cls, "kind", None)
-        if (
-            cls.__module__ == readers.__name__
-            and isinstance(kind, str)
-            and "read_region" in dir(cls)
-        ):
-            found[kind] = cls
+    for module in (readers, dicom):
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            kind = getattr(cls, "kind", None)
+            if (
+                cls.__module__ == module.__name__
+                and isinstance(kind, str)
+                and "read_region" in dir(cls)
+            ):
+                found[kind] = cls
     return found
 
 

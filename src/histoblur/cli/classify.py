@@ -9,7 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from histoblur.cli.common import add_mpp, add_run_options, expand_images, log, progress_counter
+from histoblur.cli.common import (
+    add_mpp,
+    add_precision,
+    add_run_options,
+    expand_images,
+    log,
+    progress_counter,
+)
 from histoblur.inference.classify import MIN_SIDE, TOO_SMALL, BlurClassifier
 from histoblur.inference.focus import FocusModel
 from histoblur.inference.resolution import check_mpp
@@ -62,6 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the classifier's own probabilities, without the segmenter (no focus_score)",
     )
     add_mpp(cmd)
+    add_precision(cmd, "fp32", note="probabilities then compare across machines")
     add_run_options(cmd, "an existing FILE.csv")
     cmd.set_defaults(func=run)
 
@@ -72,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
     check_mpp(args.mpp)
     check_output_file(args.out, images, args.overwrite, (".csv",))
     if args.classifier_only:
-        classifier = BlurClassifier.load(args.model, device=args.device)
+        classifier = BlurClassifier.load(args.model, device=args.device, precision=args.precision)
     else:
-        model = FocusModel.load(args.segmenter, args.model, args.device)
+        model = FocusModel.load(args.segmenter, args.model, args.device, precision=args.precision)
 
     def judge(image: np.ndarray, mpp: float | None) -> dict:
         if args.classifier_only:

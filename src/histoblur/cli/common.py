@@ -21,9 +21,12 @@ from rich.text import Text
 
 from histoblur.errors import HistoblurError, InputError, ParameterError, describe_validation
 from histoblur.io.atomic import ensure_writable_dir, write_text_atomic
-from histoblur.io.images import DEFAULT_MAX_PIXELS, check_sizes, check_unique_stems, list_images
 from histoblur.io.paths import check_output_files
-from histoblur.models.hub import DEVICES, PRECISIONS
+
+# the choices of --device and --precision: those of histoblur.models.hub (tests/test_cli_lazy.py
+# checks), repeated here so that building a parser does not import torch
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 # every command's messages: records of the ``histoblur`` logger, printed by :func:`set_verbosity`
 log = logging.getLogger("histoblur")
@@ -183,19 +186,30 @@ def add_device(
     )
 
 
-def add_precision(parser: argparse.ArgumentParser, default: str = "auto") -> None:
-    """Add ``--precision``: the arithmetic the network runs in."""
+def add_precision(
+    parser: argparse.ArgumentParser,
+    default: str = "auto",
+    what: str = "",
+    note: str = "masks agree with fp32 on >99.9 %% of pixels",
+) -> None:
+    """Add ``--precision``: the arithmetic the network runs in.
+
+    ``what`` starts the help (which network, where a command runs several); ``note`` follows
+    the default.
+    """
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
         default=default,
-        help="auto (bfloat16 where the CPU or GPU runs it natively, else float32), fp32 (the "
-        f"reference) or bf16 (default {default}; masks agree with fp32 on >99.9 %% of pixels)",
+        help=f"{what}auto (bfloat16 where the CPU or GPU runs it natively, else float32), fp32 "
+        f"(the reference) or bf16 (default {default}; {note})",
     )
 
 
 def add_max_pixels(parser: argparse.ArgumentParser) -> None:
     """Add ``--max-pixels``: the largest image read whole (checked before decoding)."""
+    from histoblur.io.images import DEFAULT_MAX_PIXELS  # imports OpenCV: only where needed
+
     parser.add_argument(
         "--max-pixels",
         type=int,
@@ -367,6 +381,8 @@ class OutputFolder:
         overwrite: bool,
         advice: str,
     ) -> None:
+        from histoblur.io.images import check_unique_stems
+
         check_unique_stems(images, advice)
         check_output_files([*outputs, manifest], images, overwrite)
         self.manifest = Manifest(manifest, render)
@@ -424,6 +440,8 @@ def expand_images(paths: list[Path]) -> list[Path]:
     Raises:
         InputError: no input, a missing path, or an image above the pixel limit.
     """
+    from histoblur.io.images import check_sizes, list_images
+
     if not paths:
         raise InputError("No input image given; pass one or more image paths.")
     images: list[Path] = []

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from histoblur.cli.common import OutputFolder, add_run_options, expand_images, json_manifest, log
 from histoblur.errors import InputError
-from histoblur.inference.classify import BlurClassifier
-from histoblur.inference.deblur import Deblurrer, Family, deblur_image
-from histoblur.io.images import read_image, write_image
+
+if TYPE_CHECKING:  # the networks are imported when the command runs, not for --help
+    from histoblur.inference.deblur import Deblurrer, Family
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def load_networks(model: str, kind: str, device: str = "cpu") -> dict[Family, Deblurrer]:
     """The networks a ``--kind`` may need, from the shipped ones or ``MODEL/{defocus,motion}``."""
+    from histoblur.inference.deblur import Deblurrer
+
     families: tuple[Family, ...] = {
         "defocus": ("defocus",), "motion": ("motion",),
     }.get(kind, ("defocus", "motion"))  # type: ignore[assignment]  # fmt: skip
@@ -57,6 +60,10 @@ def load_networks(model: str, kind: str, device: str = "cpu") -> dict[Family, De
 
 def run(args: argparse.Namespace) -> int:
     """Deblur every image; each output file appears complete or not at all."""
+    from histoblur.inference.classify import BlurClassifier
+    from histoblur.inference.deblur import deblur_image
+    from histoblur.io.images import read_image, write_image
+
     images = expand_images(args.images)
     outputs = [args.out / f"{path.stem}.png" for path in images]
     header = {"kind": args.kind, "model": str(args.model)}

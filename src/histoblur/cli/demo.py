@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 from histoblur.cli.common import add_seed, log, messages
-from histoblur.demo import run_demo
 from histoblur.errors import ParameterError
 
 console = messages()
@@ -23,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo with a live status line."""
+    from histoblur.demo import run_demo
+
     if args.seed < 0:
         raise ParameterError(f"--seed must be 0 or more, got {args.seed}.")
     start = time.perf_counter()

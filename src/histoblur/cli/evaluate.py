@@ -14,6 +14,7 @@ from rich.table import Table
 from histoblur.cli.common import (
     add_command_group,
     add_mpp,
+    add_precision,
     add_run_options,
     log,
     progress_bar,
@@ -89,6 +90,12 @@ def add_segmentation(verbs: argparse._SubParsersAction) -> None:
         "it (default: print only)",
     )
     add_mpp(seg)
+    add_precision(
+        seg,
+        "fp32",
+        "with --bench/--negatives, the segmentation network's arithmetic: ",
+        "scores then compare across machines",
+    )
     add_run_options(seg, "an existing --out CSV and its JSON")
     seg.add_argument(
         "--threshold",
@@ -158,7 +165,9 @@ def run_segmentation(args: argparse.Namespace) -> int:
 def run_detector(args: argparse.Namespace) -> int:
     """Run a model (or the baseline) on benchmarks and negative folders; print and save rows."""
     name = args.model if args.model in CLASSICAL else "segmenter"
-    detector = make_detector(name, args.model, args.threshold, args.device, mpp=args.mpp)
+    detector = make_detector(
+        name, args.model, args.threshold, args.device, mpp=args.mpp, precision=args.precision
+    )
     rows: list[dict[str, object]] = []
     negatives: list[dict[str, object]] = []
     with progress_bar() as bar:
@@ -204,7 +213,12 @@ def run_detector(args: argparse.Namespace) -> int:
             writer.writeheader()
             writer.writerows(rows)
         csv_text = buffer.getvalue()
-        summary = {"model": str(args.model), "benchmarks": rows, "negatives": negatives}
+        summary = {
+            "model": str(args.model),
+            **({} if name in CLASSICAL else {"precision": args.precision}),
+            "benchmarks": rows,
+            "negatives": negatives,
+        }
         csv_path = write_text_atomic(args.out, csv_text)
         json_path = write_text_atomic(
             args.out.with_suffix(".json"), json.dumps(summary, indent=2) + "\n"

@@ -5,12 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from histoblur.cli.common import add_command_group, add_run_options, log
 from histoblur.errors import ParameterError
-from histoblur.inference.latent import FocalCodec, sweep_strip
-from histoblur.io.images import IMAGE_SUFFIXES, read_image, write_image
 from histoblur.io.paths import check_output_file
 
 MAX_SWEEP = 64  # alphas of one --sweep strip
@@ -57,6 +53,8 @@ def sweep_alphas(verb: str, n: int) -> list[float]:
     """The alphas of a ``--sweep N``: [0, 1] for interpolation, [0, 1) for deblurring."""
     if not 2 <= n <= MAX_SWEEP:
         raise ParameterError(f"--sweep must be between 2 and {MAX_SWEEP}, got {n}.")
+    import numpy as np
+
     if verb == "interpolate":
         return [float(a) for a in np.linspace(0, 1, n)]
     return [float(a) for a in np.linspace(0, 1, n + 1)[:-1]]
@@ -64,6 +62,9 @@ def sweep_alphas(verb: str, n: int) -> list[float]:
 
 def run(args: argparse.Namespace) -> int:
     """Run one verb and write OUT.png (written whole or not at all)."""
+    from histoblur.inference.latent import FocalCodec, sweep_strip
+    from histoblur.io.images import IMAGE_SUFFIXES, read_image, write_image
+
     alphas = [args.alpha] if args.alpha is not None else sweep_alphas(args.verb, args.sweep)
     check_output_file(args.out, (args.first, args.second), args.overwrite, IMAGE_SUFFIXES)
     first, second = read_image(args.first), read_image(args.second)

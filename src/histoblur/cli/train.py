@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,15 +21,9 @@ from histoblur.cli.common import (
     messages,
     option_error,
 )
-from histoblur.errors import InputError, ParameterError
+from histoblur.config import read_yaml, to_yaml
+from histoblur.errors import ParameterError
 from histoblur.io.paths import refuse_folder_with_inputs
-from histoblur.training.classifier import ClassifierTrainConfig, train_classifier
-from histoblur.training.deblur import DeblurTrainConfig, train_deblur
-from histoblur.training.gan import GanTrainConfig, train_gan
-from histoblur.training.latent import LatentTrainConfig, train_latent
-from histoblur.training.restoration import RestorationTrainConfig, train_restoration
-from histoblur.training.segmenter import SegmenterTrainConfig, train_segmenter
-from histoblur.training.unit_ddpm import UnitDDPMTrainConfig, train_unit_ddpm
 
 console = messages()
 
@@ -38,16 +32,29 @@ console = messages()
 class Trainer:
     """One ``train`` sub-command: its config schema, how to run it, what to print after.
 
-    ``run`` is called with the config and the keywords ``overwrite``, ``progress`` and
-    ``resume``, and returns the run's summary.
+    ``module`` defines the schema and the function; it is imported on first use of
+    :attr:`schema` or :attr:`run`, so ``train --help`` imports no trainer. ``run`` is called
+    with the config and the keywords ``overwrite``, ``progress`` and ``resume``, and returns
+    the run's summary.
     """
 
     help: str
     description: str
-    schema: type[BaseModel]
-    run: Callable[..., dict[str, Any]]
+    module: str
+    schema_name: str
+    run_name: str
     report: Callable[[dict[str, Any]], list[str]]
     loss_digits: int = 4
+
+    @property
+    def schema(self) -> type[BaseModel]:
+        """The config class."""
+        return getattr(importlib.import_module(self.module), self.schema_name)
+
+    @property
+    def run(self) -> Callable[..., dict[str, Any]]:
+        """The training function."""
+        return getattr(importlib.import_module(self.module), self.run_name)
 
 
 def _segmenter_report(summary: dict[str, Any]) -> list[str]:
@@ -87,16 +94,18 @@ TRAINERS: dict[str, Trainer] = {
         "blur segmentation U-Net on synthetic blur, validated on real blur",
         "Train a blur segmentation network. Every config field has a default; print them "
         "with --print-config. Training samples are synthesized on the fly from sharp_dir.",
-        SegmenterTrainConfig,
-        train_segmenter,
+        "histoblur.training.segmenter",
+        "SegmenterTrainConfig",
+        "train_segmenter",
         _segmenter_report,
     ),
     "classifier": Trainer(
         "blur-type classifier (in focus / defocus / motion / mixed) on synthetic blur",
         "Train the blur-type classifier on tiles synthesized on the fly from sharp_dir; "
         "a sixth of the source images is held out to select, calibrate and report.",
-        ClassifierTrainConfig,
-        train_classifier,
+        "histoblur.training.classifier",
+        "ClassifierTrainConfig",
+        "train_classifier",
         _line(
             "held-out accuracy {heldout[accuracy]:.2%}, ECE {heldout[ece]:.3f} "
             "(raw {heldout[ece_raw]:.3f}, temperature {heldout[temperature]})"
@@ -105,8 +114,9 @@ TRAINERS: dict[str, Trainer] = {
     "deblur": Trainer(
         "DL_defocus or DL_motion deblurring network on synthetic and real aligned pairs",
         "Train a RED-Net-style deblurring network (family: defocus or motion).",
-        DeblurTrainConfig,
-        train_deblur,
+        "histoblur.training.deblur",
+        "DeblurTrainConfig",
+        "train_deblur",
         _line(
             "held-out PSNR {last[heldout_psnr_blurred]} dB blurred -> best "
             "{best_psnr:.3f} dB deblurred"
@@ -117,24 +127,27 @@ TRAINERS: dict[str, Trainer] = {
         "conditional WGAN-GP blur generator on unpaired sharp and real blurred tissue",
         "Train the learned blur generator (U-Net with noise, PatchGAN critic, gradient "
         "penalty, identity loss, L1 pre-training); the aligned pairs validate it.",
-        GanTrainConfig,
-        train_gan,
+        "histoblur.training.gan",
+        "GanTrainConfig",
+        "train_gan",
         _synthesis_report,
     ),
     "unit-ddpm": Trainer(
         "UNIT-DDPM sharp <-> blurred translation on unpaired tissue",
         "Train two domain diffusion models, each conditioned on the other domain, and two "
         "translators; the aligned pairs validate the release-time translation.",
-        UnitDDPMTrainConfig,
-        train_unit_ddpm,
+        "histoblur.training.unit_ddpm",
+        "UnitDDPMTrainConfig",
+        "train_unit_ddpm",
         _synthesis_report,
     ),
     "latent": Trainer(
         "focal-axis autoencoder (baseline, weak or strong) on real focal stacks",
         "Train the autoencoder whose latent codes interpolate along the focal axis: variant "
         "baseline (reconstruction), weak (eq. 4) or strong (eq. 5, init from a weak model).",
-        LatentTrainConfig,
-        train_latent,
+        "histoblur.training.latent",
+        "LatentTrainConfig",
+        "train_latent",
         _latent_report,
         loss_digits=5,
     ),
@@ -142,8 +155,9 @@ TRAINERS: dict[str, Trainer] = {
         "restoration denoiser (Swin-Transformer with time token, or CNN) on artifact-free tiles",
         "Train the DDPM denoiser that regenerates artifact regions (ArtiFusion): epsilon "
         "prediction on sharp tiles only; held-out tiles validate a regional DDIM restoration.",
-        RestorationTrainConfig,
-        train_restoration,
+        "histoblur.training.restoration",
+        "RestorationTrainConfig",
+        "train_restoration",
         _line(
             "held-out restoration PSNR in the region: best {best_val_psnr:.3f} dB "
             "(last {last[val_psnr_region]} dB)"
@@ -190,45 +204,33 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """A YAML error in one line: what and where."""
-    problem = getattr(exc, "problem", None) or "unreadable"
-    mark = getattr(exc, "problem_mark", None)
-    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
-
-
 def load_config(
     path: Path | None,
     overrides: list[str] | None,
-    schema: type[BaseModel] = SegmenterTrainConfig,
+    schema: type[BaseModel] | None = None,
     out: Path | None = None,
 ) -> Any:
     """Read the YAML file, apply ``KEY=VALUE`` overrides and ``out``, and validate.
+
+    ``schema``: the config class (default: the segmenter's).
 
     Raises:
         InputError: an unreadable, binary or invalid YAML file.
         ParameterError: an invalid field, with its dotted name.
     """
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise InputError(f"Cannot read config {path}: {exc.strerror or exc}.") from exc
-        except (UnicodeDecodeError, yaml.reader.ReaderError) as exc:  # binary bytes
-            raise InputError(f"Config {path} is not a YAML text file.") from exc
-        except yaml.YAMLError as exc:
-            raise InputError(f"Config {path} is not valid YAML ({_yaml_problem(exc)}).") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise InputError(f"Config {path} must be a mapping of field names to values.")
-        data = loaded or {}
+    data = read_yaml(path) if path is not None else {}
     for item in overrides or ():
         key, sep, raw = item.partition("=")
         if not sep:
             raise ParameterError(f"--set {item!r} is not of the form KEY=VALUE.")
-        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ParameterError(f"--set {item!r}: the value is not valid YAML.") from exc
+        _set_dotted(data, key.strip(), value)
     if out is not None:
         data["out"] = str(out)
+    schema = schema or TRAINERS["segmenter"].schema
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
@@ -244,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
         )
     config = load_config(args.config, args.set, trainer.schema, args.out)
     if args.print_config:
-        print(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False))
+        print(to_yaml(config))
         return 0
     if args.config is not None:  # the trainers protect the inputs their config names
         refuse_folder_with_inputs(config.out, [args.config], "out")

@@ -39,7 +39,7 @@ from histoblur.io.checkpoints import config_number
 from histoblur.io.images import check_image, to_gray_float
 from histoblur.metrics.calibration import softmax
 from histoblur.models.classifier import BLUR_TYPES
-from histoblur.models.hub import load_pretrained, select_device
+from histoblur.models.hub import load_pretrained, select_device, select_precision
 
 TASK = "blur-type-classification"
 MAX_WINDOWS = 64
@@ -120,6 +120,9 @@ class BlurClassifier:
         config: its checkpoint config (classes, tile, calibration temperature).
         batch_size: windows per forward pass.
         device: where the network runs (``auto``, ``cpu``, ``cuda``).
+        precision: ``fp32`` (the reference), ``bf16`` (autocast) or ``auto`` (bf16 where the
+            hardware runs it natively, see :func:`histoblur.models.hub.select_precision`), as
+            for :class:`~histoblur.inference.segment.Segmenter`.
 
     Raises:
         InputError: a config with a tile under :data:`MIN_SIDE` or a non-positive temperature.
@@ -138,8 +141,10 @@ class BlurClassifier:
         config: Mapping[str, Any],
         batch_size: int = 32,
         device: str | torch.device = "cpu",
+        precision: str = "fp32",
     ) -> None:
         self.device = select_device(device)
+        self.autocast = select_precision(precision, self.device)
         self.model = model.to(self.device).eval()
         self.config = dict(config)
         self.classes = tuple(self.config.get("classes", BLUR_TYPES))
@@ -158,7 +163,11 @@ class BlurClassifier:
 
     @classmethod
     def load(
-        cls, model: str | Path = "default", batch_size: int = 32, device: str = "cpu"
+        cls,
+        model: str | Path = "default",
+        batch_size: int = 32,
+        device: str = "cpu",
+        precision: str = "fp32",
     ) -> BlurClassifier:
         """Load a shipped classifier (``default``) or a checkpoint folder onto ``device``.
 
@@ -171,7 +180,7 @@ class BlurClassifier:
             16
         """
         network, config, _ = load_pretrained(model, TASK, device)
-        return cls(network, config, batch_size, device)
+        return cls(network, config, batch_size, device, precision)
 
     @torch.no_grad()
     def logits(self, image: np.ndarray, mpp: float | None = None) -> tuple[np.ndarray, int]:
@@ -190,13 +199,15 @@ class BlurClassifier:
             to_network_input(to_working(as_bright_field(image), mpp, self.mpp, self.max_mpp)),
             self.tile,
         )
-        out = [
-            self.model(torch.from_numpy(windows[i : i + self.batch_size]).to(self.device))
-            .float()
-            .cpu()
-            .numpy()
-            for i in range(0, len(windows), self.batch_size)
-        ]
+        dtype = self.autocast or torch.float32
+        with torch.autocast(self.device.type, dtype=dtype, enabled=self.autocast is not None):
+            out = [
+                self.model(torch.from_numpy(windows[i : i + self.batch_size]).to(self.device))
+                .float()
+                .cpu()
+                .numpy()
+                for i in range(0, len(windows), self.batch_size)
+            ]
         return np.concatenate(out).mean(axis=0), len(windows)
 
     def classify(self, image: np.ndarray, mpp: float | None = None) -> BlurType:

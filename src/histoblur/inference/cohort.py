@@ -44,7 +44,7 @@ from histoblur.inference.qc import (
 from histoblur.inference.segment import Segmenter
 from histoblur.io.atomic import write_text_atomic
 from histoblur.io.images import check_unique_stems
-from histoblur.io.qc_report import COHORT_TITLE, cohort_index_html
+from histoblur.io.qc_report import COHORT_TITLE, cohort_index_html, slide_status
 
 log = logging.getLogger(__name__)
 
@@ -131,30 +131,42 @@ def is_qc_output(folder: Path) -> bool:
 
 
 def _search(folder: Path) -> list[Path]:
-    """Slide files under ``folder``: hidden entries and QC output folders are left out."""
+    """Slides under ``folder``: slide files, and folders of one DICOM slide's instances.
+
+    Hidden entries and QC output folders are left out; a DICOM slide folder (see
+    :func:`~histoblur.wsi.dicom.is_dicom_slide_folder`) is one slide, not searched further.
+    """
+    from histoblur.wsi.dicom import is_dicom_slide_folder
+
     found = []
     for here, dirs, files in os.walk(folder):  # like rglob: folder links are not followed
+        if is_dicom_slide_folder(here):
+            found.append(Path(here))
+            dirs[:] = []
+            continue
         dirs[:] = [d for d in dirs if not d.startswith(".") and not is_qc_output(Path(here, d))]
         found += [
             Path(here, f)
             for f in files
             if not f.startswith(".") and Path(f).suffix.lower() in SLIDE_SUFFIXES
         ]
-    return sorted(p for p in found if p.is_file())
+    return sorted(p for p in found if p.is_file() or p.is_dir())
 
 
 def find_slides(inputs: Sequence[str | Path]) -> list[Path]:
-    """Slide files from files and folders (folders searched recursively by suffix), sorted.
+    """Slides from files and folders (folders searched recursively by suffix), sorted.
 
     A folder search skips hidden files and folders (temporaries) and every folder holding a
     slide's QC outputs (see :func:`is_qc_output`): histoblur's own pictures are
-    never taken for slides. Files named explicitly are taken when their suffix is a slide's
-    (:data:`SLIDE_SUFFIXES`, any case).
+    never taken for slides. A folder whose ``.dcm`` files are the instances of one DICOM
+    whole-slide series is one slide (named after the folder), whether given or met in a
+    search; a folder of single-file DICOM slides is searched as any other. Files named
+    explicitly are taken when their suffix is a slide's (:data:`SLIDE_SUFFIXES`, any case).
 
     Raises:
         InputError: empty input, a missing path, a file without a slide suffix, a folder
-            without slides, or two slides sharing a file stem (their output folders would
-            collide).
+            without slides, a folder mixing several DICOM series with a multi-file one, or two
+            slides sharing a file stem (their output folders would collide).
     """
     if not inputs:
         raise InputError("No slides given.")
@@ -407,6 +419,8 @@ def rerun_reason(
 def status(row: dict[str, Any], flag_above: float) -> str:
     """A cohort row's status: ``error``, ``no_tissue``, ``flagged`` or ``ok``.
 
+    The one rule is :func:`histoblur.io.qc_report.slide_status`, which the slide reports show.
+
     ``flagged``: more than ``flag_above`` of the tissue blurred; ``no_tissue``: no tissue
     found (no window judged), whose blurred fraction is 0 but means nothing.
 
@@ -416,18 +430,7 @@ def status(row: dict[str, Any], flag_above: float) -> str:
     >>> status(row, 0.05), status(row, 0.1)
     ('flagged', 'ok')
     """
-    if row.get("error"):
-        return ERROR
-
-    def number(key: str) -> float:
-        try:
-            return float(row.get(key) or 0.0)
-        except (TypeError, ValueError):
-            return 0.0
-
-    if number("tissue_area_mm2") <= 0 or number("tiles") <= 0:
-        return NO_TISSUE
-    return FLAGGED if number("blurred_fraction") > flag_above else OK
+    return slide_status(row, flag_above)
 
 
 def same_slide(stored: str | None, slide: Path) -> bool:

@@ -47,6 +47,7 @@ class Options:
     device: str = "cpu"
     thresholds: ThresholdConfig | None = None  # the artifact thresholds
     mpp: float | None = None  # the images' microns per pixel (None: the working resolution)
+    precision: str = "fp32"  # the segmenter's arithmetic: fp32, bf16 or auto
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class DetectorKind:
 
 
 def _segmenter(options: Options) -> Detector:
-    segmenter = Segmenter.load(options.model, options.device)
+    segmenter = Segmenter.load(options.model, options.device, precision=options.precision)
     return lambda image: segmenter.segment(image, options.threshold, mpp=options.mpp).mask
 
 
@@ -104,10 +105,13 @@ def make_detector(
     device: str = "cpu",
     thresholds: ThresholdConfig | None = None,
     mpp: float | None = None,
+    precision: str = "fp32",
 ) -> Detector:
     """The detector registered as ``name``, built from the options it uses.
 
-    ``mpp``: the microns per pixel of the images it will see (None: the working resolution).
+    ``mpp``: the microns per pixel of the images it will see (None: the working resolution);
+    ``precision``: the segmenter's arithmetic (``fp32``, ``bf16`` or ``auto``, see
+    :class:`~histoblur.inference.segment.Segmenter`; the classical rules have none).
 
     Raises:
         ParameterError: an unknown name or an absurd ``mpp``.
@@ -129,6 +133,7 @@ def make_detector(
     """
     if name not in DETECTORS:
         raise ParameterError(f"Unknown detector {name!r}; choose one of {', '.join(DETECTORS)}.")
-    detect = DETECTORS[name].build(Options(model, threshold, device, thresholds, check_mpp(mpp)))
+    options = Options(model, threshold, device, thresholds, check_mpp(mpp), precision)
+    detect = DETECTORS[name].build(options)
     # the segmenter resamples itself; the classical rules were set at the default resolution
     return detect if name == "segmenter" else at_resolution(detect, mpp, DEFAULT_WORKING_MPP)

@@ -89,11 +89,16 @@ class FocusModel:
         classifier: str | Path = "default",
         device: str = "cpu",
         tile: int | None = None,
+        precision: str = "fp32",
     ) -> FocusModel:
-        """Both models by shipped name or checkpoint path, on ``device``."""
+        """Both models by shipped name or checkpoint path, on ``device``, in ``precision``.
+
+        ``precision``: ``fp32``, ``bf16`` or ``auto``, as for
+        :class:`~histoblur.inference.segment.Segmenter`.
+        """
         return cls(
-            Segmenter.load(segmenter, device, tile=tile),
-            BlurClassifier.load(classifier, device=device),
+            Segmenter.load(segmenter, device, tile=tile, precision=precision),
+            BlurClassifier.load(classifier, device=device, precision=precision),
         )
 
     def judge(self, image: np.ndarray, mpp: float | None = None) -> FocusJudgement:

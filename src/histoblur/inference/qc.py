@@ -54,12 +54,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from histoblur import __version__
 from histoblur.errors import InputError
 from histoblur.inference.reduce import RowReducer
+from histoblur.inference.screen import SCREEN_FACTOR, detail_ratio
 from histoblur.inference.segment import Segmenter, to_network_input
 from histoblur.io.atomic import atomic_dir
 from histoblur.io.geojson import mask_to_geojson, write_geojson
 from histoblur.io.images import write_image
+from histoblur.io.palette import BLUR_ALPHA, BLUR_COLOR
 from histoblur.io.png_stream import PngRowWriter
-from histoblur.io.qc_report import slide_report_html
+from histoblur.io.qc_report import slide_report_html, slide_status
 from histoblur.io.report import heatmap
 from histoblur.models.tiling import BATCH_SIZE, axis_starts, blend_bands
 from histoblur.wsi.readers import SlideReader, best_level, open_slide, read_scaled, thumbnail
@@ -80,8 +82,6 @@ MPP_TOLERANCE = 0.10
 # Longest side of the mask traced into GeoJSON: slides wider than GEO_MAX_SIDE x geojson_mpp
 # are traced more coarsely, so the traced mask stays bounded (at most 4096 x 4096).
 GEO_MAX_SIDE = 4096
-# Blurred tissue on slide pictures is tinted amber, which stands out on H&E and IHC alike.
-SLIDE_TINT, SLIDE_ALPHA = (255, 190, 0), 0.55
 # The working resolution may be at most this many times finer than the slide's level 0:
 # enlarging adds no focus evidence, and the working maps grow with the square of it.
 MAX_UPSAMPLE = 4.0
@@ -115,6 +115,11 @@ class QCConfig(BaseModel):
             traced mask would exceed 4096 px a side).
         min_region_um2: blurred regions smaller than this are left out of the GeoJSON.
         thumbnail_side: longest side of the pictures in the report.
+        screen: first read each tissue window at half the working resolution and take it as
+            sharp, without the network, when its fine detail reaches ``screen_cutoff`` (see
+            :mod:`histoblur.inference.screen`): faster on mostly sharp slides, at the cost of
+            the network's small scattered detections inside such windows.
+        screen_cutoff: detail ratio at or above which a screened window counts as sharp.
 
     Examples:
         >>> config = QCConfig(mpp=1.0, device="cpu")
@@ -152,6 +157,8 @@ class QCConfig(BaseModel):
     geojson_mpp: float = Field(2.0, gt=0)
     min_region_um2: float = Field(2000.0, ge=0)
     thumbnail_side: int = Field(1600, ge=64)
+    screen: bool = False
+    screen_cutoff: float = Field(1.1, gt=0, le=10)
 
     @model_validator(mode="after")
     def _force_needs_a_value(self) -> QCConfig:
@@ -322,6 +329,7 @@ def result_parameters(config: QCConfig, segmenter: Segmenter, mpp0: float) -> di
         "geojson_mpp": config.geojson_mpp,
         "min_region_um2": config.min_region_um2,
         "thumbnail_side": config.thumbnail_side,
+        "screen_cutoff": config.screen_cutoff if config.screen else None,
         "histoblur_version": __version__,
     }
 
@@ -376,7 +384,9 @@ class SlideQC:
         # the picture shown in reports: at most thumbnail_side, never finer than the working map
         self.view_down = min(max(side / config.thumbnail_side, self.scale), self.thumb_down)
         self.read_seconds = 0.0
+        self.screen_seconds = 0.0
         self.compute_seconds = 0.0
+        self.settled = 0  # windows the screen took as sharp
 
     def windows(self, tissue: np.ndarray) -> tuple[list[int], list[list[int]], int]:
         """Window row origins, the tissue windows' column origins per row, and their count.
@@ -413,33 +423,94 @@ class SlideQC:
         self.read_seconds += time.perf_counter() - started
         return window
 
+    def _screened(self, y: int, x: int) -> tuple[bool, np.ndarray]:
+        """Screen one window: (True, its (2, t, t) prediction) when sharp, else (False, pixels).
+
+        The screen reads the window at ``1 / SCREEN_FACTOR`` of the working resolution from the
+        pyramid level nearest that; where that is the level the network reads anyway, the window
+        is decoded once, at full resolution, and shrunk for the screen.
+        """
+        started = time.perf_counter()
+        t, s = self.segmenter.tile, self.scale
+        side = max(8, t // SCREEN_FACTOR)
+        level = best_level(self.reader, s * t / side)
+        window = None
+        if level == self.level:
+            window = self._read(y, x)
+            small = cv2.resize(window, (side, side), interpolation=cv2.INTER_AREA)
+        else:
+            small = read_scaled(self.reader, (x * s, y * s, t * s, t * s), (side, side), level)
+        tissue = tissue_mask(small)
+        ratio = detail_ratio(small, tissue)
+        self.screen_seconds += time.perf_counter() - started
+        if ratio is None or ratio < self.config.screen_cutoff:
+            return False, self._read(y, x) if window is None else window
+        gate = cv2.resize(tissue.view(np.uint8), (t, t), interpolation=cv2.INTER_NEAREST)
+        return True, np.stack([np.zeros((t, t), np.float32), gate.astype(np.float32)])
+
+    def _load(self, y: int, x: int) -> tuple[bool, np.ndarray]:
+        """(True, prediction) for a window the screen settles, else (False, its pixels)."""
+        return self._screened(y, x) if self.config.screen else (False, self._read(y, x))
+
     def _bands(
         self, ys: list[int], rows: list[list[int]], progress: Callable[[int], None] | None
     ) -> Iterator[list[tuple[int, np.ndarray]]]:
-        """Predictions band by band; reader threads stay ``readers * batch`` windows ahead."""
-        order = [(y, x) for y, r in zip(ys, rows, strict=True) for x in r]
+        """Predictions band by band, in full batches across rows.
+
+        Reader threads stay ``readers * batch * 2`` windows ahead (screening them first when
+        the screen is on); a band is yielded once every window of it is predicted.
+        """
+        order = [(i, y, x) for i, (y, r) in enumerate(zip(ys, rows, strict=True)) for x in r]
         ahead = self.config.readers * self.config.batch_size * 2
+        bands: list[list[tuple[int, np.ndarray]]] = [[] for _ in rows]
+        left = [len(r) for r in rows]
+        emitted = 0
         with ThreadPoolExecutor(self.config.readers, thread_name_prefix="histoblur-read") as pool:
-            queue: deque[Future[np.ndarray]] = deque()
+            queue: deque[tuple[int, int, Future[tuple[bool, np.ndarray]]]] = deque()
             submitted = 0
+            pending: list[tuple[int, int, np.ndarray]] = []  # (band, x, pixels) to predict
 
             def fill() -> None:
                 nonlocal submitted
                 while submitted < len(order) and len(queue) < ahead:
-                    queue.append(pool.submit(self._read, *order[submitted]))
+                    i, y, x = order[submitted]
+                    queue.append((i, x, pool.submit(self._load, y, x)))
                     submitted += 1
 
-            for r in rows:
-                band: list[tuple[int, np.ndarray]] = []
-                for b in range(0, len(r), self.config.batch_size):
-                    chunk = r[b : b + self.config.batch_size]
+            def predict() -> None:
+                for (i, x, _), pred in zip(
+                    pending, self._predict([p for _, _, p in pending]), strict=True
+                ):
+                    bands[i].append((x, pred))
+                    left[i] -= 1
+                if progress is not None:
+                    progress(len(pending))
+                pending.clear()
+
+            fill()
+            while queue or pending:
+                if queue:
+                    i, x, future = queue.popleft()
                     fill()
-                    images = [queue.popleft().result() for _ in chunk]
-                    fill()
-                    band += list(zip(chunk, self._predict(images), strict=True))
-                    if progress is not None:
-                        progress(len(chunk))
-                yield band
+                    settled, data = future.result()
+                    if settled:
+                        self.settled += 1
+                        bands[i].append((x, data))
+                        left[i] -= 1
+                        if progress is not None:
+                            progress(1)
+                    else:
+                        pending.append((i, x, data))
+                if len(pending) == self.config.batch_size or (pending and not queue):
+                    predict()
+                while emitted < len(rows) and left[emitted] == 0:
+                    band = sorted(bands[emitted], key=lambda item: item[0])
+                    bands[emitted] = []
+                    yield band
+                    emitted += 1
+            while emitted < len(rows):
+                yield bands[emitted]
+                emitted += 1
 
     def _predict(self, images: list[np.ndarray]) -> np.ndarray:
         """(N, 2, t, t): blur probability and the pixel tissue gate of each window."""
@@ -536,7 +607,9 @@ class SlideQC:
             "blurred_area_mm2": round(blurred_mm2, 4),
             "blurred_fraction": round(blurred_mm2 / tissue_mm2, 5) if tissue_mm2 else 0.0,
             "tiles": n,
+            "screened_sharp": self.settled,
             "seconds": round(time.perf_counter() - started, 2),
+            "screen_seconds": round(self.screen_seconds, 2),
             "read_seconds": round(self.read_seconds, 2),
             "compute_seconds": round(self.compute_seconds, 2),
             "model": self.config.model,
@@ -564,7 +637,11 @@ def _resize_to(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def pictures(result: dict[str, Any], side: int) -> dict[str, np.ndarray]:
-    """Thumbnail, overlay (blurred tissue tinted) and heatmap (probability on tissue), same size.
+    """Thumbnail, overlay (blurred tissue tinted and outlined) and heatmap, all the same size.
+
+    The overlay draws blurred tissue in :data:`~histoblur.io.palette.BLUR_COLOR` (the colour
+    of the report's legend and of the GeoJSON class), a tint of opacity ``BLUR_ALPHA`` with an
+    opaque outline; the heatmap blends viridis blur probability (0 to 1) over the tissue.
 
     Examples:
         >>> import skimage.data
@@ -583,31 +660,24 @@ def pictures(result: dict[str, Any], side: int) -> dict[str, np.ndarray]:
     prob = _resize_to(result["prob"], shape).astype(np.float32) / 255
     blurred = _resize_to(result["mask"], shape) > 127
     over = small.copy()
-    tint = np.array(SLIDE_TINT, np.float32)
-    over[blurred] = (small[blurred] * (1 - SLIDE_ALPHA) + tint * SLIDE_ALPHA).astype(np.uint8)
+    tint = np.array(BLUR_COLOR, np.float32)
+    over[blurred] = (small[blurred] * (1 - BLUR_ALPHA) + tint * BLUR_ALPHA).astype(np.uint8)
+    contours, _ = cv2.findContours(blurred.view(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(over, contours, -1, BLUR_COLOR, max(1, round(max(shape) / 800)))
     colour = heatmap(prob, 0.0, 1.0)
     heat = small.copy()
     heat[tissue] = (small[tissue] * 0.35 + colour[tissue] * 0.65).astype(np.uint8)
     return {"thumbnail": small, "overlay": over, "heatmap": heat}
 
 
-def _clamp(collection: dict[str, Any], width: float, height: float) -> dict[str, Any]:
-    """Clamp polygon coordinates to the slide (the last reduced cells may be partial)."""
-
-    def ring(points: list[list[float]]) -> list[list[float]]:
-        return [[min(max(x, 0.0), width), min(max(y, 0.0), height)] for x, y in points]
-
-    for feature in collection["features"]:
-        geometry = feature["geometry"]
-        if geometry["type"] == "Polygon":
-            geometry["coordinates"] = [ring(r) for r in geometry["coordinates"]]
-        else:
-            geometry["coordinates"] = [[ring(r) for r in p] for p in geometry["coordinates"]]
-    return collection
-
-
 def write_outputs(result: dict[str, Any], folder: Path, config: QCConfig) -> dict[str, Any]:
     """Write the pictures, GeoJSON, report and (last) summary into an existing ``folder``.
+
+    Each GeoJSON region carries QuPath ``measurements``: ``Area um2`` (level-0 polygon area at
+    the slide's mpp) and ``Mean blur probability`` (the picture-scale probability resampled to
+    the traced grid, so the mean over a small region is smoothed by its surroundings).
+    Regions under ``min_region_um2`` are left out. The report shows the slide's status under
+    ``flag_above`` (:func:`histoblur.io.qc_report.slide_status`, the cohort table's rule).
 
     Returns:
         The summary with ``blurred_regions`` (the number of GeoJSON polygons) added; the module
@@ -615,20 +685,32 @@ def write_outputs(result: dict[str, Any], folder: Path, config: QCConfig) -> dic
     """
     summary = dict(result["summary"])
     w0, h0 = summary["level0_size"]
-    min_area = config.min_region_um2 / summary["slide_mpp"] ** 2
+    mpp0 = summary["slide_mpp"]
+    geo = result["geo"]
+    prob = cv2.resize(result["prob"], (geo.shape[1], geo.shape[0]), interpolation=cv2.INTER_AREA)
     collection = mask_to_geojson(
-        result["geo"],
+        geo,
         scale=result["geo_cell"],
-        min_area=min_area,
+        min_area=config.min_region_um2 / mpp0**2,
         properties={"model": config.model},
+        extent=(w0, h0),
+        probability=prob.astype(np.float32) / 255,
+        um_per_px=mpp0,
     )
-    collection = _clamp(collection, w0, h0)
     summary["blurred_regions"] = len(collection["features"])
     pics = pictures(result, config.thumbnail_side)
     for name, picture in pics.items():
         write_image(folder / f"{name}.png", picture)
     write_geojson(folder / "blur.geojson", collection)
-    html = slide_report_html(summary, pics["thumbnail"], pics["overlay"], pics["heatmap"])
+    html = slide_report_html(
+        summary,
+        pics["thumbnail"],
+        pics["overlay"],
+        pics["heatmap"],
+        status=slide_status(summary, config.flag_above),
+        flag_above=config.flag_above,
+        min_region_um2=config.min_region_um2,
+    )
     (folder / "report.html").write_text(html, encoding="utf-8")
     (folder / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -648,35 +730,32 @@ def _from_openslide(exc: BaseException) -> bool:
 
 
 def _is_dicom(path: Path) -> bool:
-    """Whether ``path`` starts like a DICOM file (``DICM`` after the 128-byte preamble)."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(132)[128:] == b"DICM"
-    except OSError:
-        return False
+    """Whether ``path`` is a file that starts like DICOM (``DICM`` after the 128-byte preamble)."""
+    from histoblur.wsi.dicom import has_dicom_marker
+
+    return path.is_file() and has_dicom_marker(path)
 
 
 def unreadable(path: Path, exc: InputError) -> InputError:
     """One histoblur sentence for a slide that cannot be opened.
 
-    OpenSlide's own text stays in the cause, which ``histoblur -v qc`` shows.
+    The DICOM readers' sentences (wsidicom's reason in them) are kept; OpenSlide's own text
+    stays in the cause, which ``histoblur -v qc`` shows.
 
     >>> error = unreadable(Path("missing.dcm"), InputError("raw text"))
     >>> print(error)  # doctest: +NORMALIZE_WHITESPACE
     missing.dcm is named .dcm but is not a DICOM file (no DICM marker); check that it copied
     completely.
     """
+    if path.is_dir():
+        return exc  # a folder of DICOM instances: the reader said what is wrong with it
     if path.suffix.lower() == ".dcm":
         if not _is_dicom(path):
             return InputError(
                 f"{path} is named .dcm but is not a DICOM file (no DICM marker); check that it "
                 "copied completely."
             )
-        return InputError(
-            f"{path} is a DICOM file that OpenSlide does not open as a whole-slide image (it "
-            "reads VL Whole Slide Microscopy series only); export the slide as such a series or "
-            "as a pyramidal TIFF."
-        )
+        return exc
     if _from_openslide(exc):
         return InputError(
             f"{path} is damaged or a variant of its format that OpenSlide does not read; check "

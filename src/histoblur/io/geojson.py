@@ -15,6 +15,11 @@ one layer of mutually non-touching parts at a time. So each polygon is one edge-
 (4-connected) foreground region with the background it encloses as holes, and regions that
 touch at a corner are separate polygons sharing that point.
 
+Each feature can carry ``measurements`` that QuPath lists with the annotation (a mapping of
+name to number): its area in um^2 given the slide's microns per pixel, and the mean of a map
+(the blur probability) over the region's mask pixels. Features are coloured with
+:data:`histoblur.io.palette.BLUR_COLOR`, the colour of blurred tissue in every QC picture.
+
 Examples:
     A mask computed at 2 level-0 pixels per mask pixel, written for QuPath:
 
@@ -27,7 +32,11 @@ Examples:
     >>> feature["geometry"]["coordinates"]  # pixel edges, level-0 pixels
     [[[4.0, 2.0], [10.0, 2.0], [10.0, 6.0], [4.0, 6.0], [4.0, 2.0]]]
     >>> feature["properties"]["classification"], feature["properties"]["model"]
-    ({'name': 'Blur', 'color': [230, 0, 230]}, 'default')
+    ({'name': 'Blur', 'color': [255, 190, 0]}, 'default')
+    >>> probability = np.where(mask, 0.8, 0.1)
+    >>> measured = mask_to_geojson(mask, (2.0, 2.0), probability=probability, um_per_px=0.5)
+    >>> measured["features"][0]["properties"]["measurements"]  # 24 px2 of 0.25 um2
+    {'Area um2': 6.0, 'Mean blur probability': 0.8}
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     path = write_geojson(Path(tmp) / "blur.geojson", collection)
     ...     json.loads(path.read_text()) == collection
@@ -51,16 +60,19 @@ from shapely.geometry import Polygon
 
 from histoblur.errors import ParameterError
 from histoblur.io.atomic import write_text_atomic
+from histoblur.io.palette import BLUR_COLOR
 
 __all__ = [
-    "QUPATH_BLUR_COLOR",
+    "AREA_UM2",
+    "MEAN_PROBABILITY",
     "mask_to_geojson",
     "mask_to_polygons",
     "polygons_to_feature_collection",
     "write_geojson",
 ]
 
-QUPATH_BLUR_COLOR: tuple[int, int, int] = (230, 0, 230)
+# names of the measurements QuPath shows with each annotation
+AREA_UM2, MEAN_PROBABILITY = "Area um2", "Mean blur probability"
 _ID_NAMESPACE = uuid.UUID("6f1d6a4e-3c1b-5b7e-9a51-8e2f0c4b7d10")
 _DECIMALS = 2
 
@@ -69,6 +81,7 @@ def mask_to_polygons(
     mask: np.ndarray,
     scale: tuple[float, float] = (1.0, 1.0),
     min_area: float = 0.0,
+    extent: tuple[float, float] | None = None,
 ) -> list[Polygon]:
     """Trace the foreground of a mask as exact pixel-edge polygons in level-0 coordinates.
 
@@ -76,13 +89,17 @@ def mask_to_polygons(
         mask: (H, W) boolean or numeric mask; nonzero is foreground.
         scale: level-0 pixels per mask pixel, ``(sx, sy)``.
         min_area: drop polygons whose area (holes subtracted) is below this, in level-0 px^2.
+        extent: the slide's level-0 ``(width, height)``: coordinates are clamped into it (the
+            last mask cells of a reduced mask may reach past the slide's edge), before
+            ``min_area`` is applied.
 
     Returns:
         Valid polygons, one per edge-connected foreground region, with the background it
         encloses as interior rings; largest first; empty for an empty mask.
 
     Raises:
-        ParameterError: if the mask is not 2-D, a scale is not positive or ``min_area`` < 0.
+        ParameterError: if the mask is not 2-D, a scale or extent is not positive or
+            ``min_area`` < 0.
 
     Examples:
         >>> mask = np.zeros((6, 8), bool)
@@ -93,6 +110,8 @@ def mask_to_polygons(
         [(8.0, (1.0, 1.0, 4.0, 4.0), 1), (4.0, (6.0, 4.0, 8.0, 6.0), 0)]
         >>> [p.area for p in mask_to_polygons(mask, scale=(4.0, 4.0), min_area=100)]
         [128.0]
+        >>> [p.bounds for p in mask_to_polygons(mask, scale=(4.0, 4.0), extent=(30, 22))][1]
+        (24.0, 16.0, 30.0, 22.0)
         >>> mask_to_polygons(np.zeros((4, 4), bool))
         []
 
@@ -102,26 +121,44 @@ def mask_to_polygons(
         >>> len(polygons), all(p.is_valid for p in polygons)
         (2, True)
     """
-    mask = _check_mask(mask)
+    return _traced(_check_mask(mask), scale, min_area, extent)[0]
+
+
+def _traced(
+    mask: np.ndarray,
+    scale: Sequence[float],
+    min_area: float,
+    extent: Sequence[float] | None,
+) -> tuple[list[Polygon], np.ndarray]:
+    """:func:`mask_to_polygons` of a boolean mask, plus one (row, col) mask pixel of each."""
     sx, sy = _check_scale(scale)
     if not (math.isfinite(min_area) and min_area >= 0):
         raise ParameterError(f"min_area must be a finite number >= 0, got {min_area}.")
+    bound = None if extent is None else _check_scale(extent, "extent")
     if mask.size == 0 or not mask.any():
-        return []
+        return [], np.zeros((0, 2), np.int64)
     polygons = _exact_polygons(mask)
+    # A point strictly inside each polygon (pixel-corner units) names a pixel of its region.
+    inside = shapely.get_coordinates(shapely.point_on_surface(polygons))
+    pixels = np.floor(inside[:, ::-1]).astype(np.int64)
+    pixels = np.clip(pixels, 0, np.array(mask.shape) - 1)
     polygons = shapely.transform(polygons, lambda xy: xy * np.array([sx, sy]))
+    if bound is not None:
+        polygons = shapely.transform(polygons, lambda xy: np.clip(xy, 0.0, bound))
     polygons = shapely.orient_polygons(polygons)
     areas = shapely.area(polygons)
     keep = areas >= min_area
-    polygons, areas = polygons[keep], areas[keep]
-    return list(polygons[np.argsort(-areas, kind="stable")])
+    polygons, areas, pixels = polygons[keep], areas[keep], pixels[keep]
+    order = np.argsort(-areas, kind="stable")
+    return list(polygons[order]), pixels[order]
 
 
 def polygons_to_feature_collection(
     polygons: Iterable[Polygon],
     classification: str = "Blur",
-    color: tuple[int, int, int] = QUPATH_BLUR_COLOR,
+    color: tuple[int, int, int] = BLUR_COLOR,
     properties: Mapping[str, Any] | None = None,
+    measurements: Sequence[Mapping[str, float]] | None = None,
 ) -> dict[str, Any]:
     """Wrap polygons as a GeoJSON FeatureCollection of QuPath annotations.
 
@@ -133,12 +170,15 @@ def polygons_to_feature_collection(
         classification: QuPath class name given to every annotation.
         color: the class colour as (R, G, B), each 0-255.
         properties: extra JSON-serializable properties added to (and overriding) each feature's.
+        measurements: one mapping of measurement name to number per polygon, written as the
+            feature's ``properties.measurements`` (QuPath lists them with the annotation).
 
     Returns:
         ``{"type": "FeatureCollection", "features": [...]}``.
 
     Raises:
-        ParameterError: if the class name is empty, the colour invalid or a geometry not a polygon.
+        ParameterError: if the class name is empty, the colour invalid, a geometry not a
+            polygon, or the measurements not one finite number per name and polygon.
 
     Examples:
         >>> from shapely.geometry import box
@@ -157,6 +197,8 @@ def polygons_to_feature_collection(
         raise ParameterError("classification must be a non-empty class name.")
     rgb = _check_color(color)
     extra = dict(properties or {})
+    polygons = list(polygons)
+    measured = None if measurements is None else _check_measurements(measurements, len(polygons))
     features = []
     for index, polygon in enumerate(polygons):
         if not isinstance(polygon, Polygon):
@@ -175,6 +217,7 @@ def polygons_to_feature_collection(
                 "properties": {
                     "objectType": "annotation",
                     "classification": {"name": classification, "color": list(rgb)},
+                    **({} if measured is None else {"measurements": measured[index]}),
                     **extra,
                 },
             }
@@ -188,10 +231,32 @@ def mask_to_geojson(
     min_area: float = 0.0,
     classification: str = "Blur",
     properties: Mapping[str, Any] | None = None,
+    extent: tuple[float, float] | None = None,
+    probability: np.ndarray | None = None,
+    um_per_px: float | None = None,
+    color: tuple[int, int, int] = BLUR_COLOR,
 ) -> dict[str, Any]:
     """Trace a working-resolution mask and return it as a QuPath FeatureCollection.
 
-    See :func:`mask_to_polygons` and :func:`polygons_to_feature_collection`.
+    See :func:`mask_to_polygons` and :func:`polygons_to_feature_collection`. With
+    ``um_per_px`` or ``probability``, each feature's ``measurements`` hold ``Area um2`` (its
+    level-0 area, holes subtracted, at ``um_per_px`` level-0 microns per pixel; 0.1 um^2) and
+    ``Mean blur probability`` (the mean of ``probability`` over the region's mask pixels; 0.001).
+
+    Args:
+        mask: (H, W) boolean or numeric mask; nonzero is foreground.
+        scale: level-0 pixels per mask pixel, ``(sx, sy)``.
+        min_area: smallest polygon area kept, in level-0 px^2.
+        classification: QuPath class name of every annotation.
+        properties: extra properties of every feature.
+        extent: the slide's level-0 ``(width, height)`` to clamp coordinates into.
+        probability: (H, W) map on the mask's grid, values 0 to 1.
+        um_per_px: the slide's level-0 microns per pixel.
+        color: the class colour as (R, G, B), each 0-255.
+
+    Raises:
+        ParameterError: see :func:`mask_to_polygons`; also a ``probability`` of another shape
+            or with values outside 0 to 1, or a ``um_per_px`` that is not positive.
 
     Examples:
         >>> mask = np.zeros((4, 4), bool)
@@ -204,10 +269,46 @@ def mask_to_geojson(
         >>> mask_to_geojson(np.zeros((4, 4), bool))
         {'type': 'FeatureCollection', 'features': []}
     """
-    polygons = mask_to_polygons(mask, scale=scale, min_area=min_area)
+    mask = _check_mask(mask)
+    polygons, pixels = _traced(mask, scale, min_area, extent)
+    measurements = None
+    if um_per_px is not None or probability is not None:
+        measurements = [{} for _ in polygons]
+    if um_per_px is not None:
+        if not (math.isfinite(um_per_px) and um_per_px > 0):
+            raise ParameterError(f"um_per_px must be a finite number > 0, got {um_per_px}.")
+        for measured, polygon in zip(measurements, polygons, strict=True):
+            measured[AREA_UM2] = round(float(polygon.area) * um_per_px**2, 1)
+    if probability is not None:
+        means = _region_means(mask, probability, pixels)
+        for measured, mean in zip(measurements, means, strict=True):
+            measured[MEAN_PROBABILITY] = round(float(mean), 3)
     return polygons_to_feature_collection(
-        polygons, classification=classification, properties=properties
+        polygons,
+        classification=classification,
+        color=color,
+        properties=properties,
+        measurements=measurements,
     )
+
+
+def _region_means(mask: np.ndarray, values: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """Mean of ``values`` over the edge-connected region of ``mask`` holding each pixel."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != mask.shape:
+        raise ParameterError(
+            f"The probability map has shape {values.shape}, the mask {mask.shape}: give it on "
+            "the mask's grid."
+        )
+    if values.size and not (np.isfinite(values).all() and 0 <= values.min() <= values.max() <= 1):
+        raise ParameterError("Probabilities must be finite numbers from 0 to 1.")
+    if len(pixels) == 0:
+        return np.zeros(0)
+    n, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=4)
+    sums = np.bincount(labels.ravel(), weights=values.ravel(), minlength=n)
+    counts = np.bincount(labels.ravel(), minlength=n)
+    region = labels[pixels[:, 0], pixels[:, 1]]
+    return sums[region] / counts[region]
 
 
 def write_geojson(path: Path, collection: Mapping[str, Any]) -> Path:
@@ -238,14 +339,35 @@ def _check_mask(mask: np.ndarray) -> np.ndarray:
     return arr != 0
 
 
-def _check_scale(scale: Sequence[float]) -> tuple[float, float]:
+def _check_scale(scale: Sequence[float], name: str = "scale") -> tuple[float, float]:
     try:
         sx, sy = (float(v) for v in scale)
     except (TypeError, ValueError) as exc:
-        raise ParameterError(f"scale must be two numbers (sx, sy), got {scale!r}.") from exc
+        raise ParameterError(f"{name} must be two numbers (x, y), got {scale!r}.") from exc
     if not (math.isfinite(sx) and math.isfinite(sy) and sx > 0 and sy > 0):
-        raise ParameterError(f"scale values must be finite and > 0, got ({sx}, {sy}).")
+        raise ParameterError(f"{name} values must be finite and > 0, got ({sx}, {sy}).")
     return sx, sy
+
+
+def _check_measurements(
+    measurements: Sequence[Mapping[str, float]], n: int
+) -> list[dict[str, float]]:
+    if len(measurements) != n:
+        raise ParameterError(f"Got {len(measurements)} sets of measurements for {n} polygons.")
+    checked = []
+    for values in measurements:
+        row = {}
+        for name, value in values.items():
+            ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+                value, bool
+            )
+            if not (isinstance(name, str) and name and ok and math.isfinite(value)):
+                raise ParameterError(
+                    f"A measurement must be a named finite number, got {name!r}: {value!r}."
+                )
+            row[name] = value.item() if isinstance(value, np.generic) else value
+        checked.append(row)
+    return checked
 
 
 def _check_color(color: Sequence[int]) -> tuple[int, int, int]:

@@ -122,3 +122,14 @@ def heatmap(values: np.ndarray, lo: float | None = None, hi: float | None = None
     scaled = np.clip((values - lo) / max(hi - lo, 1e-12), 0, 1)
     coloured = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)
     return cv2.cvtColor(coloured, cv2.COLOR_BGR2RGB)
+
+
+def colour_bar(width: int = 256, height: int = 12) -> np.ndarray:
+    """RGB legend of :func:`heatmap` from 0 (left) to 1 (right), built with the same colormap.
+
+    >>> bar = colour_bar(256, 4)
+    >>> bar.shape, bool((bar[0, 0] == heatmap(np.zeros((1, 1)), 0.0, 1.0)[0, 0]).all())
+    ((4, 256, 3), True)
+    """
+    ramp = np.tile(np.linspace(0.0, 1.0, width), (height, 1))
+    return heatmap(ramp, 0.0, 1.0)

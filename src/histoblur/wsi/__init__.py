@@ -1,5 +1,9 @@
 """Whole-slide and tile-level helpers: slide readers, a pyramidal TIFF writer, tissue detection.
 
+:func:`histoblur.wsi.readers.open_slide` opens OpenSlide formats, tiled TIFF, plain images
+and DICOM whole-slide images (a ``.dcm`` file or a folder of one slide's instances, through
+wsidicom), all behind one :class:`~histoblur.wsi.readers.SlideReader` protocol.
+
 Examples:
     Write a tiny pyramidal slide, open it, and find its tissue on a thumbnail:
 

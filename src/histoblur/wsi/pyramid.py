@@ -1,6 +1,7 @@
 """Write tiled pyramidal TIFFs that OpenSlide opens (tests, demos, benchmarks, exports).
 
-Levels are separate tiled pages halving in size, deflate-compressed, with the resolution tags
+Levels are separate tiled pages shrinking by a factor (2, or 4 as Aperio writes), deflate- or
+JPEG-compressed, with the resolution tags
 from which OpenSlide reads ``openslide.mpp-x``/``mpp-y``. Pages are written tile by tile from a
 function, so a 40,000 x 40,000 slide never exists in memory.
 
@@ -71,6 +72,9 @@ def write_pyramidal_tiff(
     mpp: float = 0.25,
     levels: int | None = None,
     tile: int = 256,
+    factor: int = 2,
+    compression: str = "zlib",
+    quality: int = 85,
 ) -> Path:
     """Write a pyramidal tiled TIFF atomically and return its path.
 
@@ -79,15 +83,18 @@ def write_pyramidal_tiff(
         source: an RGB uint8 image, or a :data:`TileSource` together with ``size``.
         size: level-0 ``(width, height)`` (taken from the image when ``source`` is one).
         mpp: level-0 microns per pixel written into the resolution tags.
-        levels: pyramid levels (default: halve until the image fits in one tile).
+        levels: pyramid levels (default: shrink until the image fits in one tile).
         tile: tile side (multiple of 16).
+        factor: down-sample between levels (2; 4 as in Aperio 40x scans).
+        compression: ``zlib`` (lossless) or ``jpeg`` (as scanners write, at ``quality``).
+        quality: JPEG quality (1-100).
 
     Returns:
         ``path``.
 
     Raises:
-        ParameterError: a tile source without ``size``, or a tile side that is not a multiple
-            of 16.
+        ParameterError: a tile source without ``size``, a tile side that is not a multiple
+            of 16, a level factor below 2 or an unknown compression.
 
     Examples:
         A slide larger than memory is written from a function of (down-sample, x, y, w, h):
@@ -112,14 +119,19 @@ def write_pyramidal_tiff(
         raise ParameterError("Pass size=(width, height) with a tile source.")
     if tile % 16 or tile < 16:
         raise ParameterError(f"TIFF tile side must be a multiple of 16, got {tile}.")
+    if factor < 2:
+        raise ParameterError(f"Levels must shrink by a factor of at least 2, got {factor}.")
+    if compression not in ("zlib", "jpeg"):
+        raise ParameterError(f"compression must be zlib or jpeg, got {compression!r}.")
+    codec_args = {"level": quality} if compression == "jpeg" else None
     w, h = size
     if levels is None:
         levels = 1
-        while max(w, h) >> (levels - 1) > tile:
+        while max(w, h) // factor ** (levels - 1) > tile:
             levels += 1
     with atomic_path(Path(path)) as tmp, tifffile.TiffWriter(tmp, bigtiff=True) as tw:
         for level in range(levels):
-            d = 2**level
+            d = factor**level
             lw, lh = max(1, w // d), max(1, h // d)
             res = 1e4 / (mpp * d)  # pixels per centimetre
             tw.write(
@@ -127,7 +139,8 @@ def write_pyramidal_tiff(
                 shape=(lh, lw, 3),
                 dtype=np.uint8,
                 tile=(tile, tile),
-                compression="zlib",
+                compression=compression,
+                compressionargs=codec_args,
                 photometric="rgb",
                 resolution=(res, res),
                 resolutionunit="CENTIMETER",

@@ -1,4 +1,4 @@
-"""Whole-slide readers behind one small protocol: OpenSlide, plain images, in-memory arrays.
+"""Whole-slide readers behind one small protocol: OpenSlide, DICOM, plain images, arrays.
 
 Every reader exposes a pyramid (level sizes and down-sample factors relative to level 0), the
 level-0 microns per pixel when the file states a plausible one, and ``read_region`` returning RGB
@@ -353,11 +353,14 @@ def open_slide(path: str | Path) -> SlideReader:
     """Open a slide or image with the right backend.
 
     Plain PNG/JPEG/BMP go to :class:`ImageReader`; tiled TIFF and SVS to :class:`TiffTileReader`
-    (tiles decoded by tifffile + imagecodecs); everything else to OpenSlide, and TIFFs that
-    OpenSlide does not take (untiled, no pyramid) fall back to :class:`ImageReader`.
+    (tiles decoded by tifffile + imagecodecs); ``.dcm`` files and folders (the ``.dcm``
+    instances of one DICOM whole-slide image) to :func:`histoblur.wsi.dicom.open_dicom`;
+    everything else to OpenSlide, and TIFFs that OpenSlide does not take (untiled, no pyramid)
+    fall back to :class:`ImageReader`.
 
     Raises:
-        InputError: missing path, a folder, or a file no backend reads (one sentence).
+        InputError: missing path, a folder that is no DICOM slide, or a file no backend reads
+            (one sentence).
 
     Examples:
         >>> import tempfile
@@ -377,8 +380,14 @@ def open_slide(path: str | Path) -> SlideReader:
         ...
         histoblur.errors.InputError: Slide missing.svs does not exist.
     """
+    from histoblur.wsi.dicom import DICOM_SUFFIX, open_dicom  # dicom imports this module
+
+    if Path(path).is_dir():
+        return open_dicom(path)
     path = existing_file(path, "Slide")
     suffix = path.suffix.lower()
+    if suffix == DICOM_SUFFIX:
+        return open_dicom(path)
     if suffix in PLAIN_SUFFIXES:
         return ImageReader(path)
     if suffix in TILED_TIFF_SUFFIXES:
@@ -388,14 +397,9 @@ def open_slide(path: str | Path) -> SlideReader:
             pass  # not a tiled TIFF tifffile decodes: OpenSlide alone
     try:
         return OpenSlideReader(path)
-    except InputError as exc:
+    except InputError:
         if suffix in TIFF_SUFFIXES:
             return ImageReader(path)
-        if suffix == ".dcm":
-            raise InputError(
-                f"{path} is a DICOM file OpenSlide cannot read ({exc.__cause__}); export the "
-                "slide as a whole-slide DICOM series or a pyramidal TIFF."
-            ) from exc
         raise
 
 
