@@ -160,3 +160,27 @@ def test_tile_decoder_is_thread_safe_and_falls_back(tmp_path):
     reader.close()
     with pytest.raises(InputError):
         TiffTileReader(write_image(tmp_path / "plain.png", image))
+
+
+def test_tiff_tiles_are_decoded_once_and_the_cache_stays_bounded(tmp_path):
+    from histoblur.wsi.pyramid import write_pyramidal_tiff
+    from histoblur.wsi.readers import TiffTileReader, TileCache
+
+    image = np.random.default_rng(0).integers(0, 255, (600, 700, 3), dtype=np.uint8)
+    reader = TiffTileReader(write_pyramidal_tiff(tmp_path / "s.tif", image, tile=128))
+    decoded = []
+    decode = reader._tile
+
+    def counting(page, index, th, tw):
+        decoded.append(index)
+        return decode(page, index, th, tw)
+
+    reader._tile = counting
+    first = reader.read_region(100, 50, 0, (300, 200))
+    again = reader.read_region(100, 50, 0, (300, 200))
+    assert np.array_equal(first, image[50:250, 100:400]) and np.array_equal(first, again)
+    assert len(decoded) == len(set(decoded)) == 4 * 2  # 4 x 2 tiles of 128 px, each once
+    reader._cache = TileCache(max_bytes=2 * 128 * 128 * 3)  # room for two tiles
+    reader.read_region(0, 0, 0, (700, 600))
+    assert reader._cache.bytes <= 2 * 128 * 128 * 3
+    reader.close()

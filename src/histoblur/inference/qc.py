@@ -423,7 +423,7 @@ class SlideQC:
         self.read_seconds += time.perf_counter() - started
         return window
 
-    def _screened(self, y: int, x: int) -> tuple[bool, np.ndarray]:
+    def _screened(self, y: int, x: int) -> tuple[bool, Any]:
         """Screen one window: (True, its (2, t, t) prediction) when sharp, else (False, pixels).
 
         The screen reads the window at ``1 / SCREEN_FACTOR`` of the working resolution from the
@@ -448,9 +448,20 @@ class SlideQC:
         gate = cv2.resize(tissue.view(np.uint8), (t, t), interpolation=cv2.INTER_NEAREST)
         return True, np.stack([np.zeros((t, t), np.float32), gate.astype(np.float32)])
 
-    def _load(self, y: int, x: int) -> tuple[bool, np.ndarray]:
-        """(True, prediction) for a window the screen settles, else (False, its pixels)."""
-        return self._screened(y, x) if self.config.screen else (False, self._read(y, x))
+    def _load(self, y: int, x: int) -> tuple[bool, Any]:
+        """(True, prediction) for a window the screen settles, else (False, network input).
+
+        Runs in a reader thread, so the network input and the pixel tissue gate of each window
+        are made there too (see :meth:`_prepare`), off the thread that runs the network.
+        """
+        settled, data = self._screened(y, x) if self.config.screen else (False, self._read(y, x))
+        return (True, data) if settled else (False, self._prepare(data))
+
+    @staticmethod
+    def _prepare(window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(C, t, t) network input and (t, t) tissue gate (float32) of a window's pixels."""
+        image = np.ascontiguousarray(to_network_input(window).transpose(2, 0, 1))
+        return image, tissue_mask(window).astype(np.float32)
 
     def _bands(
         self, ys: list[int], rows: list[list[int]], progress: Callable[[int], None] | None
@@ -466,9 +477,9 @@ class SlideQC:
         left = [len(r) for r in rows]
         emitted = 0
         with ThreadPoolExecutor(self.config.readers, thread_name_prefix="histoblur-read") as pool:
-            queue: deque[tuple[int, int, Future[tuple[bool, np.ndarray]]]] = deque()
+            queue: deque[tuple[int, int, Future[tuple[bool, Any]]]] = deque()
             submitted = 0
-            pending: list[tuple[int, int, np.ndarray]] = []  # (band, x, pixels) to predict
+            pending: list[tuple[int, int, Any]] = []  # (band, x, (input, gate)) to predict
 
             def fill() -> None:
                 nonlocal submitted
@@ -512,12 +523,11 @@ class SlideQC:
                 yield bands[emitted]
                 emitted += 1
 
-    def _predict(self, images: list[np.ndarray]) -> np.ndarray:
-        """(N, 2, t, t): blur probability and the pixel tissue gate of each window."""
+    def _predict(self, prepared: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """(N, 2, t, t): blur probability and the pixel tissue gate of each prepared window."""
         started = time.perf_counter()
-        batch = np.stack([to_network_input(im) for im in images]).transpose(0, 3, 1, 2)
-        prob = self.segmenter._predict(np.ascontiguousarray(batch))
-        gate = np.stack([tissue_mask(im) for im in images])[:, None].astype(np.float32)
+        prob = self.segmenter._predict(np.stack([image for image, _ in prepared]))
+        gate = np.stack([g for _, g in prepared])[:, None]
         self.compute_seconds += time.perf_counter() - started
         return np.concatenate([prob, gate], axis=1)
 

@@ -186,24 +186,49 @@ def blend_bands(
     """
     h, w = size
     done = 0  # rows already yielded
-    acc = np.zeros((0, w, channels), np.float32)
-    norm = np.zeros((0, w, 1), np.float32)
+    # channel-first accumulators of rows [done, done + rows): each window adds contiguous runs;
+    # fresh rows come from np.zeros (calloc: pages no window touches, e.g. glass, stay free)
+    acc = np.zeros((channels, 0, w), np.float32)
+    norm = np.zeros((0, w), np.float32)
+    spans: list[tuple[int, int, int]] = []  # (last row + 1, x0, x1) of every window blended
     for i, (y, windows) in enumerate(zip(ys, bands, strict=True)):
         end = y + tile
-        grow = end - (done + acc.shape[0])
-        if grow > 0:
-            acc = np.concatenate([acc, np.zeros((grow, w, channels), np.float32)])
-            norm = np.concatenate([norm, np.zeros((grow, w, 1), np.float32)])
+        if end - done > norm.shape[0]:
+            grown = np.zeros((channels, end - done, w), np.float32)
+            grown_norm = np.zeros((end - done, w), np.float32)
+            grown[:, : norm.shape[0]], grown_norm[: norm.shape[0]] = acc, norm
+            acc, norm = grown, grown_norm
         wy = ramp(tile, overlap, y == 0, end >= h)
         for x, out in windows:
             weight = wy[:, None] * ramp(tile, overlap, x == 0, x + tile >= w)[None, :]
-            acc[y - done : end - done, x : x + tile] += out.transpose(1, 2, 0) * weight[..., None]
-            norm[y - done : end - done, x : x + tile, 0] += weight
+            acc[:, y - done : end - done, x : x + tile] += out * weight
+            norm[y - done : end - done, x : x + tile] += weight
+            spans.append((end, x, x + tile))
         # rows above the next band's start are final
         final = min((ys[i + 1] if i + 1 < len(ys) else h), h) - done
         if final > 0:
-            yield done, acc[:final] / np.maximum(norm[:final], 1e-12)
-            acc, norm, done = acc[final:], norm[final:], done + final
+            block = np.zeros((final, w, channels), np.float32)
+            spans = [s for s in spans if s[0] > done]
+            for x0, x1 in _merged((a, b) for _, a, b in spans):  # only where windows lie
+                part = acc[:, :final, x0:x1] / np.maximum(norm[:final, x0:x1], 1e-12)
+                block[:, x0:x1] = part.transpose(1, 2, 0)
+            yield done, block
+            acc, norm, done = acc[:, final:], norm[final:], done + final
+
+
+def _merged(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Union of half-open intervals, sorted and merged.
+
+    >>> _merged([(5, 9), (0, 3), (2, 4), (9, 12)])
+    [(0, 4), (5, 12)]
+    """
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(intervals):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def count_tiles(height: int, width: int, tile: int, overlap: int) -> int:

@@ -16,6 +16,8 @@ Examples:
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -236,6 +238,47 @@ class OpenSlideReader:
         self.slide.close()
 
 
+# Decoded tiles kept by TiffTileReader: windows straddle tile borders and overlap their
+# neighbours, so most tiles are asked for 2-4 times, by the next window or the next row of
+# windows. 384 MB holds ~2,000 tiles of 256 x 256 RGB: several tile rows of a 100,000 px slide.
+TILE_CACHE_BYTES = 384 << 20
+
+
+class TileCache:
+    """A thread-safe least-recently-used store of decoded tiles, bounded in bytes.
+
+    >>> cache = TileCache(max_bytes=2 * 48)
+    >>> for key in "abc":
+    ...     cache.put(key, np.zeros((4, 4, 3), np.uint8))  # 48 bytes each
+    >>> cache.get("a") is None, cache.get("c") is not None  # "a" was the least recent
+    (True, True)
+    """
+
+    def __init__(self, max_bytes: int = TILE_CACHE_BYTES) -> None:
+        self.max_bytes, self.bytes = max_bytes, 0
+        self._items: OrderedDict[Any, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> np.ndarray | None:
+        """The tile stored under ``key`` (now the most recent), or None."""
+        with self._lock:
+            tile = self._items.get(key)
+            if tile is not None:
+                self._items.move_to_end(key)
+            return tile
+
+    def put(self, key: Any, tile: np.ndarray) -> None:
+        """Store ``tile``, dropping the least recently used tiles beyond ``max_bytes``."""
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = tile
+            self.bytes += tile.nbytes
+            while self.bytes > self.max_bytes and len(self._items) > 1:
+                _, old = self._items.popitem(last=False)
+                self.bytes -= old.nbytes
+
+
 class TiffTileReader(OpenSlideReader):
     """OpenSlide's geometry and metadata; pixels decoded straight from the TIFF's tiles.
 
@@ -294,6 +337,7 @@ class TiffTileReader(OpenSlideReader):
             self.close()
             raise InputError(f"{path} has no tiled 8-bit RGB level to decode directly.")
         self._fd = os.open(self.path, os.O_RDONLY)
+        self._cache = TileCache()
 
     def read_region(self, x: int, y: int, level: int, size: tuple[int, int]) -> np.ndarray:
         """Read a box of level pixels whose top-left is level-0 ``(x, y)``."""
@@ -309,7 +353,7 @@ class TiffTileReader(OpenSlideReader):
         x0, y0, x1, y1 = max(lx, 0), max(ly, 0), min(lx + w, width), min(ly + h, height)
         for ty in range(y0 // th, (y1 - 1) // th + 1 if y1 > y0 else 0):
             for tx in range(x0 // tw, (x1 - 1) // tw + 1 if x1 > x0 else 0):
-                tile = self._tile(page, ty * across + tx, th, tw)
+                tile = self._cached_tile(level, page, ty * across + tx, th, tw)
                 if tile is None:  # this read goes through OpenSlide
                     return super().read_region(x, y, level, size)
                 # the part of this tile inside the box, in level coordinates
@@ -319,6 +363,18 @@ class TiffTileReader(OpenSlideReader):
                     b0 - ty * th : b1 - ty * th, a0 - tx * tw : a1 - tx * tw
                 ]
         return out
+
+    def _cached_tile(
+        self, level: int, page: Any, index: int, th: int, tw: int
+    ) -> np.ndarray | None:
+        """A tile from the cache, else decoded (and kept; read-only, as it is shared)."""
+        tile = self._cache.get((level, index))
+        if tile is None:
+            tile = self._tile(page, index, th, tw)
+            if tile is not None:
+                tile.setflags(write=False)
+                self._cache.put((level, index), tile)
+        return tile
 
     def _tile(self, page: Any, index: int, th: int, tw: int) -> np.ndarray | None:
         """RGB uint8 (th, tw, 3) of one tile (white when the file stores none)."""
@@ -330,7 +386,7 @@ class TiffTileReader(OpenSlideReader):
             segment, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
         except Exception:  # a codec imagecodecs lacks, or a damaged tile: OpenSlide decides
             return None
-        return np.asarray(segment).reshape(th, tw, -1)[..., :3]
+        return np.ascontiguousarray(np.asarray(segment).reshape(th, tw, -1)[..., :3])
 
     def close(self) -> None:
         """Close the slide and the TIFF."""
