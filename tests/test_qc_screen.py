@@ -82,3 +82,14 @@ def test_screen_is_a_result_parameter():
     summary = {"metadata_mpp": 0.25, "parameters": off}
     assert rerun_reason(summary, Path("a.svs"), QCConfig(), segmenter) == ""
     assert "screen_cutoff changed" in rerun_reason(summary, Path("a.svs"), screened, segmenter)
+
+
+def test_qc_slide_loads_its_network_with_the_configured_precision(tmp_path):
+    from histoblur.inference.qc import qc_slide
+    from histoblur.io.images import write_image
+
+    path = write_image(tmp_path / "tile.png", skimage.data.immunohistochemistry()[:256, :256])
+    for precision in ("fp32", "bf16"):
+        config = QCConfig(device="cpu", slide_mpp=0.5, precision=precision)
+        summary = qc_slide(path, tmp_path / precision, config)
+        assert summary["parameters"]["precision"] == precision

@@ -803,7 +803,7 @@ def qc_slide(
         ('image', 'option', [128, 128], True)
     """
     segmenter = segmenter or Segmenter.load(
-        config.model, config.device, batch_size=config.batch_size
+        config.model, config.device, batch_size=config.batch_size, precision=config.precision
     )
     path = Path(path)
     try:
