@@ -8,13 +8,14 @@ import pytest
 import yaml
 
 from histoblur.cli import qc as qc_cli
-from histoblur.cli.main import build_parser, main
+from histoblur.cli.main import build_parser
 from histoblur.config import read_yaml
 from histoblur.errors import InputError
 from histoblur.inference.cohort import find_slides
 from histoblur.inference.qc import QCConfig
 from histoblur.synthesis.slide import make_synthetic_slide
 from histoblur.wsi.pyramid import write_pyramidal_tiff
+from test_qc_safety import one_error, qc  # the one-sentence refusal check, shared
 
 
 @pytest.fixture(scope="module")
@@ -33,19 +34,6 @@ def settings(tmp_path, *argv, config=None):
         argv = ("--config", str(path), *argv)
     args = build_parser(["qc"]).parse_args(["qc", "--out", str(tmp_path / "qc"), *map(str, argv)])
     return qc_cli.qc_config(args)
-
-
-def one_error(capsys, *needles):
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert err.startswith("histoblur: error: "), err
-    for needle in needles:
-        assert needle in err, (needle, err)
-    return err
-
-
-def qc(*args) -> int:
-    return main(["qc", *map(str, args)])
 
 
 def test_without_a_file_or_options_the_settings_are_the_defaults(tmp_path):

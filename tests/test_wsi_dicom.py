@@ -35,6 +35,18 @@ MPP = 0.5
 pytestmark = pytest.mark.filterwarnings(r"ignore::UserWarning:pydicom\..*")
 
 
+def new_dataset(sop_class: str) -> Dataset:
+    """An empty DICOM dataset of ``sop_class`` with its file meta (explicit VR little endian)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = uid = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, uid
+    return ds
+
+
 def write_wsi_dicom(
     path: Path,
     image: np.ndarray,
@@ -54,13 +66,8 @@ def write_wsi_dicom(
     padded = np.full((down * tile, across * tile, 3), 255, np.uint8)
     padded[:h, :w] = image
     frames = padded.reshape(down, tile, across, tile, 3).swapaxes(1, 2).reshape(-1, tile, tile, 3)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = WSI_SOP_CLASS
-    meta.MediaStorageSOPInstanceUID = uid = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = WSI_SOP_CLASS, uid, "SM"
+    ds = new_dataset(WSI_SOP_CLASS)
+    ds.Modality = "SM"
     for keyword, value in (uids or slide_uids()).items():
         setattr(ds, keyword, value)
     ds.Rows = ds.Columns = tile
@@ -245,13 +252,7 @@ def test_a_series_folder_is_one_slide(synthetic, tmp_path):
 
 def write_secondary_capture(path: Path) -> Path:
     """A tiny DICOM image that is not a whole-slide image."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = uid = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, uid
+    ds = new_dataset(SecondaryCaptureImageStorage)
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = generate_uid(), generate_uid(), "OT"
     ds.Rows = ds.Columns = 8
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
