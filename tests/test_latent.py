@@ -197,6 +197,21 @@ def test_deblur_at_alpha_zero_is_the_near_planes_reconstruction(codec_dir, ihc):
         codec.deblur(near, far, [1.0])
 
 
+def test_shifted_planes_give_the_first_planes_size_and_position(codec_dir, ihc, caplog):
+    first = np.ascontiguousarray(ihc[20:84, 20:116])  # 64 x 96
+    second = np.ascontiguousarray(ihc[23:87, 16:112])  # the same field, 3 px up, 4 px right
+    codec = FocalCodec.load(codec_dir)
+    with caplog.at_level("WARNING", logger="histoblur.inference.latent"):
+        (out,) = codec.interpolate(first, second, [0.0])
+    assert out.shape == first.shape
+    assert "after registration" in caplog.text and "x 0-92, y 3-64" in caplog.text
+    # inside the overlap: alpha 0 reconstructs the first plane where it lies
+    (same,) = codec.interpolate(first[3:, :92], second[:61, 4:], [0.0])
+    assert np.abs(out[3:, :92].astype(int) - same.astype(int)).max() <= 1
+    # outside it: the overlap's edge pixels repeated
+    assert np.array_equal(out[:3, :92], np.repeat(out[3:4, :92], 3, axis=0))
+
+
 def test_large_planes_run_in_windows(codec_dir, ihc):
     sharp = np.concatenate([ihc, ihc[:, ::-1]], axis=1)[:40, :600]
     (out,) = FocalCodec.load(codec_dir).interpolate(sharp, sharp, [0.5])

@@ -7,12 +7,15 @@ plane, 1 the blurrier one); ``deblur(near, far, alphas)`` decodes the extrapolat
 between focus and the far plane (for planes 4 and 8 steps from focus, 0.5).
 
 Two planes of slightly different sizes or offsets are registered first (whole-pixel shifts,
-cropped to the shared region). Images of any size run in blended 512 px windows; all alphas of
-a sweep come from one encoding of each window.
+cropped to the shared region); the outputs have the first plane's size and position, the part
+registration cut off filled with the overlap's edge pixels (and a warning saying where).
+Images of any size run in blended 512 px windows; all alphas of a sweep come from one encoding
+of each window.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +29,9 @@ from histoblur.io.images import check_image, from_float, to_float, to_rgb
 from histoblur.models.autoencoder import Code, FocalAutoencoder, extrapolate, mix
 from histoblur.models.hub import load_pretrained
 from histoblur.models.tiling import predict_tiled
-from histoblur.synthesis.register import register_planes
+from histoblur.synthesis.register import register_planes_box
+
+log = logging.getLogger(__name__)
 
 WINDOW, OVERLAP = 512, 64
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -80,7 +85,7 @@ class FocalCodec:
         if first.dtype != second.dtype:
             raise InputError(f"The two planes differ in type ({first.dtype}, {second.dtype}).")
         grey = first.ndim == 2 or first.shape[2] == 1
-        a, b = register_planes([to_rgb(first), to_rgb(second)], reference=0)
+        (a, b), box = register_planes_box([to_rgb(first), to_rgb(second)], reference=0)
         h, w = a.shape[:2]
         if min(h, w) < 8:
             raise InputError(f"The planes share only {h} x {w} px after registration.")
@@ -105,10 +110,33 @@ class FocalCodec:
             channels = 3 * len(alphas)
             for row, block in predict_tiled(stacked, predict, WINDOW, OVERLAP, 4, channels):
                 out[row : row + len(block)] = block
-        images = [np.clip(out[..., 3 * k : 3 * k + 3], 0, 1) for k in range(len(alphas))]
+        images = [
+            _back_to(np.clip(out[..., 3 * k : 3 * k + 3], 0, 1), first.shape[:2], box)
+            for k in range(len(alphas))
+        ]
         if grey:
             images = [i.mean(axis=2) for i in images]
         return [from_float(i, first.dtype) for i in images]
+
+
+def _back_to(image: np.ndarray, shape: tuple[int, ...], box: tuple[int, ...]) -> np.ndarray:
+    """``image`` (the registered overlap) put back at ``box`` of the first plane's ``shape``.
+
+    What registration cut off is filled with the overlap's edge pixels (and logged).
+
+    >>> _back_to(np.ones((2, 3, 3), np.float32), (4, 3), (1, 0, 3, 3))[:, 0, 0].tolist()
+    [1.0, 1.0, 1.0, 1.0]
+    """
+    y0, x0, y1, x1 = box
+    pads = (y0, shape[0] - y1, x0, shape[1] - x1)
+    if not any(pads):
+        return image
+    log.warning(
+        f"The two planes overlap in {x1 - x0} x {y1 - y0} px of the first plane's "
+        f"{shape[1]} x {shape[0]} (x {x0}-{x1}, y {y0}-{y1}) after registration; the output "
+        "keeps the first plane's size and position, its edge pixels repeated outside the overlap."
+    )
+    return cv2.copyMakeBorder(image, *pads, cv2.BORDER_REPLICATE)
 
 
 def sweep_strip(images: Sequence[np.ndarray], labels: Sequence[str]) -> np.ndarray:

@@ -284,14 +284,37 @@ def _offset(box: Box, origin: Box) -> Box:
 
 def register_planes(planes: list[np.ndarray], reference: int) -> list[np.ndarray]:
     """Centre-crop to the common size, shift each plane onto ``reference``, crop the overlap."""
+    return register_planes_box(planes, reference)[0]
+
+
+def register_planes_box(planes: list[np.ndarray], reference: int) -> tuple[list[np.ndarray], Box]:
+    """:func:`register_planes` and the ``(y0, x0, y1, x1)`` box of the overlap in ``reference``.
+
+    >>> rng = np.random.default_rng(0)
+    >>> field = cv2.GaussianBlur(rng.random((80, 80)).astype(np.float32), (0, 0), 2)
+    >>> a, b = field[10:60, 10:70], field[13:63, 8:68]  # b is a, moved 3 down and 2 left
+    >>> (ra, rb), box = register_planes_box([a, b], reference=0)
+    >>> ra.shape, box, bool(np.allclose(ra, rb))
+    ((47, 58), (3, 0, 50, 58), True)
+    """
     h = min(p.shape[0] for p in planes)
     w = min(p.shape[1] for p in planes)
+    cy, cx = centre_box(planes[reference].shape, h, w)[:2]
     planes = [crop(p, centre_box(p.shape, h, w)) for p in planes]
     ref = to_gray_float(planes[reference])
     shifts = [
         (0, 0) if i == reference else estimate_shift(ref, to_gray_float(p)).shift
         for i, p in enumerate(planes)
     ]
+    dy = [s[0] for s in shifts]
+    dx = [s[1] for s in shifts]
+    y0, x0 = -min(dy), -min(dx)
+    hh, ww = h - (max(dy) - min(dy)), w - (max(dx) - min(dx))
+    crops = [
+        np.ascontiguousarray(p[y0 + sy : y0 + sy + hh, x0 + sx : x0 + sx + ww])
+        for p, (sy, sx) in zip(planes, shifts, strict=True)
+    ]
+    return crops, (cy + y0, cx + x0, cy + y0 + hh, cx + x0 + ww)
     dy = [s[0] for s in shifts]
     dx = [s[1] for s in shifts]
     y0, x0 = -min(dy), -min(dx)
