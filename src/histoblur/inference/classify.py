@@ -39,7 +39,7 @@ from histoblur.io.checkpoints import config_number
 from histoblur.io.images import check_image, to_gray_float
 from histoblur.metrics.calibration import softmax
 from histoblur.models.classifier import BLUR_TYPES
-from histoblur.models.hub import load_pretrained, select_device, select_precision
+from histoblur.models.hub import autocast, load_pretrained, select_device, select_precision
 
 TASK = "blur-type-classification"
 MAX_WINDOWS = 64
@@ -199,8 +199,7 @@ class BlurClassifier:
             to_network_input(to_working(as_bright_field(image), mpp, self.mpp, self.max_mpp)),
             self.tile,
         )
-        dtype = self.autocast or torch.float32
-        with torch.autocast(self.device.type, dtype=dtype, enabled=self.autocast is not None):
+        with autocast(self.device, self.autocast):
             out = [
                 self.model(torch.from_numpy(windows[i : i + self.batch_size]).to(self.device))
                 .float()

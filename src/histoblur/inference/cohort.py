@@ -45,6 +45,7 @@ from histoblur.inference.segment import Segmenter
 from histoblur.io.atomic import write_text_atomic
 from histoblur.io.images import check_unique_stems
 from histoblur.io.qc_report import COHORT_TITLE, cohort_index_html, slide_status
+from histoblur.wsi.dicom import is_dicom_slide_folder
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +137,6 @@ def _search(folder: Path) -> list[Path]:
     Hidden entries and QC output folders are left out; a DICOM slide folder (see
     :func:`~histoblur.wsi.dicom.is_dicom_slide_folder`) is one slide, not searched further.
     """
-    from histoblur.wsi.dicom import is_dicom_slide_folder
-
     found = []
     for here, dirs, files in os.walk(folder):  # like rglob: folder links are not followed
         if is_dicom_slide_folder(here):

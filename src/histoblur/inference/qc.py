@@ -61,9 +61,10 @@ from histoblur.io.geojson import mask_to_geojson, write_geojson
 from histoblur.io.images import write_image
 from histoblur.io.palette import BLUR_ALPHA, BLUR_COLOR
 from histoblur.io.png_stream import PngRowWriter
-from histoblur.io.qc_report import slide_report_html, slide_status
+from histoblur.io.qc_report import slide_report_html
 from histoblur.io.report import heatmap
 from histoblur.models.tiling import BATCH_SIZE, axis_starts, blend_bands
+from histoblur.wsi.dicom import has_dicom_marker
 from histoblur.wsi.readers import SlideReader, best_level, open_slide, read_scaled, thumbnail
 from histoblur.wsi.tissue import detect_tissue, tissue_mask
 
@@ -217,6 +218,10 @@ def choose_mpp(
         >>> forced = QCConfig(slide_mpp=0.5, force_slide_mpp=True)
         >>> choose_mpp("a.svs", 0.25, forced)[:2], choose_mpp("b.png", None, forced)
         ((0.5, 'option'), (0.5, 'option', ''))
+        >>> choose_mpp("<array>", None, QCConfig())  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        histoblur.errors.InputError: <array> states no (plausible) microns per pixel; ...
     """
     name = Path(path).name
     given = given_mpp(path, config)
@@ -244,27 +249,6 @@ def choose_mpp(
                 f"metadata (pass --force-slide-mpp to use {value:g})."
             )
     return (value, source, warning) if config.force_slide_mpp else (metadata, "metadata", warning)
-
-
-def slide_mpp(reader: SlideReader, config: QCConfig) -> tuple[float, str]:
-    """Level-0 microns per pixel of an opened slide and its source (see :func:`choose_mpp`).
-
-    Raises:
-        InputError: the slide states no plausible resolution and the config gives none.
-
-    Examples:
-        >>> from histoblur.wsi.readers import ArrayReader
-        >>> image = np.zeros((64, 64, 3), np.uint8)
-        >>> slide_mpp(ArrayReader(image, mpp=0.25), QCConfig())
-        (0.25, 'metadata')
-        >>> slide_mpp(ArrayReader(image), QCConfig(slide_mpp=0.5))
-        (0.5, 'option')
-        >>> slide_mpp(ArrayReader(image), QCConfig())  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        histoblur.errors.InputError: <array> states no (plausible) microns per pixel; ...
-    """
-    return choose_mpp(reader.path, reader.mpp, config)[:2]
 
 
 def working_mpp(config: QCConfig, segmenter: Segmenter, mpp0: float) -> float:
@@ -430,13 +414,12 @@ class SlideQC:
         pyramid level nearest that; where that is the level the network reads anyway, the window
         is decoded once, at full resolution, and shrunk for the screen.
         """
-        started = time.perf_counter()
         t, s = self.segmenter.tile, self.scale
         side = max(8, t // SCREEN_FACTOR)
         level = best_level(self.reader, s * t / side)
-        window = None
-        if level == self.level:
-            window = self._read(y, x)
+        window = self._read(y, x) if level == self.level else None  # counted as decoding
+        started = time.perf_counter()
+        if window is not None:
             small = cv2.resize(window, (side, side), interpolation=cv2.INTER_AREA)
         else:
             small = read_scaled(self.reader, (x * s, y * s, t * s, t * s), (side, side), level)
@@ -717,7 +700,6 @@ def write_outputs(result: dict[str, Any], folder: Path, config: QCConfig) -> dic
         pics["thumbnail"],
         pics["overlay"],
         pics["heatmap"],
-        status=slide_status(summary, config.flag_above),
         flag_above=config.flag_above,
         min_region_um2=config.min_region_um2,
     )
@@ -741,8 +723,6 @@ def _from_openslide(exc: BaseException) -> bool:
 
 def _is_dicom(path: Path) -> bool:
     """Whether ``path`` is a file that starts like DICOM (``DICM`` after the 128-byte preamble)."""
-    from histoblur.wsi.dicom import has_dicom_marker
-
     return path.is_file() and has_dicom_marker(path)
 
 

@@ -43,7 +43,7 @@ from histoblur.inference.resolution import (
 from histoblur.io.checkpoints import config_number
 from histoblur.io.images import check_image, dtype_max, read_image, to_rgb, write_image
 from histoblur.io.report import outline
-from histoblur.models.hub import load_pretrained, select_device, select_precision
+from histoblur.models.hub import autocast, load_pretrained, select_device, select_precision
 from histoblur.models.tiling import BATCH_SIZE, count_tiles, predict_tiled
 from histoblur.wsi.tissue import tissue_mask
 
@@ -171,8 +171,7 @@ class Segmenter:
     @torch.inference_mode()
     def _predict(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(batch).to(self.device, memory_format=torch.channels_last)
-        dtype = self.autocast or torch.float32
-        with torch.autocast(self.device.type, dtype=dtype, enabled=self.autocast is not None):
+        with autocast(self.device, self.autocast):
             logits = self.model(x)
         return torch.sigmoid(logits.float()).cpu().numpy()
 

@@ -188,6 +188,16 @@ def select_precision(name: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if native else None
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """The autocast context of a :func:`select_precision` result (None: plain float32).
+
+    >>> with autocast(torch.device("cpu"), torch.bfloat16):
+    ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+    torch.bfloat16
+    """
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 def load_pretrained(
     model: str | Path, task: str, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, Any], Path]:

@@ -17,7 +17,14 @@ import numpy as np
 
 from histoblur.errors import InputError
 from histoblur.io.images import to_rgb
-from histoblur.wsi.readers import SlideReader, _float, check_read, plausible_mpp
+from histoblur.wsi.readers import (
+    SlideReader,
+    _float,
+    check_read,
+    level_box,
+    paste_tiles,
+    plausible_mpp,
+)
 
 DICOM_SUFFIX = ".dcm"
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"  # VL Whole Slide Microscopy Image Storage
@@ -134,17 +141,6 @@ def _downsamples(dims: Sequence[tuple[int, int]]) -> tuple[float, ...]:
     return tuple(1.0 if i == 0 else (W / w + H / h) / 2 for i, (w, h) in enumerate(dims))
 
 
-def _level_box(
-    reader: SlideReader, x: int, y: int, level: int, w: int, h: int
-) -> tuple[np.ndarray, tuple[int, int, int, int, int, int]]:
-    """A white (h, w) box, its level-pixel origin and the part of it inside the level."""
-    d = reader.level_downsamples[level]
-    lx, ly = int(round(x / d)), int(round(y / d))  # as ArrayReader and TiffTileReader
-    W, H = reader.level_dimensions[level]
-    box = (lx, ly, max(lx, 0), max(ly, 0), min(lx + w, W), min(ly + h, H))
-    return np.full((h, w, 3), 255, np.uint8), box
-
-
 class DicomReader:
     """A DICOM whole-slide image (a ``.dcm`` file, or a folder of one slide's) via wsidicom.
 
@@ -183,7 +179,7 @@ class DicomReader:
     def read_region(self, x: int, y: int, level: int, size: tuple[int, int]) -> np.ndarray:
         """Read a box of level pixels whose top-left is level-0 ``(x, y)``."""
         w, h = check_read(self, level, size)
-        out, (lx, ly, x0, y0, x1, y1) = _level_box(self, x, y, level, w, h)
+        out, (lx, ly, x0, y0, x1, y1) = level_box(self, x, y, level, w, h)
         if x1 > x0 and y1 > y0:
             try:
                 region = self.slide.read_region(
@@ -328,19 +324,14 @@ class DicomFramesReader:
     def read_region(self, x: int, y: int, level: int, size: tuple[int, int]) -> np.ndarray:
         """Read a box of level pixels whose top-left is level-0 ``(x, y)``."""
         w, h = check_read(self, level, size)
-        out, (lx, ly, x0, y0, x1, y1) = _level_box(self, x, y, level, w, h)
+        out, box = level_box(self, x, y, level, w, h)
         (width, _), (tw, th), fd, frames, decode = self._levels[level]
-        across = -(-width // tw)
-        for ty in range(y0 // th, (y1 - 1) // th + 1 if y1 > y0 else 0):
-            for tx in range(x0 // tw, (x1 - 1) // tw + 1 if x1 > x0 else 0):
-                index = ty * across + tx
-                data = b"".join(os.pread(fd, n, offset) for offset, n in frames[index])
-                tile = self._decode(decode, data, index, tw, th)
-                a0, b0 = max(x0, tx * tw), max(y0, ty * th)
-                a1, b1 = min(x1, (tx + 1) * tw), min(y1, (ty + 1) * th)
-                out[b0 - ly : b1 - ly, a0 - lx : a1 - lx] = tile[
-                    b0 - ty * th : b1 - ty * th, a0 - tx * tw : a1 - tx * tw
-                ]
+
+        def tile(index: int) -> np.ndarray:
+            data = b"".join(os.pread(fd, n, offset) for offset, n in frames[index])
+            return self._decode(decode, data, index, tw, th)
+
+        paste_tiles(out, box, width, (tw, th), tile)
         return out
 
     def _decode(self, decode: Any, data: bytes, index: int, tw: int, th: int) -> np.ndarray:

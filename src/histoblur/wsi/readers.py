@@ -238,6 +238,60 @@ class OpenSlideReader:
         self.slide.close()
 
 
+def level_box(
+    reader: SlideReader, x: int, y: int, level: int, w: int, h: int
+) -> tuple[np.ndarray, tuple[int, int, int, int, int, int]]:
+    """A white (h, w) box, its level-pixel origin and the part of it inside the level.
+
+    The level-0 ``(x, y)`` maps to the nearest level pixel, as :class:`ArrayReader` does.
+    Returns the box and ``(lx, ly, x0, y0, x1, y1)``: its origin, then the corners of its part
+    inside the level, all in level pixels.
+    """
+    d = reader.level_downsamples[level]
+    lx, ly = int(round(x / d)), int(round(y / d))
+    W, H = reader.level_dimensions[level]
+    box = (lx, ly, max(lx, 0), max(ly, 0), min(lx + w, W), min(ly + h, H))
+    return np.full((h, w, 3), 255, np.uint8), box
+
+
+def paste_tiles(
+    out: np.ndarray,
+    box: tuple[int, int, int, int, int, int],
+    width: int,
+    tile_size: tuple[int, int],
+    tile: Any,
+) -> bool:
+    """Fill ``out`` (see :func:`level_box`) from a level's row-major tiles.
+
+    ``tile(index)`` gives the RGB (th, tw, 3) tile of that index in a level ``width`` px
+    wide, or None when it cannot (then this stops and returns False).
+
+    >>> level = np.arange(6 * 8 * 3, dtype=np.uint8).reshape(6, 8, 3)
+    >>> tiles = [level[r : r + 4, c : c + 4] for r in (0, 4) for c in (0, 4)]
+    >>> out = np.zeros((3, 5, 3), np.uint8)
+    >>> paste_tiles(out, (2, 1, 2, 1, 7, 4), 8, (4, 4), lambda i: np.pad(
+    ...     tiles[i], ((0, 4 - tiles[i].shape[0]), (0, 0), (0, 0))))
+    True
+    >>> bool((out == level[1:4, 2:7]).all())
+    True
+    """
+    lx, ly, x0, y0, x1, y1 = box
+    tw, th = tile_size
+    across = -(-width // tw)
+    for ty in range(y0 // th, (y1 - 1) // th + 1 if y1 > y0 else 0):
+        for tx in range(x0 // tw, (x1 - 1) // tw + 1 if x1 > x0 else 0):
+            pixels = tile(ty * across + tx)
+            if pixels is None:
+                return False
+            # the part of this tile inside the box, in level coordinates
+            a0, b0 = max(x0, tx * tw), max(y0, ty * th)
+            a1, b1 = min(x1, (tx + 1) * tw), min(y1, (ty + 1) * th)
+            out[b0 - ly : b1 - ly, a0 - lx : a1 - lx] = pixels[
+                b0 - ty * th : b1 - ty * th, a0 - tx * tw : a1 - tx * tw
+            ]
+    return True
+
+
 # Decoded tiles kept by TiffTileReader: windows straddle tile borders and overlap their
 # neighbours, so most tiles are asked for 2-4 times, by the next window or the next row of
 # windows. 384 MB holds ~2,000 tiles of 256 x 256 RGB: several tile rows of a 100,000 px slide.
@@ -345,23 +399,14 @@ class TiffTileReader(OpenSlideReader):
         page = self._pages[level]
         if page is None:
             return super().read_region(x, y, level, size)
-        d = self.level_downsamples[level]
-        lx, ly = int(round(x / d)), int(round(y / d))  # as ArrayReader (see the class notes)
-        out = np.full((h, w, 3), 255, np.uint8)
-        tw, th, width, height = page.tilewidth, page.tilelength, page.imagewidth, page.imagelength
-        across = -(-width // tw)
-        x0, y0, x1, y1 = max(lx, 0), max(ly, 0), min(lx + w, width), min(ly + h, height)
-        for ty in range(y0 // th, (y1 - 1) // th + 1 if y1 > y0 else 0):
-            for tx in range(x0 // tw, (x1 - 1) // tw + 1 if x1 > x0 else 0):
-                tile = self._cached_tile(level, page, ty * across + tx, th, tw)
-                if tile is None:  # this read goes through OpenSlide
-                    return super().read_region(x, y, level, size)
-                # the part of this tile inside the box, in level coordinates
-                a0, b0 = max(x0, tx * tw), max(y0, ty * th)
-                a1, b1 = min(x1, (tx + 1) * tw), min(y1, (ty + 1) * th)
-                out[b0 - ly : b1 - ly, a0 - lx : a1 - lx] = tile[
-                    b0 - ty * th : b1 - ty * th, a0 - tx * tw : a1 - tx * tw
-                ]
+        out, box = level_box(self, x, y, level, w, h)  # see the class notes
+        th, tw = page.tilelength, page.tilewidth
+
+        def tile(index: int) -> np.ndarray | None:
+            return self._cached_tile(level, page, index, th, tw)
+
+        if not paste_tiles(out, box, page.imagewidth, (tw, th), tile):
+            return super().read_region(x, y, level, size)  # this read goes through OpenSlide
         return out
 
     def _cached_tile(
