@@ -1,15 +1,19 @@
 """Diffusion restoration foundations: schedule, Swin denoiser with time token, regional sampling."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from histoblur.diffusion.regional import (
+    RECIPE,
     RestoreSettings,
     denoiser_passes,
     restore_region,
     time_path,
 )
 from histoblur.diffusion.schedule import ScheduleConfig, q_sample
+from histoblur.errors import ParameterError
 from histoblur.models.swin_denoiser import (
     SwinBlock,
     SwinDenoiser,
@@ -243,7 +247,7 @@ def test_artifacts_change_exactly_their_mask(ihc, kind):
     assert changed < 0 if kind == "fold" else changed > 0  # folds darken, bubbles wash out
 
 
-@pytest.mark.parametrize("method", ["telea", "ns"])
+@pytest.mark.parametrize("method", ["telea", "ns", "harmonise"])
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "grey"])
 def test_classical_inpainting_changes_only_the_mask(ihc, method, dtype):
     import cv2
@@ -274,6 +278,7 @@ def test_settings_refuse_out_of_range_values_and_strength_shortens_the_walk():
     full = denoiser_passes(RestoreSettings("ddpm", None, 0, 1), SHORT)
     half = denoiser_passes(RestoreSettings("ddpm", None, 0, 1, strength=0.5), SHORT)
     assert denoiser_passes(RestoreSettings(), ScheduleConfig()) == 26  # the fast default
+    assert denoiser_passes(RECIPE, ScheduleConfig()) == 6  # t = round(0.02 * 249) = 5 down to 0
     assert full == 20 and half == 11  # t = round(0.5 * 19) = 10 down to 0
 
 
@@ -292,6 +297,63 @@ def test_strength_starts_from_the_artifact_and_observe_sees_every_step(scene):
                              torch.Generator().manual_seed(0))  # fmt: skip
     region = mask.expand_as(image)
     assert (out - image)[region].abs().mean() < (scratch - image)[region].abs().mean()
+
+
+@pytest.mark.parametrize("kind", ["fold", "bubble", "pen"])
+def test_harmonise_keeps_the_tissue_an_artifact_still_shows(ihc, kind):
+    from histoblur.inference.inpaint import inpaint
+    from histoblur.metrics import masked_l2, ssim
+
+    clean = ihc[:256, :256]
+    image, mask = _degraded(ihc, kind)
+    harmonised, telea = inpaint(image, mask, "harmonise"), inpaint(image, mask, "telea")
+    assert (harmonised[~mask] == image[~mask]).all()
+    assert masked_l2(clean, harmonised, mask) < masked_l2(clean, telea, mask)
+    assert ssim(clean, harmonised) > ssim(clean, telea)
+
+
+def test_harmonise_paints_a_blank_block_as_telea_does(ihc):
+    import numpy as np
+
+    from histoblur.inference.inpaint import inpaint
+
+    image = ihc[:128, :128].copy()
+    mask = np.zeros(image.shape[:2], bool)
+    mask[40:90, 30:80] = True
+    image[mask] = 255  # nothing of the tissue left to keep
+    assert np.array_equal(inpaint(image, mask, "harmonise"), inpaint(image, mask, "telea"))
+
+
+def test_recipe_starts_from_the_harmonised_fill(denoiser_dir, ihc):
+    from histoblur.inference.inpaint import inpaint
+    from histoblur.inference.restore import Restorer
+    from histoblur.metrics import masked_l2
+
+    image, mask = _degraded(ihc, "bubble")
+    restorer = Restorer.load(denoiser_dir)
+    out = restorer.restore(image, mask, RECIPE, seed=0)
+    artifact = restorer.restore(image, mask, replace(RECIPE, start="artifact"), seed=0)
+    harmonised = inpaint(image, mask, "harmonise")
+    assert (out[~mask] == image[~mask]).all()
+    assert masked_l2(harmonised, out, mask) < masked_l2(harmonised, artifact, mask)
+    with pytest.raises(ParameterError, match="start"):
+        replace(RECIPE, start="noise")
+
+
+def test_cli_restore_classical_methods_need_no_model(ihc, tmp_path):
+    import numpy as np
+
+    from histoblur.cli.main import main
+    from histoblur.inference.inpaint import inpaint
+    from histoblur.io.images import read_image, write_image
+
+    image, mask = _degraded(ihc, "fold")
+    write_image(tmp_path / "a.png", image)
+    write_image(tmp_path / "m.png", (mask * 255).astype(np.uint8))
+    out = tmp_path / "o.png"
+    args = ["restore", str(tmp_path / "a.png"), "--mask", str(tmp_path / "m.png"), "--out"]
+    assert main([*args, str(out), "--method", "harmonise", "--model", str(tmp_path / "none")]) == 0
+    assert np.array_equal(read_image(out), inpaint(image, mask, "harmonise"))
 
 
 def _degraded(ihc, kind, seed=1):
@@ -333,11 +395,11 @@ def test_detector_names_and_kinds(ihc):
 
 def test_detect_and_restore_changes_only_flagged_pixels(denoiser_dir, ihc):
     from histoblur.inference.detectors import make_detector
-    from histoblur.inference.restore import Restorer, detect_and_restore
+    from histoblur.inference.restore import Restorer, detect_and_restore, restoring
 
     image, _ = _degraded(ihc, "bubble")
-    loop = detect_and_restore(Restorer.load(denoiser_dir), make_detector("threshold"), image,
-                              RestoreSettings("ddim", 3))  # fmt: skip
+    fill = restoring(Restorer.load(denoiser_dir), RestoreSettings("ddim", 3))
+    loop = detect_and_restore(fill, make_detector("threshold"), image)
     assert loop.flagged.any() and loop.after.shape == loop.flagged.shape
     assert (loop.restored[~loop.flagged] == image[~loop.flagged]).all()
     assert (loop.restored[loop.flagged] != image[loop.flagged]).any()

@@ -262,7 +262,10 @@ def test_the_pil_limit_is_not_lifted_for_the_process(tmp_path):
     ("extra", "needle"),
     [
         (["--steps", "1000000", "--jump-length", "0"], "at most the model's"),
-        (["--steps", "0", "--resamples", "100000"], "denoiser passes per window"),
+        (
+            ["--steps", "0", "--strength", "1", "--jump-length", "10", "--resamples", "100000"],
+            "denoiser passes per window",
+        ),
     ],
 )
 def test_restoration_budget_is_bounded(tmp_path, images, capsys, extra, needle):

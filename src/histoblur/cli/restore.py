@@ -16,11 +16,12 @@ from histoblur.cli.common import (
     log,
     progress_counter,
 )
-from histoblur.diffusion.regional import RestoreSettings, check_budget
+from histoblur.diffusion.regional import RECIPE, STARTS, RestoreSettings, check_budget
 from histoblur.errors import InputError, OutputError, ParameterError
 from histoblur.inference.detectors import DETECTORS, make_detector
+from histoblur.inference.inpaint import FILLS
 from histoblur.inference.resolution import check_mpp
-from histoblur.inference.restore import Restorer, detect_and_restore
+from histoblur.inference.restore import Restorer, detect_and_restore, restoring
 from histoblur.io.atomic import ensure_writable_dir, write_text_atomic
 from histoblur.io.images import (
     IMAGE_SUFFIXES,
@@ -61,11 +62,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     cmd.add_argument("--out", required=True, type=Path)
     cmd.add_argument("--model", default="default", help="shipped denoiser (default) or a folder")
+    cmd.add_argument(
+        "--method",
+        choices=("diffusion", *FILLS),
+        default="diffusion",
+        help="diffusion (the denoiser, default) or a classical fill without a network: "
+        "telea, ns (OpenCV inpainting) or harmonise (ring harmonisation)",
+    )
     cmd.add_argument("--detector-model", default="default", help="segmenter for --detect segmenter")
-    fast = RestoreSettings()  # the defaults: histoblur's fast recipe
+    fast = RECIPE  # the defaults: histoblur's recipe
     cmd.add_argument("--sampler", choices=("ddpm", "ddim"), default=fast.sampler)
     cmd.add_argument(
-        "--steps", type=int, default=fast.steps, help=f"reverse steps (0: all T; {fast.steps})"
+        "--steps", type=int, default=fast.steps or 0, help="reverse steps (0, default: all T)"
     )
     cmd.add_argument(
         "--eta", type=float, default=fast.eta, help="step noise, 0 (deterministic) to 1"
@@ -74,7 +82,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--strength",
         type=float,
         default=fast.strength,
-        help="start from the artifact noised to this share of the schedule (1: from pure noise)",
+        help="start from --start noised to this share of the schedule (1: from pure noise; "
+        f"default {fast.strength})",
+    )
+    cmd.add_argument(
+        "--start",
+        choices=STARTS,
+        default=fast.start,
+        help="what the region holds before it is noised (strength < 1): the artifact or its "
+        f"telea, ns or harmonise fill (default {fast.start})",
     )
     cmd.add_argument(
         "--jump-length",
@@ -155,13 +171,20 @@ def run(args: argparse.Namespace) -> int:
     if args.steps < 0 or args.batch_size < 1:
         raise ParameterError("--steps must be >= 0 and --batch-size >= 1.")
     settings = RestoreSettings(
-        args.sampler, args.steps or None, args.jump_length, args.resamples, args.eta, args.strength
+        args.sampler,
+        args.steps or None,
+        args.jump_length,
+        args.resamples,
+        args.eta,
+        args.strength,
+        args.start,
     )
     jobs = pairs(args.image, args.mask, args.out)
     check_sizes([p for image, mask, _ in jobs for p in (image, mask) if p is not None])
     check_outputs(jobs, args)
-    restorer = Restorer.load(args.model, args.device)
-    passes = check_budget(settings, restorer.schedule)
+    restorer = Restorer.load(args.model, args.device) if args.method == "diffusion" else None
+    passes = check_budget(settings, restorer.schedule) if restorer is not None else 0
+    fill = restoring(restorer, settings, args.method, args.seed, args.batch_size)
     detect = (
         make_detector(
             args.detect,
@@ -181,14 +204,10 @@ def run(args: argparse.Namespace) -> int:
             image = read_image(image_path)
             if detect is None:
                 mask = read_mask(mask_path)
-                write_image(
-                    out_path, restorer.restore(image, mask, settings, args.seed, args.batch_size)
-                )
+                write_image(out_path, fill(image, mask))
                 log.info(f"{image_path.name}: {int(mask.sum())} px restored")
             else:
-                loop = detect_and_restore(
-                    restorer, detect, image, settings, args.seed, args.batch_size
-                )
+                loop = detect_and_restore(fill, detect, image)
                 write_image(out_path, loop.restored)
                 for suffix, m in zip(MASK_SUFFIXES, (loop.flagged, loop.after), strict=True):
                     write_image(out_path.with_name(f"{out_path.stem}{suffix}.png"), _png(m))
@@ -202,7 +221,8 @@ def run(args: argparse.Namespace) -> int:
             advance()
     if detect is not None and args.image.is_dir():
         write_text_atomic(args.out / "detections.csv", "\n".join(rows) + "\n")
-    log.info(f"Wrote {len(jobs)} image(s); {passes} denoiser passes per window.")
+    how = f"{passes} denoiser passes per window" if restorer else f"{args.method} fill"
+    log.info(f"Wrote {len(jobs)} image(s); {how}.")
     return 0
 
 

@@ -22,7 +22,8 @@ from pydantic import ValidationError
 
 from histoblur.diffusion.regional import RestoreSettings, check_budget, restore_region
 from histoblur.diffusion.schedule import ScheduleConfig
-from histoblur.errors import InputError
+from histoblur.errors import InputError, ParameterError
+from histoblur.inference.inpaint import inpaint
 from histoblur.io.images import check_image, from_float, to_float, to_rgb
 from histoblur.models.hub import load_pretrained
 from histoblur.models.tiling import BATCH_SIZE
@@ -102,7 +103,10 @@ class Restorer:
                     f"{image.shape[1]} x {image.shape[0]} px."
                 )
         masks = [np.asarray(mask, dtype=bool) for mask in masks]
-        work = [to_float(to_rgb(image)).copy() for image in images]
+        starts = images
+        if settings.strength < 1 and settings.start != "artifact":
+            starts = [inpaint(im, m, settings.start) for im, m in zip(images, masks, strict=True)]
+        work = [to_float(to_rgb(image)).copy() for image in starts]
         jobs = [(i, box) for i, mask in enumerate(masks) for box in self.windows(mask)]
         generator = torch.Generator().manual_seed(seed)
         while jobs:
@@ -194,17 +198,40 @@ class LoopResult:
         return float(self.after.mean())
 
 
-def detect_and_restore(
-    restorer: Restorer,
-    detect: Callable[[np.ndarray], np.ndarray],
-    image: np.ndarray,
+Fill = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (image, mask) -> image, mask changed only
+
+
+def restoring(
+    restorer: Restorer | None,
     settings: RestoreSettings,
+    method: str = "diffusion",
     seed: int = 0,
     batch_size: int = BATCH_SIZE,
+) -> Fill:
+    """``(image, mask) -> image`` restoring the masked pixels.
+
+    ``diffusion``: ``restorer`` with ``settings``; ``telea``, ``ns``, ``harmonise``: that
+    classical fill (no restorer needed).
+
+    Raises:
+        ParameterError: ``diffusion`` without a restorer.
+    """
+    if method != "diffusion":
+        return lambda image, mask: inpaint(image, mask, method)  # type: ignore[arg-type]
+    if restorer is None:
+        raise ParameterError("Diffusion restoration needs a loaded denoiser.")
+    return lambda image, mask: restorer.restore(image, mask, settings, seed, batch_size)
+
+
+def detect_and_restore(
+    fill: Fill, detect: Callable[[np.ndarray], np.ndarray], image: np.ndarray
 ) -> LoopResult:
-    """Flag artifacts with ``detect``, restore only those pixels, and detect again."""
+    """Flag artifacts with ``detect``, ``fill`` only those pixels, and detect again.
+
+    ``fill`` is any ``(image, mask) -> image`` (:func:`restoring` makes one).
+    """
     flagged = detect(image)
-    restored = restorer.restore(image, flagged, settings, seed, batch_size)
+    restored = fill(image, flagged)
     return LoopResult(restored, flagged, detect(restored))
 
 
