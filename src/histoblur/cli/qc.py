@@ -26,6 +26,7 @@ from histoblur.config import check_fields, read_yaml, to_yaml
 from histoblur.errors import HistoblurError, OutputError, ParameterError
 from histoblur.inference.cohort import max_workers
 from histoblur.inference.qc import QCConfig
+from histoblur.inference.repair import RepairConfig
 from histoblur.inference.segment import TASK
 from histoblur.models.hub import shipped_names
 
@@ -36,6 +37,7 @@ CONFIG_HEADER = "# histoblur qc settings (QCConfig)"  # how qc knows the file is
 
 
 QC = QCConfig()  # the defaults shown in the help; the parser's own defaults are None
+REPAIR = RepairConfig()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -140,6 +142,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--readers",
         type=int,
         help=f"decoding threads, 1 to 32 (default {QC.readers})",
+    )
+    qc.add_argument(
+        "--repair",
+        action="store_true",
+        help="after QC, repair each slide's flagged regions (folds and bubbles restored, the "
+        "rest deblurred), QC them again and write OUT/<stem>/repair/ (region PNGs before and "
+        "after, repair.csv, repair.html); the slide itself is never changed",
+    )
+    qc.add_argument(
+        "--repair-regions",
+        type=int,
+        default=REPAIR.max_regions,
+        metavar="N",
+        help=f"with --repair: the N largest regions per slide (default {REPAIR.max_regions})",
     )
     where = qc.add_mutually_exclusive_group()
     where.add_argument(
@@ -255,6 +271,7 @@ def run(args: argparse.Namespace) -> int:
             select_device(config.device)
         ensure_writable_dir(args.out)
         check_writable(args.out)
+        repair = RepairConfig(max_regions=args.repair_regions)
         write_config(args.out, config)
     except ValidationError as exc:
         log.error(f"histoblur: error: {option_error(exc)}")
@@ -270,6 +287,7 @@ def run(args: argparse.Namespace) -> int:
             f"{', '.join(unmatched[:5])}{' ...' if len(unmatched) > 5 else ''}"
         )
     counts: Counter[str] = Counter()
+    done: list[dict] = []
     with progress_bar() as bar:
         task = bar.add_task("slides", total=len(slides))
         tiles = bar.add_task(
@@ -279,6 +297,7 @@ def run(args: argparse.Namespace) -> int:
         def finished(row: dict) -> None:
             bar.advance(task)
             counts[row["status"]] += 1
+            done.append(row)
             if row.get("error"):
                 log.error(f"{row['stem']}: {row['error']}")
                 for line in str(row.get("detail") or "").splitlines():
@@ -314,8 +333,40 @@ def run(args: argparse.Namespace) -> int:
             log.error(f"histoblur: error: {exc}")
             return EXIT_USAGE
     failed = counts[ERROR]
+    if args.repair:
+        failed += repair_slides([r for r in done if r["status"] not in (ERROR, NO_TISSUE)],
+                                args.out, config, repair)  # fmt: skip
     log.info(
         f"{len(slides) - failed} of {len(slides)} slide(s) done ({counts[FLAGGED]} flagged, "
         f"{counts[NO_TISSUE]} without tissue); see {args.out / 'index.html'}"
     )
     return EXIT_SOME_FAILED if failed else 0
+
+
+def repair_slides(rows: list[dict], out: Path, config: QCConfig, repair: RepairConfig) -> int:
+    """``--repair``: repair every QC'd slide's flagged regions; returns how many failed."""
+    from histoblur.inference.repair import Repairer, repair_slide
+    from histoblur.inference.segment import Segmenter
+
+    segmenter = Segmenter.load(
+        config.model, config.device, batch_size=config.batch_size, precision=config.precision
+    )
+    repairer = Repairer.load(segmenter, repair, config.device)
+    failed = 0
+    with progress_bar() as bar:
+        task = bar.add_task("repairing", total=len(rows))
+        for row in rows:
+            try:
+                regions = repair_slide(row["slide"], out / row["stem"], repairer)
+            except HistoblurError as exc:
+                log.error(f"{row['stem']}: repair failed: {exc}")
+                failed += 1
+            else:
+                before = sum(r["blurred_before"] * r["area_um2"] for r in regions)
+                after = sum(r["blurred_after"] * r["area_um2"] for r in regions)
+                log.info(
+                    f"{row['stem']}: {len(regions)} region(s) repaired; blurred area flagged in "
+                    f"them {before:,.0f} -> {after:,.0f} um2 ({out / row['stem'] / 'repair'})"
+                )
+            bar.advance(task)
+    return failed
