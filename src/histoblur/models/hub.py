@@ -36,7 +36,7 @@ SHIPPED: dict[str, dict[str, str]] = {
     "focal-ae": {"default": "latent-default"},
     "restore-denoiser": {"default": "restore-default"},
     "blur-gan": {"default": "gan-default"},
-    "unit-ddpm": {"default": "unit-ddpm-default"},
+    "unit-ddpm": {},  # none shipped: train one (docs/learned-synthesis.md), pass unit-ddpm:PATH
 }
 # how a refusal names the network a task expects
 WHAT: dict[str, str] = {

@@ -88,7 +88,7 @@ LEARNED_KINDS: dict[str, BlurKind] = {
                  "seed", "a trained blur generator (gan:default or gan:PATH)"),
         BlurKind("unit-ddpm", "defocus", learned.UnitDDPMSpec, learned.UnitDDPMSampler,
                  learned.unit_ddpm_plan, "release",
-                 "UNIT-DDPM translation, sharp to blurred (unit-ddpm:default or unit-ddpm:PATH)"),
+                 "UNIT-DDPM translation, sharp to blurred (unit-ddpm:PATH, a trained checkpoint)"),
     )
 }  # fmt: skip
 
