@@ -6,9 +6,13 @@
    chain, and Richardson-Lucy (30 iterations, 15 px PSF); ratios.
 2. Real defocus, on the halves the networks never trained on (rows below the middle): the
    FQPath pair and every focal-stack plane against its in-focus plane (smear: planes -9..+9;
-   unstained cells: -24.65..+24.55 um). SSIM / PSNR of the blurred image, of DL_defocus and of
-   Richardson-Lucy with the PSF that ``histoblur calibrate``'s fit finds on the training halves;
-   with ``--pictures``, SSIM against the focal distance as a curve (DBMID's Fig. 4).
+   unstained cells: -24.65..+24.55 um; urjc_s1 stained section: -10..+6, planes -5 and +5
+   held out whole by configs/deblur/defocus-urjc.yaml). SSIM / PSNR of the blurred image, of
+   DL_defocus and of Richardson-Lucy with the PSF that ``histoblur calibrate``'s fit finds on
+   the training halves;
+   with ``--pictures``, SSIM against the focal distance as a curve (DBMID's Fig. 4);
+   ``--candidate CHECKPOINT``: another DL_defocus scored in the same run; the SSIM gain per
+   stack against the +0.08 target.
 3. Motion: held-out sharp images blurred horizontally and vertically by 5..40 px: SSIM / PSNR
    and the FWHM of 60 small dark objects along the motion, for the blurred image, DL_motion and
    Richardson-Lucy with the true kernel.
@@ -91,7 +95,10 @@ def calibrated_psf(sharp: np.ndarray, blurred: np.ndarray) -> np.ndarray:
     return np.asarray(fit.kernel, np.float32)
 
 
-def real_defocus(net: Deblurrer, pictures: Path | None) -> None:
+URJC_HELD_OUT = (-5, 5)  # urjc_s1 planes configs/deblur/defocus-urjc.yaml never trains on
+
+
+def real_defocus(net: Deblurrer, pictures: Path | None, candidate: Deblurrer | None = None) -> None:
     cases: list[tuple[str, str, Path, Path]] = [
         ("fqpath", "pair", DATA / "real_pairs/fqpath_left/sharp.png",
          DATA / "real_pairs/fqpath_left/blurred.png"),
@@ -106,8 +113,16 @@ def real_defocus(net: Deblurrer, pictures: Path | None) -> None:
             cases.append(
                 ("sephace", f"{dz:+.2f} um", seph / "brightfield_fine_dz+00.00um.png", path)
             )
+    urjc = DATA / "focal_stacks/urjc_s1"
+    for z in [z for z in range(-10, 7) if z]:
+        held = " (held out)" if z in URJC_HELD_OUT else ""
+        cases.append(
+            ("urjc", f"{z:+d}{held}", urjc / "plane_+00.png", urjc / f"plane_{z:+03d}.png")
+        )
+    extra = " SSIM candidate | PSNR candidate |" if candidate else ""
     print("\n| stack | defocus | SSIM blurred | SSIM DL_defocus | SSIM R-L | PSNR blurred | "
-          "PSNR DL_defocus | PSNR R-L |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
+          f"PSNR DL_defocus | PSNR R-L |{extra}\n|---|---|---|---|---|---|---|---|"
+          + "---|---|" * bool(candidate))  # fmt: skip
     gains = []
     for stack, label, sharp_path, blurred_path in cases:
         sharp, blurred = rgb_float(read_image(sharp_path)), rgb_float(read_image(blurred_path))
@@ -121,14 +136,27 @@ def real_defocus(net: Deblurrer, pictures: Path | None) -> None:
         s0, p0 = scores(ref, test)
         s1, p1 = scores(ref, restored)
         s2, p2 = scores(ref, rl)
-        gains.append((s0, s1, s2, p0, p1, p2))
+        s3, p3 = scores(ref, candidate.run_float(test)) if candidate else (np.nan, np.nan)
+        gains.append((s0, s1, s2, p0, p1, p2, s3, p3))
         cells = f"{s0:.3f} | {s1:.3f} | {s2:.3f} | {p0:.2f} | {p1:.2f} | {p2:.2f}"
+        cells += f" | {s3:.3f} | {p3:.2f}" if candidate else ""
         print(f"| {stack} | {label} | {cells} |")
         if pictures is not None and (stack == "fqpath" or label in ("+5", "+9.75 um")):
             write_image(pictures / f"deblur_{stack}.png", panel(test, restored, rl, ref))
     g = np.array(gains)
     if pictures is not None:
-        focal_curve([c[:2] for c in cases], g, pictures / "deblur_focal_curve.png")
+        curve = [i for i, c in enumerate(cases) if c[0] != "urjc"]
+        focal_curve([cases[i][:2] for i in curve], g[curve], pictures / "deblur_focal_curve.png")
+    print("\n| stack | pairs | SSIM gain DL_defocus | SSIM gain R-L | SSIM gain candidate | "
+          "target +0.08 and above R-L |\n|---|---|---|---|---|---|")  # fmt: skip
+    for stack in dict.fromkeys(c[0] for c in cases):
+        rows = g[[i for i, c in enumerate(cases) if c[0] == stack]]
+        gain = rows[:, [1, 2, 6]].mean(axis=0) - rows[:, 0].mean()
+        best = np.nanmax(gain[[0, 2]]) if candidate else gain[0]
+        met = "met" if best >= 0.08 and best > gain[1] else "not met"
+        print(
+            f"| {stack} | {len(rows)} | {gain[0]:+.3f} | {gain[1]:+.3f} | {gain[2]:+.3f} | {met} |"
+        )
     print(f"\nmean over {len(g)} real pairs: SSIM {g[:, 0].mean():.3f} blurred -> "
           f"{g[:, 1].mean():.3f} DL_defocus, {g[:, 2].mean():.3f} Richardson-Lucy; PSNR "
           f"{g[:, 3].mean():.2f} -> {g[:, 4].mean():.2f} dB, {g[:, 5].mean():.2f} dB")  # fmt: skip
@@ -201,6 +229,9 @@ def main() -> None:
     parser.add_argument(
         "--model", default="default", help="default or a folder with defocus/, motion/"
     )
+    parser.add_argument(
+        "--candidate", type=Path, help="a DL_defocus checkpoint scored beside it (real part)"
+    )
     args = parser.parse_args()
     if args.pictures:
         args.pictures.mkdir(parents=True, exist_ok=True)
@@ -212,7 +243,8 @@ def main() -> None:
     if "speed" in parts:
         speed(nets)
     if "real" in parts:
-        real_defocus(nets["defocus"], args.pictures)
+        candidate = Deblurrer.load("defocus", args.candidate) if args.candidate else None
+        real_defocus(nets["defocus"], args.pictures, candidate)
     if "motion" in parts:
         motion(nets["motion"], args.pictures)
 

@@ -152,12 +152,16 @@ def compare_synthesis(
     for t in stack.triplets():
         x1, x3, x2 = (planes_at(stack, i, boxes) for i in (t.sharp, t.middle, t.blurry))
         with torch.no_grad():
-            latent = codec.model.decode(
-                mix(codec.model.encode(x1), codec.model.encode(x2), t.alpha)
-            )
+            z1, z2 = codec.model.encode(x1), codec.model.encode(x2)
+            latent = codec.model.decode(mix(z1, z2, t.alpha))
+            ends = (1 - t.alpha) * codec.model.decode(z1) + t.alpha * codec.model.decode(z2)
+        blend = (1 - t.alpha) * x1 + t.alpha * x2
         made = {
             "latent interpolation": latent,
-            "pixel blend of x1 and x2": (1 - t.alpha) * x1 + t.alpha * x2,
+            # the blend plus what the latent path changes beyond blending the two decodes: the
+            # autoencoder's reconstruction error, common to all three decodes, cancels
+            "pixel blend + latent correction": (blend + latent - ends).clamp(0, 1),
+            "pixel blend of x1 and x2": blend,
             "x1 unchanged": x1,
         }
         for label, fit in calibrated_kernels(stack, t.sharp, t.middle).items():

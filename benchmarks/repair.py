@@ -24,7 +24,7 @@ import numpy as np
 
 from histoblur.inference.deblur import richardson_lucy
 from histoblur.inference.qc import QCConfig, qc_slide
-from histoblur.inference.repair import RepairConfig, Repairer, repair_slide
+from histoblur.inference.repair import RepairConfig, Repairer, blurred_areas, repair_slide
 from histoblur.inference.segment import Segmenter
 from histoblur.io.images import from_float, read_image, read_mask, to_float, write_image
 from histoblur.kernels import disk_kernel
@@ -92,8 +92,7 @@ def main() -> None:
         rl[flagged] = from_float(
             richardson_lucy(to_float(image), disk_kernel(RL_RADIUS)), np.uint8
         )[flagged]
-        before = sum(float(r["blurred_before"]) * float(r["area_um2"]) for r in rows)
-        after = sum(float(r["blurred_after"]) * float(r["area_um2"]) for r in rows)
+        before, after = blurred_areas(rows)
         area = max(sum(float(r["area_um2"]) for r in rows), 1e-9)
         ys, xs = np.nonzero(ellipse)
         box = np.s_[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]

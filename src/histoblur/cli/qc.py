@@ -345,7 +345,7 @@ def run(args: argparse.Namespace) -> int:
 
 def repair_slides(rows: list[dict], out: Path, config: QCConfig, repair: RepairConfig) -> int:
     """``--repair``: repair every QC'd slide's flagged regions; returns how many failed."""
-    from histoblur.inference.repair import Repairer, repair_slide
+    from histoblur.inference.repair import Repairer, blurred_areas, repair_slide
     from histoblur.inference.segment import Segmenter
 
     segmenter = Segmenter.load(
@@ -362,8 +362,7 @@ def repair_slides(rows: list[dict], out: Path, config: QCConfig, repair: RepairC
                 log.error(f"{row['stem']}: repair failed: {exc}")
                 failed += 1
             else:
-                before = sum(r["blurred_before"] * r["area_um2"] for r in regions)
-                after = sum(r["blurred_after"] * r["area_um2"] for r in regions)
+                before, after = blurred_areas(regions)
                 log.info(
                     f"{row['stem']}: {len(regions)} region(s) repaired; blurred area flagged in "
                     f"them {before:,.0f} -> {after:,.0f} um2 ({out / row['stem'] / 'repair'})"

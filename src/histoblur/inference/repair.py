@@ -196,6 +196,12 @@ def repair_slide(slide: str | Path, qc_folder: Path, repairer: Repairer) -> list
     return rows
 
 
+def blurred_areas(rows: list[dict[str, Any]]) -> tuple[float, float]:
+    """Blurred area (um2) the segmenter flags inside the repaired regions: before, after."""
+    before = sum(r["blurred_before"] * r["area_um2"] for r in rows)
+    return before, sum(r["blurred_after"] * r["area_um2"] for r in rows)
+
+
 def _csv(rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
@@ -211,8 +217,7 @@ def _html(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     if not rows:
         body.append("<p>QC flagged no region large enough to repair.</p>")
     else:
-        before = sum(r["blurred_before"] * r["area_um2"] for r in rows)
-        after = sum(r["blurred_after"] * r["area_um2"] for r in rows)
+        before, after = blurred_areas(rows)
         body.append(
             f"<p>{len(rows)} region(s); blurred area the segmenter flags inside them: "
             f"{before:,.0f} &micro;m&sup2; before repair, {after:,.0f} &micro;m&sup2; after. "
