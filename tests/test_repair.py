@@ -36,7 +36,14 @@ def test_qc_repair_changes_only_flagged_pixels_and_reports_before_after(blurred_
         before = read_image(folder / f"{row['region']}_before.png")
         after = read_image(folder / f"{row['region']}.png")
         region = read_mask(folder / f"{row['region']}_mask.png")
-        assert (after[~region] == before[~region]).all() and (after[region] != before[region]).any()
+        assert (after[~region] == before[~region]).all()
+        if row["outcome"] == "repaired":  # QC flags no more of it than before
+            assert float(row["blurred_after"]) <= float(row["blurred_before"])
+            assert (after[region] != before[region]).any()
+        else:  # reverted: the slide's own pixels, the attempt beside them
+            assert row["outcome"] == "reverted" and (after == before).all()
+            attempt = read_image(folder / f"{row['region']}_attempt.png")
+            assert (attempt[~region] == before[~region]).all()
         x, y, w, h = (int(row[k]) for k in ("x", "y", "width", "height"))
         assert (before == image[y : y + h, x : x + w]).all()  # the slide's own pixels
         assert 0 <= float(row["blurred_after"]) <= 1 and float(row["blurred_before"]) > 0.5

@@ -10,12 +10,14 @@ window around it from the slide at the working resolution and:
 2. deblurs the rest of the region (:func:`histoblur.inference.deblur.deblur_image`: the
    blur-type classifier routes it to DL_defocus or DL_motion);
 3. runs the QC segmenter on the window before and after and reports the blurred share of the
-   region both times.
+   region both times; a repair after which QC flags more of the region than before is
+   reverted (the region is kept as it was, and the row says so), unless ``keep_worse``.
 
 Only the region's pixels change: everything else in each window is the slide, bit for bit.
 It writes ``OUT/<stem>/repair/`` (built under a temporary name, so it appears complete or not
-at all): ``region_NNN.png`` (repaired), ``region_NNN_before.png``, ``region_NNN_mask.png``,
-``repair.csv`` and ``repair.html`` (before / after side by side).
+at all): ``region_NNN.png`` (repaired; a reverted region's own pixels, its attempt in
+``region_NNN_attempt.png``), ``region_NNN_before.png``, ``region_NNN_mask.png``,
+``region_NNN_pair.jpg`` (before | attempt), ``repair.csv`` and ``repair.html``.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ REPAIR_DIR = "repair"
 FAMILIES: tuple[Family, ...] = ("defocus", "motion")
 COLUMNS = (
     "region", "x", "y", "width", "height", "area_um2", "blur_type", "restored_px",
-    "blurred_before", "blurred_after",
+    "blurred_before", "blurred_after", "outcome",
 )  # fmt: skip
 
 
@@ -61,6 +63,9 @@ class RepairConfig(Config):
     max_side: int = Field(1024, ge=64, le=8192, description="largest window read per region")
     deblur: Kind = Field("auto", description="blur type to remove (auto: classify first)")
     restore: bool = Field(True, description="restore folds and bubbles inside the regions")
+    keep_worse: bool = Field(
+        False, description="keep a repair after which QC flags more of the region than before"
+    )
     seed: int = 0
 
 
@@ -119,8 +124,12 @@ class Repairer:
 
     def window(
         self, window: np.ndarray, region: np.ndarray, min_px: float, threshold: float | None
-    ) -> tuple[np.ndarray, str, int, float, float]:
-        """(repaired window, blur type, restored px, blurred share before, after) of one region.
+    ) -> tuple[np.ndarray, str, int, float, float, str]:
+        """(repaired window, blur type, restored px, blurred share before, after, outcome).
+
+        The outcome is ``repaired``, or ``reverted`` where QC flags more of the region after
+        the repair than before (unless ``keep_worse``): the slide's pixels should then stay
+        as they were (:func:`repair_slide` writes them, and the attempt beside them).
 
         Folds and bubbles count only as components of at least ``min_px`` (QC's smallest
         region), so dense nuclei are not taken for a fold. The blur type is classified on the
@@ -143,9 +152,10 @@ class Repairer:
         repaired[deblur] = result.image[deblur]
         if artifacts.any() and self.restorer is not None:
             repaired = self.restorer.restore(repaired, artifacts, RECIPE, seed=self.config.seed)
-        before = self.segmenter.segment(window, threshold).mask[region]
-        after = self.segmenter.segment(repaired, threshold).mask[region]
-        return repaired, kind, int(artifacts.sum()), float(before.mean()), float(after.mean())
+        before = float(self.segmenter.segment(window, threshold).mask[region].mean())
+        after = float(self.segmenter.segment(repaired, threshold).mask[region].mean())
+        outcome = "reverted" if after > before and not self.config.keep_worse else "repaired"
+        return repaired, kind, int(artifacts.sum()), before, after, outcome
 
 
 def repair_slide(slide: str | Path, qc_folder: Path, repairer: Repairer) -> list[dict[str, Any]]:
@@ -170,11 +180,13 @@ def repair_slide(slide: str | Path, qc_folder: Path, repairer: Repairer) -> list
             for number, ((x, y, w, h), region) in enumerate(regions, 1):
                 box0 = (x * scale, y * scale, w * scale, h * scale)
                 window = read_scaled(reader, box0, (w, h), level)
-                repaired, kind, restored, before, after = repairer.window(
+                repaired, kind, restored, before, after, outcome = repairer.window(
                     window, region, min_px, summary.get("threshold")
                 )
                 stem = f"region_{number:03d}"
-                write_image(tmp / f"{stem}.png", repaired)
+                write_image(tmp / f"{stem}.png", repaired if outcome == "repaired" else window)
+                if outcome == "reverted":
+                    write_image(tmp / f"{stem}_attempt.png", repaired)
                 write_image(tmp / f"{stem}_before.png", window)
                 write_image(tmp / f"{stem}_mask.png", region.astype(np.uint8) * 255)
                 rows.append({
@@ -182,7 +194,7 @@ def repair_slide(slide: str | Path, qc_folder: Path, repairer: Repairer) -> list
                     "width": round(box0[2]), "height": round(box0[3]),
                     "area_um2": round(float(region.sum()) * mpp**2, 1), "blur_type": kind,
                     "restored_px": restored, "blurred_before": round(before, 4),
-                    "blurred_after": round(after, 4),
+                    "blurred_after": round(after, 4), "outcome": outcome,
                 })  # fmt: skip
                 pair = (
                     outline(window, region, (220, 0, 0)),
@@ -197,9 +209,17 @@ def repair_slide(slide: str | Path, qc_folder: Path, repairer: Repairer) -> list
 
 
 def blurred_areas(rows: list[dict[str, Any]]) -> tuple[float, float]:
-    """Blurred area (um2) the segmenter flags inside the repaired regions: before, after."""
-    before = sum(r["blurred_before"] * r["area_um2"] for r in rows)
-    return before, sum(r["blurred_after"] * r["area_um2"] for r in rows)
+    """Blurred area (um2) QC flags inside the regions: before, and as written (after).
+
+    A reverted region counts as it was before.
+    """
+    before = sum(float(r["blurred_before"]) * float(r["area_um2"]) for r in rows)
+    after = sum(
+        float(r["blurred_after" if r["outcome"] == "repaired" else "blurred_before"])
+        * float(r["area_um2"])
+        for r in rows
+    )
+    return before, after
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
@@ -229,7 +249,8 @@ def _html(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             f"{r['height']} px; {r['area_um2']:,.0f} &micro;m&sup2;; blur type "
             f"{html.escape(r['blur_type'])}; {r['restored_px']} px of folds/bubbles restored; "
             f"blurred {100 * r['blurred_before']:.1f} % &rarr; {100 * r['blurred_after']:.1f} "
-            f"%</p><img src='{r['region']}_pair.jpg' alt='before and after' "
+            f"% ({r['outcome']}{': kept as it was' if r['outcome'] == 'reverted' else ''})"
+            f"</p><img src='{r['region']}_pair.jpg' alt='before and after' "
             "style='max-width:100%'>"
         )
     return (
