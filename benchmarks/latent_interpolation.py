@@ -160,7 +160,7 @@ def compare_synthesis(
             "latent interpolation": latent,
             # the blend plus what the latent path changes beyond blending the two decodes: the
             # autoencoder's reconstruction error, common to all three decodes, cancels
-            "pixel blend + latent correction": (blend + latent - ends).clamp(0, 1),
+            "latent interpolation, residual (--residual)": (blend + latent - ends).clamp(0, 1),
             "pixel blend of x1 and x2": blend,
             "x1 unchanged": x1,
         }

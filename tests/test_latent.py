@@ -186,6 +186,20 @@ def test_alpha_zero_and_one_reproduce_the_reconstructions(codec_dir, ihc):
     assert at0.shape == sharp.shape and at0.dtype == np.uint8
 
 
+def test_residual_outputs_are_anchored_to_the_planes_own_pixels(codec_dir, ihc):
+    sharp = ihc[:64, :96]
+    blurry = cv2.GaussianBlur(sharp, (0, 0), 2)
+    codec = FocalCodec.load(codec_dir)
+    at0, mid, at1 = codec.interpolate(sharp, blurry, [0.0, 0.5, 1.0], residual=True)
+    assert np.abs(at0.astype(int) - sharp).max() <= 1  # the planes themselves, not decodes
+    assert np.abs(at1.astype(int) - blurry).max() <= 1
+    (plain,) = codec.interpolate(sharp, blurry, [0.5])
+    blend = (sharp.astype(float) + blurry) / 2
+    assert np.abs(mid - blend).mean() < np.abs(plain - blend).mean()
+    (near,) = codec.deblur(sharp, blurry, [0.0], residual=True)
+    assert np.abs(near.astype(int) - sharp).max() <= 1
+
+
 def test_deblur_at_alpha_zero_is_the_near_planes_reconstruction(codec_dir, ihc):
     near = cv2.GaussianBlur(ihc[:64, :64], (0, 0), 1)
     far = cv2.GaussianBlur(ihc[:64, :64], (0, 0), 3)

@@ -45,6 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
             help="write N alphas evenly over [0, 1] (deblur: [0, 1)) side by side as one strip "
             f"(2 to {MAX_SWEEP})",
         )
+        cmd.add_argument(
+            "--residual",
+            action="store_true",
+            help="anchor the output to the planes' own pixels: their pixel blend (deblur: "
+            "extrapolation) plus what the latent path adds beyond that of the decoded planes",
+        )
         add_run_options(cmd, "an existing OUT.png")
         cmd.set_defaults(func=run, verb=name)
 
@@ -70,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     first, second = read_image(args.first), read_image(args.second)
     codec = FocalCodec.load(args.model, args.device)
     operation = codec.interpolate if args.verb == "interpolate" else codec.deblur
-    images = operation(first, second, alphas)
+    images = operation(first, second, alphas, residual=args.residual)
     if len(images) == 1:
         write_image(args.out, images[0])
     else:

@@ -6,6 +6,11 @@ plane, 1 the blurrier one); ``deblur(near, far, alphas)`` decodes the extrapolat
 ``(z_near - alpha * z_far) / (1 - alpha)`` (eq. 3), with ``alpha`` where the near plane lies
 between focus and the far plane (for planes 4 and 8 steps from focus, 0.5).
 
+With ``residual``, the output is anchored to the planes' own pixels: the same arithmetic done
+on the pixels (a blend, or an extrapolation) plus the decoded result minus that arithmetic on
+the two decoded planes. What the autoencoder fails to reconstruct, common to all decodes,
+cancels; what remains is the part of the latent path that a pixel blend lacks.
+
 Two planes of slightly different sizes or offsets are registered first (whole-pixel shifts,
 cropped to the shared region); the outputs have the first plane's size and position, the part
 registration cut off filled with the overlap's edge pixels (and a warning saying where).
@@ -56,20 +61,28 @@ class FocalCodec:
         return cls(network, path)
 
     def interpolate(
-        self, sharper: np.ndarray, blurrier: np.ndarray, alphas: Sequence[float]
+        self,
+        sharper: np.ndarray,
+        blurrier: np.ndarray,
+        alphas: Sequence[float],
+        residual: bool = False,
     ) -> list[np.ndarray]:
-        """Images at ``alphas`` (0: sharper, 1: blurrier), in the inputs' dtype and channels."""
+        """Images at ``alphas`` (0: sharper, 1: blurrier), in the inputs' dtype and channels.
+
+        ``residual``: the planes' own pixel blend plus what the latent path adds beyond
+        blending the two decoded planes (see the module docstring).
+        """
         if any(not 0 <= a <= 1 for a in alphas):
             raise ParameterError(f"Interpolation alphas must be in [0, 1], got {list(alphas)}.")
-        return self._combine(sharper, blurrier, alphas, mix)
+        return self._combine(sharper, blurrier, alphas, mix, residual)
 
     def deblur(
-        self, near: np.ndarray, far: np.ndarray, alphas: Sequence[float]
+        self, near: np.ndarray, far: np.ndarray, alphas: Sequence[float], residual: bool = False
     ) -> list[np.ndarray]:
         """Sharp estimates for each ``alpha`` in [0, 1) (see the module docstring)."""
         if any(not 0 <= a < 1 for a in alphas):
             raise ParameterError(f"Deblurring alphas must be in [0, 1), got {list(alphas)}.")
-        return self._combine(near, far, alphas, extrapolate)
+        return self._combine(near, far, alphas, extrapolate, residual)
 
     def _combine(
         self,
@@ -77,6 +90,7 @@ class FocalCodec:
         second: np.ndarray,
         alphas: Sequence[float],
         combine: Callable[[Code, Code, float], Code],
+        residual: bool = False,
     ) -> list[np.ndarray]:
         if not alphas:
             raise ParameterError("Give at least one alpha.")
@@ -98,6 +112,12 @@ class FocalCodec:
                 za: Code = self.model.encode(x[:, :3])
                 zb: Code = self.model.encode(x[:, 3:])
                 outs = [self.model.decode(combine(za, zb, float(t))) for t in alphas]
+                if residual:  # the reconstruction error common to the decodes cancels
+                    ends = [self.model.decode(za)], [self.model.decode(zb)]
+                    outs = [
+                        out + combine([x[:, :3]], [x[:, 3:]], float(t))[0] - combine(*ends, t)[0]
+                        for out, t in zip(outs, alphas, strict=True)
+                    ]
             return torch.cat(outs, dim=1).float().cpu().numpy()
 
         if max(h, w) <= WINDOW:  # one pass, padded only to the network's multiple
