@@ -69,10 +69,15 @@ def speed(nets: dict[str, Deblurrer]) -> None:
     big = cv2.resize(image, (1920, 1920), interpolation=cv2.INTER_LINEAR)
     big = np.clip(big + rng.normal(0, 0.01, big.shape).astype(np.float32), 0, 1)
     defocus, moving = nets["defocus"].run_float, nets["motion"].run_float
+    fast = Deblurrer(nets["defocus"].model, nets["defocus"].config, precision="bf16")
+    reference = defocus(big)
+    diff = np.abs(fast.run_float(big) - reference).max() * 255
     psf = motion_kernel(15, 0)
     rows = []
     for name, run in (
         ("DL_defocus", lambda: defocus(big)),
+        (f"DL_defocus, --precision bf16 (max difference {diff:.1f} grey levels)",
+         lambda: fast.run_float(big)),
         ("DL_motion", lambda: moving(big)),
         ("mixed (DL_motion then DL_defocus)", lambda: defocus(moving(big))),
         (f"Richardson-Lucy ({RL_ITERATIONS} it., 15 px PSF)",

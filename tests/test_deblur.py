@@ -153,6 +153,20 @@ def test_deblur_command(tmp_path):
                  str(out), str(tmp_path / "in")]) == 1  # fmt: skip
 
 
+def test_bf16_deblurring_stays_within_a_few_grey_levels_of_fp32(tmp_path):
+    from histoblur.inference.deblur import Deblurrer
+
+    rgb = np.random.default_rng(6).random((80, 96, 3)).astype(np.float32)
+    reference = Deblurrer.load("defocus").run_float(rgb)
+    fast = Deblurrer.load("defocus", precision="bf16").run_float(rgb)
+    assert fast.shape == reference.shape and fast.dtype == np.float32
+    assert np.abs(fast - reference).max() * 255 < 4
+    write_image(tmp_path / "in" / "a.png", (rgb * 255).astype(np.uint8))
+    out = tmp_path / "out"
+    cli = ["deblur", "--kind", "defocus", "--precision", "bf16", "--out", str(out)]
+    assert main([*cli, str(tmp_path / "in")]) == 0 and (out / "a.png").is_file()
+
+
 def test_fwhm_of_a_gaussian_dip_and_its_motion_smear():
     from histoblur.metrics.fwhm import dark_objects, mean_fwhm, profile_fwhm
 

@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from histoblur.cli.common import OutputFolder, add_run_options, expand_images, json_manifest, log
+from histoblur.cli.common import (
+    OutputFolder,
+    add_precision,
+    add_run_options,
+    expand_images,
+    json_manifest,
+    log,
+)
 from histoblur.errors import InputError
 
 if TYPE_CHECKING:  # the networks are imported when the command runs, not for --help
@@ -39,11 +46,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="shipped networks (default) or a folder holding defocus/ and motion/ checkpoints",
     )
     cmd.add_argument("--classifier", default="default", help="blur-type classifier for --kind auto")
+    add_precision(
+        cmd,
+        "fp32",
+        "the deblurring networks' arithmetic: ",
+        "bf16 measured 2.4x faster on 2 CPU cores, within 2.3 grey levels of fp32",
+    )
     add_run_options(cmd)
     cmd.set_defaults(func=run)
 
 
-def load_networks(model: str, kind: str, device: str = "cpu") -> dict[Family, Deblurrer]:
+def load_networks(
+    model: str, kind: str, device: str = "cpu", precision: str = "fp32"
+) -> dict[Family, Deblurrer]:
     """The networks a ``--kind`` may need, from the shipped ones or ``MODEL/{defocus,motion}``."""
     from histoblur.inference.deblur import Deblurrer
 
@@ -51,11 +66,11 @@ def load_networks(model: str, kind: str, device: str = "cpu") -> dict[Family, De
         "defocus": ("defocus",), "motion": ("motion",),
     }.get(kind, ("defocus", "motion"))  # type: ignore[assignment]  # fmt: skip
     if model == "default":
-        return {f: Deblurrer.load(f, "default", device) for f in families}
+        return {f: Deblurrer.load(f, "default", device, precision) for f in families}
     root = Path(model)
     if not root.is_dir():
         raise InputError(f"--model {model} is neither 'default' nor a folder.")
-    return {f: Deblurrer.load(f, root / f, device) for f in families}
+    return {f: Deblurrer.load(f, root / f, device, precision) for f in families}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
     images = expand_images(args.images)
     outputs = [args.out / f"{path.stem}.png" for path in images]
-    header = {"kind": args.kind, "model": str(args.model)}
+    header = {"kind": args.kind, "model": str(args.model), "precision": args.precision}
     folder = OutputFolder(
         images,
         outputs,
@@ -75,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         args.overwrite,
         "Deblur them into different --out folders.",
     )
-    networks = load_networks(args.model, args.kind, args.device)
+    networks = load_networks(args.model, args.kind, args.device, args.precision)
     auto = args.kind == "auto"
     classifier = BlurClassifier.load(args.classifier, device=args.device) if auto else None
     with folder.progress("deblurring", len(images)) as (bar, task):
