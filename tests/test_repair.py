@@ -65,6 +65,14 @@ def test_flagged_regions_take_the_largest_and_cut_big_ones_to_max_side():
     assert flagged_regions(mask, 10**6, RepairConfig()) == []
 
 
+def test_qc_refuses_a_bad_repair_region_count(blurred_slide, tmp_path, capsys):
+    path, _, _ = blurred_slide
+    out = tmp_path / "qc"
+    assert main(["qc", str(path), "--out", str(out), "--repair", "--repair-regions", "0"]) == 2
+    assert "--repair-regions must be between 1 and 10000" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_repair_settings_are_checked():
     from pydantic import ValidationError
 

@@ -262,6 +262,11 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = qc_config(args)
+        if not 1 <= args.repair_regions <= 10_000:
+            raise ParameterError(
+                f"--repair-regions must be between 1 and 10000, got {args.repair_regions}."
+            )
+        repair = RepairConfig(max_regions=args.repair_regions)
         check_workers(args.workers)
         slides = find_slides(args.slides)
         check_out(args.out, [*args.slides, *slides])  # before anything is written
@@ -271,7 +276,6 @@ def run(args: argparse.Namespace) -> int:
             select_device(config.device)
         ensure_writable_dir(args.out)
         check_writable(args.out)
-        repair = RepairConfig(max_regions=args.repair_regions)
         write_config(args.out, config)
     except ValidationError as exc:
         log.error(f"histoblur: error: {option_error(exc)}")
