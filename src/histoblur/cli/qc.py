@@ -367,9 +367,11 @@ def repair_slides(rows: list[dict], out: Path, config: QCConfig, repair: RepairC
                 failed += 1
             else:
                 before, after = blurred_areas(regions)
+                kept = sum(r["outcome"] == "repaired" for r in regions)
                 log.info(
-                    f"{row['stem']}: {len(regions)} region(s) repaired; blurred area flagged in "
-                    f"them {before:,.0f} -> {after:,.0f} um2 ({out / row['stem'] / 'repair'})"
+                    f"{row['stem']}: {kept} region(s) repaired, {len(regions) - kept} reverted "
+                    f"(QC judged the repair worse); blurred area flagged in them {before:,.0f} -> "
+                    f"{after:,.0f} um2 ({out / row['stem'] / 'repair'})"
                 )
             bar.advance(task)
     return failed
