@@ -148,7 +148,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="after QC, repair each slide's flagged regions (folds and bubbles restored, the "
         "rest deblurred), QC them again and write OUT/<stem>/repair/ (region PNGs before and "
-        "after, repair.csv, repair.html); the slide itself is never changed",
+        "after, repair.csv, repair.html); a repair QC judges worse is reverted; the slide "
+        "itself is never changed",
     )
     qc.add_argument(
         "--repair-regions",
