@@ -23,7 +23,6 @@ at all): ``region_NNN.png`` (repaired; a reverted region's own pixels, its attem
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from histoblur.inference.restore import Restorer
 from histoblur.inference.segment import Segmenter
 from histoblur.io.atomic import atomic_dir
 from histoblur.io.images import read_mask, write_image
+from histoblur.io.qc_report import repair_report_html
 from histoblur.io.report import outline
 from histoblur.wsi.readers import best_level, open_slide, read_scaled
 
@@ -202,7 +202,8 @@ def repair_slide(slide: str | Path, qc_folder: Path, repairer: Repairer) -> list
                 )
                 write_image(tmp / f"{stem}_pair.jpg", np.concatenate(pair, axis=1))
             (tmp / "repair.csv").write_text(_csv(rows), encoding="utf-8")
-            (tmp / "repair.html").write_text(_html(summary, rows), encoding="utf-8")
+            html = repair_report_html(summary.get("stem", "slide"), rows, *blurred_areas(rows))
+            (tmp / "repair.html").write_text(html, encoding="utf-8")
     finally:
         reader.close()
     return rows
@@ -228,34 +229,3 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
-
-
-def _html(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    """A page of every region: before (red outline) and after (green), and the numbers."""
-    title = html.escape(f"{summary.get('stem', 'slide')}: repaired regions")
-    body = [f"<h1>{title}</h1>"]
-    if not rows:
-        body.append("<p>QC flagged no region large enough to repair.</p>")
-    else:
-        before, after = blurred_areas(rows)
-        body.append(
-            f"<p>{len(rows)} region(s); blurred area the segmenter flags inside them: "
-            f"{before:,.0f} &micro;m&sup2; before repair, {after:,.0f} &micro;m&sup2; after. "
-            "Pixels outside the regions are unchanged.</p>"
-        )
-    for r in rows:
-        body.append(
-            f"<h2>{r['region']}</h2><p>level-0 ({r['x']}, {r['y']}), {r['width']} x "
-            f"{r['height']} px; {r['area_um2']:,.0f} &micro;m&sup2;; blur type "
-            f"{html.escape(r['blur_type'])}; {r['restored_px']} px of folds/bubbles restored; "
-            f"blurred {100 * r['blurred_before']:.1f} % &rarr; {100 * r['blurred_after']:.1f} "
-            f"% ({r['outcome']}{': kept as it was' if r['outcome'] == 'reverted' else ''})"
-            f"</p><img src='{r['region']}_pair.jpg' alt='before and after' "
-            "style='max-width:100%'>"
-        )
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>"
-        f"{title}</title></head><body style='font-family:sans-serif'>"
-        + "\n".join(body)
-        + "</body></html>\n"
-    )

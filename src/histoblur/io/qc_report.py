@@ -405,3 +405,37 @@ def cohort_index_html(
         f"<tbody>{''.join(body)}</tbody></table></div>"
     )
     return _page(COHORT_TITLE, intro + select + table, INDEX_STYLE, SORT_SCRIPT)
+
+
+def repair_report_html(
+    stem: str, rows: Sequence[Mapping[str, Any]], before_um2: float, after_um2: float
+) -> str:
+    """The ``qc --repair`` page of one slide.
+
+    Every region's numbers and its before / attempt picture (``REGION_pair.jpg``), and the
+    blurred area flagged in the regions before and after.
+
+    >>> page = repair_report_html("scan", [], 0.0, 0.0)
+    >>> "no region large enough" in page and page.startswith("<!doctype html>")
+    True
+    """
+    body = []
+    if not rows:
+        body.append("<p>QC flagged no region large enough to repair.</p>")
+    else:
+        body.append(
+            f"<p>{len(rows)} region(s); blurred area the segmenter flags inside them: "
+            f"{before_um2:,.0f} &micro;m&sup2; before repair, {after_um2:,.0f} &micro;m&sup2; "
+            "after. Pixels outside the regions are unchanged.</p>"
+        )
+    for r in rows:
+        reverted = ": kept as it was" if r["outcome"] == "reverted" else ""
+        body.append(
+            f"<h2>{html.escape(str(r['region']))}</h2><p>level-0 ({r['x']}, {r['y']}), "
+            f"{r['width']} x {r['height']} px; {r['area_um2']:,.0f} &micro;m&sup2;; blur type "
+            f"{html.escape(str(r['blur_type']))}; {r['restored_px']} px of folds/bubbles "
+            f"restored; blurred {100 * r['blurred_before']:.1f} % &rarr; "
+            f"{100 * r['blurred_after']:.1f} % ({r['outcome']}{reverted})</p>"
+            f"<img src='{r['region']}_pair.jpg' alt='before and after' style='max-width:100%'>"
+        )
+    return _page(f"{stem}: repaired regions", "\n".join(body))
