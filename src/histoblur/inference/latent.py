@@ -130,33 +130,35 @@ class FocalCodec:
             channels = 3 * len(alphas)
             for row, block in predict_tiled(stacked, predict, WINDOW, OVERLAP, 4, channels):
                 out[row : row + len(block)] = block
+        pads = _cut_off(first.shape[:2], box)
         images = [
-            _back_to(np.clip(out[..., 3 * k : 3 * k + 3], 0, 1), first.shape[:2], box)
+            cv2.copyMakeBorder(np.clip(out[..., 3 * k : 3 * k + 3], 0, 1), *pads,
+                               cv2.BORDER_REPLICATE)
             for k in range(len(alphas))
-        ]
+        ]  # fmt: skip
         if grey:
             images = [i.mean(axis=2) for i in images]
         return [from_float(i, first.dtype) for i in images]
 
 
-def _back_to(image: np.ndarray, shape: tuple[int, ...], box: tuple[int, ...]) -> np.ndarray:
-    """``image`` (the registered overlap) put back at ``box`` of the first plane's ``shape``.
+def _cut_off(shape: tuple[int, ...], box: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) px of the first plane's ``shape`` outside the overlap ``box``.
 
-    What registration cut off is filled with the overlap's edge pixels (and logged).
+    Logged once when any: the outputs repeat the overlap's edge pixels there.
 
-    >>> _back_to(np.ones((2, 3, 3), np.float32), (4, 3), (1, 0, 3, 3))[:, 0, 0].tolist()
-    [1.0, 1.0, 1.0, 1.0]
+    >>> _cut_off((4, 3), (1, 0, 3, 3))
+    (1, 1, 0, 0)
     """
     y0, x0, y1, x1 = box
     pads = (y0, shape[0] - y1, x0, shape[1] - x1)
-    if not any(pads):
-        return image
-    log.warning(
-        f"The two planes overlap in {x1 - x0} x {y1 - y0} px of the first plane's "
-        f"{shape[1]} x {shape[0]} (x {x0}-{x1}, y {y0}-{y1}) after registration; the output "
-        "keeps the first plane's size and position, its edge pixels repeated outside the overlap."
-    )
-    return cv2.copyMakeBorder(image, *pads, cv2.BORDER_REPLICATE)
+    if any(pads):
+        log.warning(
+            f"The two planes overlap in {x1 - x0} x {y1 - y0} px of the first plane's "
+            f"{shape[1]} x {shape[0]} (x {x0}-{x1}, y {y0}-{y1}) after registration; the output "
+            "keeps the first plane's size and position, its edge pixels repeated outside the "
+            "overlap."
+        )
+    return pads
 
 
 def sweep_strip(images: Sequence[np.ndarray], labels: Sequence[str]) -> np.ndarray:
