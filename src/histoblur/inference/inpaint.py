@@ -4,7 +4,7 @@
 keeps it: an artifact that washes out, darkens or tints tissue (bubble, fold, marker ink) still
 shows the tissue's structure, so each connected region's core is mapped channel by channel,
 ``(x - mean_core) / std_core * std_ring + mean_ring``, onto the colour statistics of the ring of
-tissue around it, and only its outer edge (a bubble's rim, an ink stroke's soft edge) and
+unmasked pixels around it, and only its outer edge (a bubble's rim, an ink stroke's soft edge) and
 regions with no structure left (a blank block) are painted by Telea.
 """
 
@@ -19,7 +19,7 @@ from histoblur.errors import InputError, ParameterError
 from histoblur.io.images import check_image
 
 METHODS = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
-FILLS = ("telea", "ns", "harmonise")
+FILLS = (*METHODS, "harmonise")
 Fill = Literal["telea", "ns", "harmonise"]
 EDGE, RING = 3, 12  # harmonise: edge band painted by Telea, ring whose statistics are matched
 MIN_PIXELS = 16  # a core or ring smaller than this is not harmonised
