@@ -146,7 +146,7 @@ class Repairer:
             crop = window[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
             label = self.classifier.classify(crop).label
             kind = "defocus" if label == "in_focus" else label
-        result = deblur_image(window, kind, self.networks, self.classifier)
+        result = deblur_image(window, kind, self.networks)  # kind is resolved above
         repaired = window.copy()
         deblur = region & ~artifacts
         repaired[deblur] = result.image[deblur]
