@@ -138,6 +138,23 @@ def test_training_on_synthetic_and_real_pairs(tmp_path):
     assert Deblurrer.load("defocus", tmp_path / "run" / "best").config["task"] == "deblur-defocus"
 
 
+def test_real_crop_tone_match_keeps_the_blurred_mean_and_the_sharp_detail(tmp_path):
+    from histoblur.training.deblur import real_pair_crop
+
+    rng = np.random.default_rng(3)
+    sharp = (rng.random((64, 64, 3)) * 200).astype(np.uint8)
+    blurred = (np.clip(sharp.astype(int) + 30, 0, 255)).astype(np.uint8)  # a brighter plane
+    write_image(tmp_path / "s.png", sharp)
+    write_image(tmp_path / "b.png", blurred)
+    pair = RealPair(sharp=tmp_path / "s.png", blurred=tmp_path / "b.png", train_box=(0, 0, 1, 1))
+    b, kept = real_pair_crop(pair, 32, np.random.default_rng(0), "keep")
+    b2, matched = real_pair_crop(pair, 32, np.random.default_rng(0), "match")
+    assert np.array_equal(b, b2)
+    assert abs(kept.mean() - b.mean()) > 0.1  # as scanned: 30 grey levels apart
+    assert np.allclose(matched.mean(axis=(0, 1)), b.mean(axis=(0, 1)), atol=1e-3)
+    assert np.allclose(matched - matched.mean(), kept - kept.mean(), atol=1e-5)
+
+
 def test_deblur_command(tmp_path):
     for family in ("defocus", "motion"):
         _, net, config = _deblurrer(family)

@@ -69,6 +69,12 @@ class DeblurTrainConfig(loop.TrainConfig):
         sharp_dir: sharp images to synthesize pairs from.
         real: real aligned pairs (defocus only in practice).
         real_share: probability that a sample is a real-pair crop when ``real`` is given.
+        real_balance: how a real pair is drawn: ``pair`` (every pair alike) or ``stack``
+            (every in-focus image alike, then one of its pairs: a focal stack of 18 planes
+            weighs as much as a single pair).
+        real_tone: ``keep`` the target as scanned, or ``match`` each sharp crop's per-channel
+            mean to its blurred crop's, so the network learns to restore detail, not a plane's
+            exposure change (blur keeps a region's mean).
         model: network architecture.
         kinds: blur kinds of the family (default: the family's kinds).
         ranges: per-kind sampler overrides.
@@ -83,6 +89,8 @@ class DeblurTrainConfig(loop.TrainConfig):
     sharp_dir: Path | None = None
     real: tuple[RealPair, ...] = ()
     real_share: float = Field(0.25, ge=0, le=1)
+    real_balance: Literal["pair", "stack"] = "pair"
+    real_tone: Literal["keep", "match"] = "keep"
     model: RedNetConfig = RedNetConfig()
     kinds: tuple[str, ...] = ()
     ranges: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(VISIBLE_RANGES))
@@ -141,14 +149,37 @@ def synthetic_pair(
     return tuple(to_float(a[c : c + t, c : c + t]) for a in pair)  # type: ignore[return-value]
 
 
+def pick_real(
+    pairs: tuple[RealPair, ...], balance: str, rng: np.random.Generator
+) -> RealPair:
+    """One real pair: uniformly (``pair``) or an in-focus image first (``stack``).
+
+    >>> a, b, c = (RealPair(sharp=s, blurred=f"{s}{i}") for s, i in (("x", 1), ("x", 2), ("y", 1)))
+    >>> rng = np.random.default_rng(0)
+    >>> sum(pick_real((a, b, c), "stack", rng).sharp.name == "y" for _ in range(1000)) / 1000
+    0.526
+    """
+    if balance == "stack":
+        stacks = sorted({p.sharp for p in pairs})
+        sharp = stacks[int(rng.integers(len(stacks)))]
+        pairs = tuple(p for p in pairs if p.sharp == sharp)
+    return pairs[int(rng.integers(len(pairs)))]
+
+
 def real_pair_crop(
-    pair: RealPair, tile: int, rng: np.random.Generator
+    pair: RealPair, tile: int, rng: np.random.Generator, tone: str = "keep"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(blurred, sharp) float32 crops from the training region of a real aligned pair."""
+    """(blurred, sharp) float32 crops from the training region of a real aligned pair.
+
+    ``tone="match"`` shifts the sharp crop's per-channel mean onto the blurred crop's.
+    """
     sharp, blurred = load_rgb(str(pair.sharp)), load_rgb(str(pair.blurred))
     size = (min(sharp.shape[0], blurred.shape[0]), min(sharp.shape[1], blurred.shape[1]))
     y, x, t = window_in_box(size, pair.train_box, tile, rng)
     crops = [to_float(a[y : y + t, x : x + t]) for a in (blurred, sharp)]
+    if tone == "match":
+        shift = crops[0].mean(axis=(0, 1)) - crops[1].mean(axis=(0, 1))
+        crops[1] = np.clip(crops[1] + shift, 0, 1).astype(np.float32)
     if t < tile:
         crops = [cv2.resize(a, (tile, tile), interpolation=cv2.INTER_LINEAR) for a in crops]
     k = int(rng.integers(4))
@@ -175,8 +206,8 @@ class DeblurPairs(IterableDataset):
         """Pair ``index`` as (3, t, t) arrays."""
         rng = np.random.default_rng([self.config.seed, index])
         if self.real and rng.random() < self.config.real_share:
-            pair = self.real[int(rng.integers(len(self.real)))]
-            blurred, sharp = real_pair_crop(pair, self.config.tile, rng)
+            pair = pick_real(self.real, self.config.real_balance, rng)
+            blurred, sharp = real_pair_crop(pair, self.config.tile, rng, self.config.real_tone)
         else:
             blurred, sharp = synthetic_pair(self.sources, self.config, rng)
         return blurred.transpose(2, 0, 1), sharp.transpose(2, 0, 1)
