@@ -14,6 +14,11 @@ method (4 draws, seeds 0-3):
 - the variance of the Laplacian per crop, median and inter-quartile range, beside the real
   blurred image's (sharpness distribution).
 
+Then, on tiles from other sources (``sharp/``: 12 H&E and 4 IHC images, 512 px centre crops,
+seed 0), what each learned generator does to tissue it never saw beside a Gaussian: the share of
+the tile's variance of the Laplacian kept (how much it blurs) and the shift of the mean colour
+in grey levels (blur keeps a region's mean).
+
 With ``--pictures DIR``: ``learned_synthesis_fqpath.png`` (sharp, real blurred, Gaussian,
 calibrated, each GAN; not for the repository: FQPath is GPL-3) and ``learned_synthesis_he.png``
 (a sharp H&E tile, then the calibrated kind and each GAN with seeds 0 and 1).
@@ -33,7 +38,7 @@ import torch
 from histoblur.calibration.config import CalibrationConfig
 from histoblur.calibration.fit import calibrate
 from histoblur.inference.classify import BlurClassifier
-from histoblur.io.images import from_float, read_image, to_float, write_image
+from histoblur.io.images import from_float, read_image, to_float, to_rgb, write_image
 from histoblur.metrics.frechet import frechet_distance
 from histoblur.metrics.full_reference import focal_frequency_loss, psnr, ssim
 from histoblur.metrics.sharpness import variance_of_laplacian
@@ -92,6 +97,30 @@ def methods(
     return rows
 
 
+def foreign_tissue(gans: list[str]) -> None:
+    """Laplacian variance kept and mean colour shift on sharp tiles of other sources."""
+    sharp = DATA / "sharp"
+    files = sorted((sharp / "he").glob("*"))[:12] + sorted((sharp / "ihc").glob("*"))[:4]
+    tiles = []
+    for f in files:
+        image = to_rgb(read_image(f))
+        h, w = image.shape[:2]
+        s = min(h, w, 512)
+        tiles.append(image[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s])
+    specs = [("gaussian (sigma 3)", make_spec("gaussian", sigma=3.0))]
+    specs += [(f"GAN ({gan})", make_spec("gan", model=gan, seed=0)) for gan in gans]
+    print(f"\n{len(tiles)} sharp tiles of other sources:\n")
+    print("| method | Laplacian variance kept | mean colour shift, grey levels (max) |")
+    print("|---|---|---|")
+    for name, spec in specs:
+        kept, shift = [], []
+        for tile in tiles:
+            a, b = to_float(tile), to_float(apply_blur(tile, spec))
+            kept.append(variance_of_laplacian(b) / max(variance_of_laplacian(a), 1e-12))
+            shift.append(float(np.abs(a.mean((0, 1)) - b.mean((0, 1))).max() * 255))
+        print(f"| {name} | {np.mean(kept):.2f} | {np.mean(shift):.1f} ({np.max(shift):.1f}) |")
+
+
 def strip(images: list[np.ndarray], side: int = 256) -> np.ndarray:
     """The top-left ``side`` px of each float image, side by side, as uint8."""
     return from_float(np.hstack([im[:side, :side] for im in images]), np.uint8)
@@ -142,6 +171,7 @@ def main() -> None:
             f"| {name} | {m[0]:.2f} | {m[1]:.3f} | {m[2]:.3f} | {fd:.2f} | "
             f"{q[1]:.5f} ({q[0]:.5f}-{q[2]:.5f}) |"
         )
+    foreign_tissue(args.gan)
     if args.pictures is not None:
         args.pictures.mkdir(parents=True, exist_ok=True)
         write_image(args.pictures / "learned_synthesis_fqpath.png", strip(shown))

@@ -149,9 +149,7 @@ def synthetic_pair(
     return tuple(to_float(a[c : c + t, c : c + t]) for a in pair)  # type: ignore[return-value]
 
 
-def pick_real(
-    pairs: tuple[RealPair, ...], balance: str, rng: np.random.Generator
-) -> RealPair:
+def pick_real(pairs: tuple[RealPair, ...], balance: str, rng: np.random.Generator) -> RealPair:
     """One real pair: uniformly (``pair``) or an in-focus image first (``stack``).
 
     >>> a, b, c = (RealPair(sharp=s, blurred=f"{s}{i}") for s, i in (("x", 1), ("x", 2), ("y", 1)))
