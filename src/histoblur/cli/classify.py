@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ from histoblur.inference.resolution import check_mpp
 from histoblur.io.atomic import write_text_atomic
 from histoblur.io.images import read_image
 from histoblur.io.paths import check_output_file
+from histoblur.io.tables import csv_text
 from histoblur.models.classifier import BLUR_TYPES
 
 COLUMNS = (
@@ -99,11 +98,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 rows.append({"path": str(path), **judge(image, args.mpp)})
             advance()
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(args.out, buffer.getvalue())
+    write_text_atomic(args.out, csv_text(rows, COLUMNS))
     counts = {c: sum(r["label"] == c for r in rows) for c in (*BLUR_TYPES, TOO_SMALL)}
     log.info(f"Wrote {args.out}: " + ", ".join(f"{n} {c}" for c, n in counts.items() if n))
     return 0

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from histoblur.inference.detectors import CLASSICAL, make_detector
 from histoblur.inference.segment import DEFAULT_MODEL, TASK
 from histoblur.io.atomic import write_text_atomic
 from histoblur.io.paths import check_output_file
+from histoblur.io.tables import csv_text
 from histoblur.metrics.segmentation import (
     PAIRING_RULE,
     SCORE_NAMES,
@@ -207,19 +206,14 @@ def run_detector(args: argparse.Namespace) -> int:
             )
         out.print(table)
     if args.out is not None:
-        buffer = io.StringIO()
-        if rows:
-            writer = csv.DictWriter(buffer, list(rows[0]), lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-        csv_text = buffer.getvalue()
+        table_csv = csv_text(rows)
         summary = {
             "model": str(args.model),
             **({} if name in CLASSICAL else {"precision": args.precision}),
             "benchmarks": rows,
             "negatives": negatives,
         }
-        csv_path = write_text_atomic(args.out, csv_text)
+        csv_path = write_text_atomic(args.out, table_csv)
         json_path = write_text_atomic(
             args.out.with_suffix(".json"), json.dumps(summary, indent=2) + "\n"
         )

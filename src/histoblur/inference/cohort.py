@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import io
 import json
 import logging
 import math
@@ -45,6 +44,7 @@ from histoblur.inference.segment import Segmenter
 from histoblur.io.atomic import write_text_atomic
 from histoblur.io.images import check_unique_stems
 from histoblur.io.qc_report import COHORT_TITLE, cohort_index_html, slide_status
+from histoblur.io.tables import csv_text
 from histoblur.wsi.dicom import is_dicom_slide_folder
 
 log = logging.getLogger(__name__)
@@ -696,12 +696,7 @@ def write_cohort(out: Path, rows: Sequence[dict[str, Any]], flag_above: float) -
 
     Both are written atomically (a temporary file renamed into place), from the same rows.
     """
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: row.get(k, "") for k in COLUMNS})
-    write_text_atomic(out / COHORT_CSV, buffer.getvalue())
+    write_text_atomic(out / COHORT_CSV, csv_text(rows, COLUMNS))
     thumbs = {
         r["stem"]: f"{r['stem']}/overlay.png"
         for r in rows

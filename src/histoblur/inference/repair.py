@@ -22,8 +22,6 @@ at all): ``region_NNN.png`` (repaired; a reverted region's own pixels, its attem
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +43,7 @@ from histoblur.io.atomic import atomic_dir
 from histoblur.io.images import read_mask, write_image
 from histoblur.io.qc_report import repair_report_html
 from histoblur.io.report import outline
+from histoblur.io.tables import csv_text
 from histoblur.wsi.readers import best_level, open_slide, read_scaled
 
 REPAIR_DIR = "repair"
@@ -201,7 +200,7 @@ def repair_slide(slide: str | Path, qc_folder: Path, repairer: Repairer) -> list
                     outline(repaired, region, (0, 160, 0)),
                 )
                 write_image(tmp / f"{stem}_pair.jpg", np.concatenate(pair, axis=1))
-            (tmp / "repair.csv").write_text(_csv(rows), encoding="utf-8")
+            (tmp / "repair.csv").write_text(csv_text(rows, COLUMNS), encoding="utf-8")
             html = repair_report_html(summary.get("stem", "slide"), rows, *blurred_areas(rows))
             (tmp / "repair.html").write_text(html, encoding="utf-8")
     finally:
@@ -221,11 +220,3 @@ def blurred_areas(rows: list[dict[str, Any]]) -> tuple[float, float]:
         for r in rows
     )
     return before, after
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()

@@ -8,9 +8,7 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import glob
-import io
 import json
 import math
 import shutil
@@ -33,6 +31,7 @@ from histoblur.io.atomic import (
 )
 from histoblur.io.checkpoints import provenance, save_checkpoint
 from histoblur.io.paths import refuse_folder_with_inputs
+from histoblur.io.tables import csv_text
 from histoblur.training.loop import Progress, TrainConfig, start_torch
 
 TRAINER_STATE = "trainer.pt"
@@ -553,9 +552,4 @@ def save_epoch(
 
 def history_csv(rows: list[dict[str, Any]]) -> str:
     """Per-epoch rows as CSV (columns: every key seen, in first-seen order)."""
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, keys, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+    return csv_text(rows)
