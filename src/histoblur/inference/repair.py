@@ -87,16 +87,21 @@ def flagged_regions(
     out = []
     for k in [k for k in order if stats[k, cv2.CC_STAT_AREA] >= min_px][: config.max_regions]:
         x, y, bw, bh = (int(v) for v in stats[k, :4])
-        c = config.context
-        x0, y0, x1, y1 = max(0, x - c), max(0, y - c), min(w, x + bw + c), min(h, y + bh + c)
-        if x1 - x0 > config.max_side:
-            x0 = int(np.clip(centroids[k][0] - config.max_side / 2, 0, w - config.max_side))
-            x1 = x0 + config.max_side
-        if y1 - y0 > config.max_side:
-            y0 = int(np.clip(centroids[k][1] - config.max_side / 2, 0, h - config.max_side))
-            y1 = y0 + config.max_side
+        x0, x1 = _span(x, bw, w, float(centroids[k][0]), config)
+        y0, y1 = _span(y, bh, h, float(centroids[k][1]), config)
         out.append(((x0, y0, x1 - x0, y1 - y0), labels[y0:y1, x0:x1] == k))
     return out
+
+
+def _span(
+    start: int, size: int, limit: int, centre: float, config: RepairConfig
+) -> tuple[int, int]:
+    """One axis of a window: [start, start + size) grown by ``context``, cut to ``max_side``."""
+    lo, hi = max(0, start - config.context), min(limit, start + size + config.context)
+    if hi - lo > config.max_side:
+        lo = int(np.clip(centre - config.max_side / 2, 0, limit - config.max_side))
+        hi = lo + config.max_side
+    return lo, hi
 
 
 @dataclass
