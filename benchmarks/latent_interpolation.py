@@ -41,7 +41,7 @@ import yaml  # noqa: E402
 from histoblur.calibration.config import CalibrationConfig  # noqa: E402
 from histoblur.calibration.fit import calibrate  # noqa: E402
 from histoblur.inference.classify import BlurClassifier  # noqa: E402
-from histoblur.inference.latent import FocalCodec, sweep_strip  # noqa: E402
+from histoblur.inference.latent import FocalCodec, anchored, sweep_strip  # noqa: E402
 from histoblur.io.images import write_image  # noqa: E402
 from histoblur.metrics.frechet import frechet_distance  # noqa: E402
 from histoblur.metrics.full_reference import focal_frequency_loss, ssim  # noqa: E402
@@ -158,9 +158,9 @@ def compare_synthesis(
         blend = (1 - t.alpha) * x1 + t.alpha * x2
         made = {
             "latent interpolation": latent,
-            # the blend plus what the latent path changes beyond blending the two decodes: the
-            # autoencoder's reconstruction error, common to all three decodes, cancels
-            "latent interpolation, residual (--residual)": (blend + latent - ends).clamp(0, 1),
+            "latent interpolation, residual (--residual)": anchored(latent, blend, ends).clamp(
+                0, 1
+            ),
             "pixel blend of x1 and x2": blend,
             "x1 unchanged": x1,
         }

@@ -42,6 +42,19 @@ WINDOW, OVERLAP = 512, 64
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
+def anchored(latent: torch.Tensor, pixels: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
+    """The ``--residual`` output: ``pixels`` plus what the latent path adds beyond ``decoded``.
+
+    ``pixels`` is the planes' own combination, ``decoded`` the same combination of the planes'
+    decodes: the autoencoder's reconstruction error, common to the decodes, cancels.
+
+    >>> x = torch.ones(1, 3, 2, 2)
+    >>> round(anchored(0.7 * x, 0.5 * x, 0.6 * x).flatten()[0].item(), 4)  # latent adds +0.1
+    0.6
+    """
+    return latent + pixels - decoded
+
+
 @dataclass
 class FocalCodec:
     """A loaded focal autoencoder and what it was trained as."""
@@ -112,10 +125,10 @@ class FocalCodec:
                 za: Code = self.model.encode(x[:, :3])
                 zb: Code = self.model.encode(x[:, 3:])
                 outs = [self.model.decode(combine(za, zb, float(t))) for t in alphas]
-                if residual:  # the reconstruction error common to the decodes cancels
+                if residual:
                     ends = [self.model.decode(za)], [self.model.decode(zb)]
                     outs = [
-                        out + combine([x[:, :3]], [x[:, 3:]], float(t))[0] - combine(*ends, t)[0]
+                        anchored(out, combine([x[:, :3]], [x[:, 3:]], t)[0], combine(*ends, t)[0])
                         for out, t in zip(outs, alphas, strict=True)
                     ]
             return torch.cat(outs, dim=1).float().cpu().numpy()
