@@ -498,3 +498,11 @@ def test_restoration_training_resumes_where_it_stopped(sharp_dir, tmp_path):
         resumed / "model.safetensors"
     ).read_bytes()
     assert len((tmp_path / "resumed" / "history.csv").read_text().splitlines()) == 3
+
+
+def test_every_diffusion_start_but_the_artifact_is_a_classical_fill():
+    # diffusion sits below inference, so STARTS names the fills of inference.inpaint itself
+    from histoblur.diffusion.regional import STARTS
+    from histoblur.inference.inpaint import FILLS
+
+    assert STARTS == ("artifact", *FILLS)
