@@ -15,7 +15,8 @@ method (4 draws, seeds 0-3):
   blurred image's (sharpness distribution).
 
 Then, on tiles from other sources (``sharp/``: 12 H&E and 4 IHC images, 512 px centre crops,
-seed 0), what each learned generator does to tissue it never saw beside a Gaussian: the share of
+seed 0; tissue of the generators' sharp domain, not of the FQPath field their blurred domain
+centres on), what each learned generator does to it beside a Gaussian: the share of
 the tile's variance of the Laplacian kept (how much it blurs) and the shift of the mean colour
 in grey levels (blur keeps a region's mean).
 

@@ -155,6 +155,18 @@ def test_real_crop_tone_match_keeps_the_blurred_mean_and_the_sharp_detail(tmp_pa
     assert np.allclose(matched - matched.mean(), kept - kept.mean(), atol=1e-5)
 
 
+def test_pair_balance_draws_as_before_and_stack_balance_weighs_stacks_alike():
+    from histoblur.training.deblur import pick_real
+
+    pairs = tuple(RealPair(sharp=f"s{i // 3}", blurred=f"b{i}") for i in range(4))  # 3 + 1
+    a, b = np.random.default_rng(4), np.random.default_rng(4)
+    drawn = [pick_real(pairs, "pair", a) for _ in range(50)]
+    assert drawn == [pairs[int(b.integers(4))] for _ in range(50)]  # old configs reproduce
+    rng = np.random.default_rng(5)
+    lone = sum(pick_real(pairs, "stack", rng).blurred.name == "b3" for _ in range(2000))
+    assert 0.45 < lone / 2000 < 0.55  # the one-pair stack: half, not a quarter
+
+
 def test_deblur_command(tmp_path):
     for family in ("defocus", "motion"):
         _, net, config = _deblurrer(family)

@@ -696,7 +696,7 @@ def write_cohort(out: Path, rows: Sequence[dict[str, Any]], flag_above: float) -
 
     Both are written atomically (a temporary file renamed into place), from the same rows.
     """
-    write_text_atomic(out / COHORT_CSV, csv_text(rows, COLUMNS))
+    write_text_atomic(out / COHORT_CSV, csv_text(rows, COLUMNS, extras="ignore"))
     thumbs = {
         r["stem"]: f"{r['stem']}/overlay.png"
         for r in rows

@@ -128,7 +128,11 @@ class FocalCodec:
                 if residual:
                     ends = [self.model.decode(za)], [self.model.decode(zb)]
                     outs = [
-                        anchored(out, combine([x[:, :3]], [x[:, 3:]], t)[0], combine(*ends, t)[0])
+                        anchored(
+                            out,
+                            combine([x[:, :3]], [x[:, 3:]], float(t))[0],
+                            combine(*ends, float(t))[0],
+                        )
                         for out, t in zip(outs, alphas, strict=True)
                     ]
             return torch.cat(outs, dim=1).float().cpu().numpy()

@@ -5,21 +5,26 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 
-def csv_text(rows: Iterable[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+def csv_text(
+    rows: Iterable[Mapping[str, Any]],
+    columns: Sequence[str] | None = None,
+    extras: Literal["raise", "ignore"] = "raise",
+) -> str:
     """``rows`` as CSV with a header line and Unix line ends.
 
-    ``columns``: the columns, in order (keys outside them are left out, missing values are
-    empty); by default every key seen, in first-seen order. No rows and no columns: "".
+    ``columns``: the columns, in order (missing values are empty; a key outside them raises
+    ``ValueError``, or is left out with ``extras="ignore"``); by default every key seen, in
+    first-seen order. No rows and no columns: "".
 
     Examples:
         >>> print(csv_text([{"a": 1, "b": 2}, {"a": 3, "c": 4}]), end="")
         a,b,c
         1,2,
         3,,4
-        >>> print(csv_text([{"a": 1, "b": 2}], columns=["b"]), end="")
+        >>> print(csv_text([{"a": 1, "b": 2}], columns=["b"], extras="ignore"), end="")
         b
         2
     """
@@ -28,7 +33,7 @@ def csv_text(rows: Iterable[Mapping[str, Any]], columns: Sequence[str] | None = 
     if not keys:
         return ""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, keys, restval="", extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, keys, restval="", extrasaction=extras, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
