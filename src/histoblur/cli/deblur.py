@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         cmd,
         "fp32",
         "the deblurring networks' arithmetic: ",
-        "bf16 measured 2.5x faster on 2 CPU cores, within 2.9 grey levels of fp32",
+        "bf16 measured 2.2-2.5x faster on 2 CPU cores, within 3 grey levels of fp32",
     )
     add_run_options(cmd)
     cmd.set_defaults(func=run)
