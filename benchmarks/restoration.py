@@ -6,8 +6,9 @@
         [--pictures docs/images] [--out runs/bench/restoration]
 
 Test cases: ``--tiles`` crops (``--tile`` px, at least half tissue) of the held-out sharp
-images (every 6th source, never trained on), each given one fold, one bubble and one blurred
-region (:mod:`histoblur.synthesis.artifacts`; the mask is exactly the changed pixels). Printed:
+images (every 6th source, never trained on), each given one fold, bubble, marker-ink and blurred
+region (:mod:`histoblur.synthesis.artifacts`; the mask is exactly the changed pixels) and one
+64 px block of missing data. Printed:
 
 1. restoration (Table 1 + Table 2's time): every model with the fast sampler (the first also
    starting from the artifact, strength 0.5), the OpenCV Telea / Navier-Stokes inpainting
@@ -55,7 +56,8 @@ from histoblur.wsi.tissue import tissue_fraction
 
 FAST = RestoreSettings("ddim", 10, jump_length=2, resamples=3, eta=1.0)
 FROM_ARTIFACT = RestoreSettings("ddim", 20, jump_length=2, resamples=3, eta=1.0, strength=0.5)
-FROM_HARMONISED = RECIPE  # the harmonised fill refined by 6 low-noise DDIM steps (t <= 5 of 250)
+FROM_HARMONISED = RECIPE  # the harmonised fill, 6 low-noise DDIM steps (t <= 5), half kept
+FULL_WEIGHT = replace(RECIPE, weight=1.0)  # the same walk keeping all of the network's change
 FROM_TELEA = replace(RECIPE, start="telea")
 KINDS = (*ARTIFACTS, "block")  # block: a 64 px square of missing data (flat white)
 BLOCK = 64
@@ -269,6 +271,7 @@ def restoration(models: dict[str, Restorer], cases: list[Case]) -> dict[str, dic
         "input (artifact, not restored)": lambda c: c.degraded,
         "OpenCV Telea": lambda c: inpaint(c.degraded, c.mask, "telea"),
         "OpenCV Navier-Stokes": lambda c: inpaint(c.degraded, c.mask, "ns"),
+        "Laplace fill": lambda c: inpaint(c.degraded, c.mask, "laplace"),
         "ring harmonisation": lambda c: inpaint(c.degraded, c.mask, "harmonise"),
     }
     for name, restorer in models.items():
@@ -278,9 +281,13 @@ def restoration(models: dict[str, Restorer], cases: list[Case]) -> dict[str, dic
     name, restorer = next(iter(models.items()))
     passes = denoiser_passes(FROM_ARTIFACT, restorer.schedule)
     methods[f"{name}, from the artifact ({passes} passes)"] = diffusion(restorer, FROM_ARTIFACT)
-    for start, settings in (("Telea", FROM_TELEA), ("harmonised", FROM_HARMONISED)):
+    for label, settings in (
+        ("from the Telea fill, half weight", FROM_TELEA),
+        ("from the harmonised fill, full weight", FULL_WEIGHT),
+        ("the recipe: from the harmonised fill, half weight", FROM_HARMONISED),
+    ):
         passes = denoiser_passes(settings, restorer.schedule)
-        methods[f"{name}, from the {start} fill ({passes} passes)"] = diffusion(restorer, settings)
+        methods[f"{name}, {label} ({passes} passes)"] = diffusion(restorer, settings)
     per_case = {}
     for name, method in methods.items():
         per_case[name] = evaluate(cases, method)

@@ -226,6 +226,13 @@ def test_cli_restore_file_and_folder_forms(denoiser_dir, ihc, tmp_path):
     assert main(["restore", str(tmp_path / "img"), "--mask", str(tmp_path / "msk"), "--out",
                  str(tmp_path / "out2"), *common]) == 1  # fmt: skip
     assert not (tmp_path / "out2").exists()
+    # from pure noise the recipe's half weight does not apply; asked for, it is refused
+    single = [str(tmp_path / "img" / "a.png"), "--mask", str(tmp_path / "msk" / "a.png")]
+    assert main(["restore", *single, "--out", str(tmp_path / "n.png"), *common,
+                 "--strength", "1"]) == 0  # fmt: skip
+    assert main(["restore", *single, "--out", str(tmp_path / "w.png"), *common,
+                 "--strength", "1", "--weight", "0.5"]) == 1  # fmt: skip
+    assert not (tmp_path / "w.png").exists()
 
 
 @pytest.mark.parametrize("kind", ["fold", "bubble", "blur"])
@@ -247,7 +254,7 @@ def test_artifacts_change_exactly_their_mask(ihc, kind):
     assert changed < 0 if kind == "fold" else changed > 0  # folds darken, bubbles wash out
 
 
-@pytest.mark.parametrize("method", ["telea", "ns", "harmonise"])
+@pytest.mark.parametrize("method", ["telea", "ns", "laplace", "harmonise"])
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "grey"])
 def test_classical_inpainting_changes_only_the_mask(ihc, method, dtype):
     import cv2
@@ -272,7 +279,8 @@ def test_settings_refuse_out_of_range_values_and_strength_shortens_the_walk():
     from histoblur.errors import ParameterError
 
     for bad in ({"eta": 1.5}, {"strength": 0.0}, {"strength": 1.2}, {"resamples": 0},
-                {"steps": 0}, {"sampler": "euler"}):  # fmt: skip
+                {"steps": 0}, {"sampler": "euler"}, {"weight": 0.0}, {"weight": 1.5},
+                {"weight": 0.5, "strength": 1.0}):  # fmt: skip
         with pytest.raises(ParameterError):
             RestoreSettings(**bad)
     full = denoiser_passes(RestoreSettings("ddpm", None, 0, 1), SHORT)
@@ -299,6 +307,20 @@ def test_strength_starts_from_the_artifact_and_observe_sees_every_step(scene):
     assert (out - image)[region].abs().mean() < (scratch - image)[region].abs().mean()
 
 
+def test_weight_keeps_that_share_of_the_walks_change_to_the_start(scene):
+    model, image, mask = scene
+    walk = RestoreSettings("ddim", None, 0, 1, eta=1.0, strength=0.3)
+    full, half = (
+        restore_region(model, image, mask, SHORT, replace(walk, weight=w),
+                       torch.Generator().manual_seed(0))  # fmt: skip
+        for w in (1.0, 0.5)
+    )
+    keep = ~mask.expand_as(image)
+    assert torch.equal(half[keep], image[keep])
+    assert torch.allclose(half, (full + image) / 2, atol=1e-6)
+    assert not torch.allclose(full, image)
+
+
 @pytest.mark.parametrize("kind", ["fold", "bubble", "pen"])
 def test_harmonise_keeps_the_tissue_an_artifact_still_shows(ihc, kind):
     from histoblur.inference.inpaint import inpaint
@@ -312,7 +334,7 @@ def test_harmonise_keeps_the_tissue_an_artifact_still_shows(ihc, kind):
     assert ssim(clean, harmonised) > ssim(clean, telea)
 
 
-def test_harmonise_paints_a_blank_block_as_telea_does(ihc):
+def test_harmonise_paints_a_blank_block_with_the_mean_of_telea_and_laplace(ihc):
     import numpy as np
 
     from histoblur.inference.inpaint import inpaint
@@ -321,7 +343,30 @@ def test_harmonise_paints_a_blank_block_as_telea_does(ihc):
     mask = np.zeros(image.shape[:2], bool)
     mask[40:90, 30:80] = True
     image[mask] = 255  # nothing of the tissue left to keep
-    assert np.array_equal(inpaint(image, mask, "harmonise"), inpaint(image, mask, "telea"))
+    telea, laplace = (inpaint(image, mask, m).astype(float) for m in ("telea", "laplace"))
+    harmonised = inpaint(image, mask, "harmonise")
+    assert np.abs(harmonised - (telea + laplace) / 2).max() <= 0.5
+    assert (harmonised[~mask] == image[~mask]).all()
+
+
+def test_laplace_fill_is_the_harmonic_surface_through_the_border():
+    import numpy as np
+
+    from histoblur.inference.inpaint import inpaint
+
+    # a linear ramp is harmonic: Laplace's equation reproduces it inside any hole
+    ramp = np.add.outer(np.arange(40) * 2.0, np.arange(50) * 3.0).astype(np.uint16)
+    hole = np.zeros(ramp.shape, bool)
+    hole[10:30, 5:45] = True
+    blanked = ramp.copy()
+    blanked[hole] = 0
+    assert np.abs(inpaint(blanked, hole, "laplace").astype(int) - ramp).max() <= 1
+    # a hole touching the image border (no flux across it) and a constant surround
+    flat = np.full((30, 30, 3), 120, np.uint8)
+    flat[:10, :10] = 0
+    edge = np.zeros((30, 30), bool)
+    edge[:10, :10] = True
+    assert (inpaint(flat, edge, "laplace") == 120).all()
 
 
 def test_recipe_starts_from_the_harmonised_fill(denoiser_dir, ihc):

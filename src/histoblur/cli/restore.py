@@ -67,7 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("diffusion", *FILLS),
         default="diffusion",
         help="diffusion (the denoiser, default) or a classical fill without a network: "
-        "telea, ns (OpenCV inpainting) or harmonise (ring harmonisation)",
+        "telea, ns (OpenCV inpainting), laplace (the smoothest surface through the region's "
+        "border) or harmonise (ring harmonisation)",
     )
     cmd.add_argument("--detector-model", default="default", help="segmenter for --detect segmenter")
     fast = RECIPE  # the defaults: histoblur's recipe
@@ -90,7 +91,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=STARTS,
         default=fast.start,
         help="what the region holds before it is noised (strength < 1): the artifact or its "
-        f"telea, ns or harmonise fill (default {fast.start})",
+        f"telea, ns, laplace or harmonise fill (default {fast.start})",
+    )
+    cmd.add_argument(
+        "--weight",
+        type=float,
+        help="share of the denoiser's change to the start that is kept, in (0, 1] (below 1 "
+        f"needs --strength below 1; default {fast.weight} below strength 1, else 1)",
     )
     cmd.add_argument(
         "--jump-length",
@@ -178,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
         args.eta,
         args.strength,
         args.start,
+        args.weight if args.weight is not None else RECIPE.weight if args.strength < 1 else 1.0,
     )
     jobs = pairs(args.image, args.mask, args.out)
     check_sizes([p for image, mask, _ in jobs for p in (image, mask) if p is not None])
