@@ -311,8 +311,9 @@ def test_weight_keeps_that_share_of_the_walks_change_to_the_start(scene):
     model, image, mask = scene
     walk = RestoreSettings("ddim", None, 0, 1, eta=1.0, strength=0.3)
     full, half = (
-        restore_region(model, image, mask, SHORT, replace(walk, weight=w),
-                       torch.Generator().manual_seed(0))  # fmt: skip
+        restore_region(
+            model, image, mask, SHORT, replace(walk, weight=w), torch.Generator().manual_seed(0)
+        )  # fmt: skip
         for w in (1.0, 0.5)
     )
     keep = ~mask.expand_as(image)
@@ -550,4 +551,4 @@ def test_every_diffusion_start_but_the_artifact_is_a_classical_fill():
     from histoblur.diffusion.regional import STARTS
     from histoblur.inference.inpaint import FILLS
 
-    assert STARTS == ("artifact", *FILLS)
+    assert ("artifact", *FILLS) == STARTS

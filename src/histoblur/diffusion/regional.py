@@ -101,9 +101,7 @@ class RestoreSettings:
 # steps, and half of that refinement is kept; on held-out H&E tiles it beats OpenCV Telea in
 # region PSNR, SSIM and FSIM on folds, bubbles, marker ink, blur and blank blocks
 # (docs/restoration.md)
-RECIPE = RestoreSettings(
-    "ddim", None, 0, 1, eta=0.0, strength=0.02, start="harmonise", weight=0.5
-)
+RECIPE = RestoreSettings("ddim", None, 0, 1, eta=0.0, strength=0.02, start="harmonise", weight=0.5)
 
 
 def time_path(n: int, jump_length: int, resamples: int) -> list[int]:

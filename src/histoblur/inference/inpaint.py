@@ -78,8 +78,11 @@ def inpaint(
 
 
 def _harmonise(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(``image`` with each region's core mapped onto its ring's statistics, the pixels done,
-    the regions with no structure left)."""
+    """Map each region's core onto its ring's colour statistics.
+
+    Returns ``image`` with the cores mapped, the pixels done and the regions with no structure
+    left.
+    """
     values = _colour(image).astype(np.float64) / _peak(image)
     out, done, blank = values.copy(), np.zeros(mask.shape, bool), np.zeros(mask.shape, bool)
     count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
@@ -103,8 +106,11 @@ def _harmonise(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def _laplace(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The colour channels with the ``mask`` pixels solving Laplace's equation (4-neighbour
-    stencil, the unmasked pixels as boundary values, no flux across the image border)."""
+    """The colour channels with the ``mask`` pixels solving Laplace's equation.
+
+    A 4-neighbour stencil, the unmasked pixels as boundary values, no flux across the image
+    border.
+    """
     values = _colour(image).astype(np.float64)
     ys, xs = np.nonzero(mask)
     index = np.full(mask.shape, -1)
