@@ -190,6 +190,25 @@ def test_restorer_changes_only_the_masked_pixels_of_any_size(denoiser_dir, ihc, 
     assert (out[mask] != image[mask]).any()
 
 
+def test_weight_is_taken_once_over_overlapping_windows(denoiser_dir, ihc):
+    import numpy as np
+
+    from histoblur.inference.inpaint import inpaint
+    from histoblur.inference.restore import Restorer
+
+    image = ihc[:64, :320].copy()
+    mask = np.zeros(image.shape[:2], bool)
+    mask[20:44, 8:312] = True  # wider than one window's core: two windows that overlap
+    restorer = Restorer.load(denoiser_dir)
+    assert len(restorer.windows(mask)) == 2
+    walk = RestoreSettings("ddim", 4, 0, 1, eta=0.0, strength=0.5, start="laplace")
+    half = restorer.restore(image, mask, replace(walk, weight=0.5), seed=0).astype(float)
+    full = restorer.restore(image, mask, walk, seed=0).astype(float)
+    fill = inpaint(image, mask, "laplace").astype(float)
+    assert np.abs(half - (fill + full) / 2)[mask].max() <= 1.0
+    assert (half[~mask] == image[~mask]).all()
+
+
 def test_restorer_refuses_a_mask_of_another_size(denoiser_dir, ihc):
     import numpy as np
 
@@ -233,6 +252,13 @@ def test_cli_restore_file_and_folder_forms(denoiser_dir, ihc, tmp_path):
     assert main(["restore", *single, "--out", str(tmp_path / "w.png"), *common,
                  "--strength", "1", "--weight", "0.5"]) == 1  # fmt: skip
     assert not (tmp_path / "w.png").exists()
+    # from the artifact all of the walk is kept unless told otherwise (half would keep the
+    # artifact), and asking to keep less of it is refused
+    assert main(["restore", *single, "--out", str(tmp_path / "a.png"), *common,
+                 "--start", "artifact", "--strength", "0.5"]) == 0  # fmt: skip
+    assert main(["restore", *single, "--out", str(tmp_path / "b.png"), *common,
+                 "--start", "artifact", "--strength", "0.5", "--weight", "0.5"]) == 1  # fmt: skip
+    assert not (tmp_path / "b.png").exists()
 
 
 @pytest.mark.parametrize("kind", ["fold", "bubble", "blur"])
@@ -280,7 +306,8 @@ def test_settings_refuse_out_of_range_values_and_strength_shortens_the_walk():
 
     for bad in ({"eta": 1.5}, {"strength": 0.0}, {"strength": 1.2}, {"resamples": 0},
                 {"steps": 0}, {"sampler": "euler"}, {"weight": 0.0}, {"weight": 1.5},
-                {"weight": 0.5, "strength": 1.0}):  # fmt: skip
+                {"weight": 0.5, "strength": 1.0},
+                {"weight": 0.5, "strength": 0.5, "start": "artifact"}):  # fmt: skip
         with pytest.raises(ParameterError):
             RestoreSettings(**bad)
     full = denoiser_passes(RestoreSettings("ddpm", None, 0, 1), SHORT)
@@ -309,7 +336,9 @@ def test_strength_starts_from_the_artifact_and_observe_sees_every_step(scene):
 
 def test_weight_keeps_that_share_of_the_walks_change_to_the_start(scene):
     model, image, mask = scene
-    walk = RestoreSettings("ddim", None, 0, 1, eta=1.0, strength=0.3)
+    walk = RestoreSettings(
+        "ddim", None, 0, 1, eta=1.0, strength=0.3, start="telea"
+    )  # image: the fill
     full, half = (
         restore_region(
             model, image, mask, SHORT, replace(walk, weight=w), torch.Generator().manual_seed(0)
@@ -368,6 +397,11 @@ def test_laplace_fill_is_the_harmonic_surface_through_the_border():
     edge = np.zeros((30, 30), bool)
     edge[:10, :10] = True
     assert (inpaint(flat, edge, "laplace") == 120).all()
+    # RGBA keeps its alpha; a mask over the whole image has no border to solve from
+    rgba = np.dstack([flat, np.full((30, 30), 77, np.uint8)])
+    filled = inpaint(rgba, edge, "laplace")
+    assert (filled[..., :3] == 120).all() and (filled[..., 3] == 77).all()
+    assert (inpaint(rgba, np.ones((30, 30), bool), "laplace") == rgba).all()
 
 
 def test_recipe_starts_from_the_harmonised_fill(denoiser_dir, ihc):
@@ -378,10 +412,16 @@ def test_recipe_starts_from_the_harmonised_fill(denoiser_dir, ihc):
     image, mask = _degraded(ihc, "bubble")
     restorer = Restorer.load(denoiser_dir)
     out = restorer.restore(image, mask, RECIPE, seed=0)
-    artifact = restorer.restore(image, mask, replace(RECIPE, start="artifact"), seed=0)
+    artifact = restorer.restore(image, mask, replace(RECIPE, start="artifact", weight=1.0), seed=0)
     harmonised = inpaint(image, mask, "harmonise")
     assert (out[~mask] == image[~mask]).all()
     assert masked_l2(harmonised, out, mask) < masked_l2(harmonised, artifact, mask)
+    # the recipe keeps half of the walk's change to the fill, not to the artifact
+    import numpy as np
+
+    full = restorer.restore(image, mask, replace(RECIPE, weight=1.0), seed=0).astype(float)
+    mean = (harmonised.astype(float) + full) / 2
+    assert np.abs(out[mask] - mean[mask]).max() <= 1.0
     with pytest.raises(ParameterError, match="start"):
         replace(RECIPE, start="noise")
 

@@ -16,7 +16,13 @@ from histoblur.cli.common import (
     log,
     progress_counter,
 )
-from histoblur.diffusion.regional import RECIPE, STARTS, RestoreSettings, check_budget
+from histoblur.diffusion.regional import (
+    RECIPE,
+    STARTS,
+    RestoreSettings,
+    check_budget,
+    default_weight,
+)
 from histoblur.errors import InputError, OutputError, ParameterError
 from histoblur.inference.detectors import DETECTORS, make_detector
 from histoblur.inference.inpaint import FILLS
@@ -97,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--weight",
         type=float,
         help="share of the denoiser's change to the start that is kept, in (0, 1] (below 1 "
-        f"needs --strength below 1; default {fast.weight} below strength 1, else 1)",
+        f"needs --strength below 1 and a fill as --start; default {fast.weight} there, else 1)",
     )
     cmd.add_argument(
         "--jump-length",
@@ -185,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
         args.eta,
         args.strength,
         args.start,
-        args.weight if args.weight is not None else RECIPE.weight if args.strength < 1 else 1.0,
+        args.weight if args.weight is not None else default_weight(args.strength, args.start),
     )
     jobs = pairs(args.image, args.mask, args.out)
     check_sizes([p for image, mask, _ in jobs for p in (image, mask) if p is not None])

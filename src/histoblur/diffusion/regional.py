@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
+import numpy as np
 import torch
 
 from histoblur.diffusion.schedule import ScheduleConfig, from_signed, q_sample, to_signed
@@ -24,6 +25,7 @@ from histoblur.diffusion.scheduler import Scheduler
 from histoblur.errors import ParameterError
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t) -> predicted noise
+Array = TypeVar("Array", torch.Tensor, np.ndarray)
 # denoiser passes per window a restoration may ask for (the paper's RePaint recipe: 2,410)
 MAX_PASSES = 5000
 # what the region holds when a walk with strength < 1 starts: the artifact as it is, or a
@@ -57,9 +59,8 @@ class RestoreSettings:
             :data:`STARTS`): the artifact, or its Telea, Navier-Stokes, Laplace or
             ring-harmonised fill.
         weight: share of the walk's change to the start that the result keeps, in (0, 1]:
-            ``start + weight (walked - start)``; below 1 only with ``strength`` < 1. Half
-            weight shrinks the sampled texture towards the fill, which scores higher where the
-            true tissue is unknown (an uncorrelated texture costs more SSIM than a smooth one).
+            ``start + weight (walked - start)`` (:func:`keep_share`); below 1 only from a
+            classical fill (``strength`` < 1, ``start`` not the artifact).
     """
 
     sampler: Literal["ddpm", "ddim"] = "ddim"
@@ -86,8 +87,11 @@ class RestoreSettings:
             raise ParameterError(f"start must be one of {', '.join(STARTS)}, got {self.start!r}.")
         if not 0 < self.weight <= 1:
             raise ParameterError(f"weight must be in (0, 1], got {self.weight}.")
-        if self.weight < 1 and self.strength == 1:
-            raise ParameterError("weight below 1 needs strength below 1 (a start to keep).")
+        if self.weight < 1 and (self.strength == 1 or self.start == "artifact"):
+            raise ParameterError(
+                "weight below 1 needs a classical fill to keep: strength below 1 and start "
+                f"one of {', '.join(STARTS[1:])}."
+            )
 
     def noise_scale(self) -> float:
         """The eta this sampling uses."""
@@ -102,6 +106,24 @@ class RestoreSettings:
 # region PSNR, SSIM and FSIM on folds, bubbles, marker ink, blur and blank blocks
 # (docs/restoration.md)
 RECIPE = RestoreSettings("ddim", None, 0, 1, eta=0.0, strength=0.02, start="harmonise", weight=0.5)
+
+
+def default_weight(strength: float, start: str) -> float:
+    """The recipe's weight where a walk starts from a classical fill, else 1 (all kept).
+
+    >>> default_weight(0.02, "harmonise"), default_weight(0.5, "artifact"), default_weight(1, "ns")
+    (0.5, 1.0, 1.0)
+    """
+    return RECIPE.weight if strength < 1 and start != "artifact" else 1.0
+
+
+def keep_share(start: Array, walked: Array, weight: float) -> Array:
+    """``start + weight (walked - start)``: the share ``weight`` of a walk's change kept.
+
+    >>> keep_share(np.array([0.2, 0.4]), np.array([0.6, 0.4]), 0.5)
+    array([0.4, 0.4])
+    """
+    return walked if weight >= 1 else start + weight * (walked - start)
 
 
 def time_path(n: int, jump_length: int, resamples: int) -> list[int]:
@@ -209,7 +231,4 @@ def restore_region(
         if observe is not None:
             observe(int(ts[cur]), from_signed(x))
         x = scheduler.step(denoise(x, t), cur, x, eta, None if nxt < 0 else noise(), to=nxt)
-    walked = from_signed(x)
-    if settings.weight < 1:
-        walked = image + settings.weight * (walked - image)
-    return torch.where(mask, walked, image)
+    return torch.where(mask, keep_share(image, from_signed(x), settings.weight), image)

@@ -66,7 +66,12 @@ def inpaint(
         rest = mask & ~done & ~blank
         return inpaint(harmonised, rest, "telea", radius) if rest.any() else harmonised
     if method == "laplace":
-        return _paste(image, _laplace(image, mask), mask) if mask.any() else image.copy()
+        # a mask over the whole image leaves no boundary values: nothing to solve from
+        return (
+            _paste(image, _laplace(image, mask), mask)
+            if 0 < mask.sum() < mask.size
+            else image.copy()
+        )
     grey = image.ndim == 2 or image.shape[2] == 1
     peak = _peak(image)
     work = np.round(image.astype(np.float64) / peak * 255).astype(np.uint8)
@@ -134,7 +139,6 @@ def _laplace(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         ),
         shape=(len(ys), len(ys)),
     )
-    # a region cut off from every unmasked pixel has no boundary values: its mean stays 0
     solved = sparse_linalg.spsolve(system + sparse.eye(len(ys)) * 1e-9, rhs)
     out = values.copy()
     out[ys, xs] = np.asarray(solved).reshape(len(ys), -1)

@@ -6,7 +6,7 @@ window around it from the slide at the working resolution and:
 
 1. finds folds and bubbles inside the region (the threshold detector's ``dark`` and ``pale``
    kinds) and restores them (:data:`histoblur.diffusion.regional.RECIPE`: the ring-harmonised
-   fill refined by the denoiser);
+   fill refined by the denoiser, half of the refinement kept);
 2. deblurs the rest of the region (:func:`histoblur.inference.deblur.deblur_image`: the
    blur-type classifier routes it to DL_defocus or DL_motion);
 3. runs the QC segmenter on the window before and after and reports the blurred share of the

@@ -12,7 +12,7 @@ the QC loop: detect artifact regions, restore them, detect again on the result.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -20,7 +20,12 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from histoblur.diffusion.regional import RestoreSettings, check_budget, restore_region
+from histoblur.diffusion.regional import (
+    RestoreSettings,
+    check_budget,
+    keep_share,
+    restore_region,
+)
 from histoblur.diffusion.schedule import ScheduleConfig
 from histoblur.errors import InputError, ParameterError
 from histoblur.inference.inpaint import inpaint
@@ -107,6 +112,9 @@ class Restorer:
         if settings.strength < 1 and settings.start != "artifact":
             starts = [inpaint(im, m, settings.start) for im, m in zip(images, masks, strict=True)]
         work = [to_float(to_rgb(image)).copy() for image in starts]
+        # every window walks with all of its change kept, so a later window's context is the
+        # earlier walk itself; the share settings.weight is taken once, from the start, at the end
+        walk, first = replace(settings, weight=1.0), [w.copy() for w in work]
         jobs = [(i, box) for i, mask in enumerate(masks) for box in self.windows(mask)]
         generator = torch.Generator().manual_seed(seed)
         while jobs:
@@ -119,11 +127,12 @@ class Restorer:
                 torch.from_numpy(crops.transpose(0, 3, 1, 2).copy()).to(device),
                 torch.from_numpy(regions[:, None].copy()).to(device),
                 self.schedule,
-                settings,
+                walk,
                 generator,
             ).cpu()
             for (i, (y0, x0, y1, x1)), restored in zip(batch, out, strict=True):
                 work[i][y0:y1, x0:x1] = restored.permute(1, 2, 0).numpy()
+        work = [keep_share(s, w, settings.weight) for s, w in zip(first, work, strict=True)]
         return [_finish(im, w, m) for im, w, m in zip(images, work, masks, strict=True)]
 
     def windows(self, mask: np.ndarray) -> list[Box]:
@@ -210,8 +219,8 @@ def restoring(
 ) -> Fill:
     """``(image, mask) -> image`` restoring the masked pixels.
 
-    ``diffusion``: ``restorer`` with ``settings``; ``telea``, ``ns``, ``harmonise``: that
-    classical fill (no restorer needed).
+    ``diffusion``: ``restorer`` with ``settings``; ``telea``, ``ns``, ``laplace``,
+    ``harmonise``: that classical fill (no restorer needed).
 
     Raises:
         ParameterError: ``diffusion`` without a restorer.
