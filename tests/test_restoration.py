@@ -405,6 +405,8 @@ def test_laplace_fill_is_the_harmonic_surface_through_the_border():
 
 
 def test_recipe_starts_from_the_harmonised_fill(denoiser_dir, ihc):
+    import numpy as np
+
     from histoblur.inference.inpaint import inpaint
     from histoblur.inference.restore import Restorer
     from histoblur.metrics import masked_l2
@@ -417,8 +419,6 @@ def test_recipe_starts_from_the_harmonised_fill(denoiser_dir, ihc):
     assert (out[~mask] == image[~mask]).all()
     assert masked_l2(harmonised, out, mask) < masked_l2(harmonised, artifact, mask)
     # the recipe keeps half of the walk's change to the fill, not to the artifact
-    import numpy as np
-
     full = restorer.restore(image, mask, replace(RECIPE, weight=1.0), seed=0).astype(float)
     mean = (harmonised.astype(float) + full) / 2
     assert np.abs(out[mask] - mean[mask]).max() <= 1.0

@@ -114,7 +114,8 @@ class Restorer:
         work = [to_float(to_rgb(image)).copy() for image in starts]
         # every window walks with all of its change kept, so a later window's context is the
         # earlier walk itself; the share settings.weight is taken once, from the start, at the end
-        walk, first = replace(settings, weight=1.0), [w.copy() for w in work]
+        walk = replace(settings, weight=1.0)
+        first = [w.copy() for w in work] if settings.weight < 1 else work
         jobs = [(i, box) for i, mask in enumerate(masks) for box in self.windows(mask)]
         generator = torch.Generator().manual_seed(seed)
         while jobs:
